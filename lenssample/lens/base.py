@@ -1,0 +1,158 @@
+"""Lenses: from a layer's residual stream to next-token logits.
+
+Layer numbering: ``0`` is the embedding output, ``i`` the output of ``i`` blocks, ``L`` the last block's output.
+A lens receives the *pre-norm* residual stream (see :mod:`lenssample.lens.capture`) and maps it to logits:
+
+    logits = transform(unembed(pre_unembed(final_norm(translate(h)))))
+
+where ``translate`` is the identity for the logit lens and a learned affine map for the tuned lens, and
+``transform`` is the model's own post-processing of logits (e.g. Gemma-2's soft-cap). At layer ``L`` the
+translation is always the identity and the final norm is always applied, so the lens at ``L`` *is*
+``model(...).logits``. Many layers are projected in one matrix product: the unembedding sees
+``[..., n_layers, d_model]`` at once.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lenssample.adapters import ModelParts, model_parts
+
+
+class Lens(nn.Module):
+    """Base class of the logit lens and the tuned lens.
+
+    The model's modules are *not* registered as submodules: a lens's ``parameters()`` and ``state_dict()`` hold
+    only what the lens itself learns (nothing, for the logit lens).
+
+    Args:
+        model: a Hugging Face causal LM supported by :mod:`lenssample.adapters`.
+        apply_final_norm: normalise intermediate layers with the model's final norm before unembedding (the correct
+            logit lens). ``False`` skips the norm for layers ``< L`` only, for parity with implementations that
+            unembed raw hidden states (transformers' DoLa); layer ``L`` is always the model's own logits.
+    """
+
+    def __init__(self, model: nn.Module, *, apply_final_norm: bool = True) -> None:
+        super().__init__()
+        self.__dict__["parts"] = model_parts(model)
+        self.apply_final_norm = bool(apply_final_norm)
+
+    parts: ModelParts
+
+    @property
+    def num_layers(self) -> int:
+        """``L``, the number of blocks; valid layers are ``0..L``."""
+        return self.parts.num_layers
+
+    @property
+    def vocab_size(self) -> int:
+        return self.parts.vocab_size
+
+    def check_layers(self, layers: Sequence[int], *, name: str = "layers") -> tuple[int, ...]:
+        """Validate layer numbers at the API boundary; returns them as a tuple."""
+        out = tuple(layers)
+        for layer in out:
+            if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= self.num_layers:
+                raise ValueError(
+                    f"{name} contains {layer!r}, but this model has layers 0..{self.num_layers} (0 = embeddings, "
+                    f"{self.num_layers} = final layer); pass layer numbers in that range"
+                )
+        return out
+
+    def with_final_norm(self, apply_final_norm: bool) -> Lens:
+        """This lens, or a shallow copy sharing its parameters with another ``apply_final_norm``."""
+        if apply_final_norm == self.apply_final_norm:
+            return self
+        other = copy.copy(self)
+        other.apply_final_norm = bool(apply_final_norm)
+        return other
+
+    def translate(self, hidden: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+        """Per-layer correction of the residual stream before the final norm (identity here).
+
+        Args:
+            hidden: ``[..., n_layers, d_model]``.
+            layers: the layer number of each slice along dimension -2.
+        """
+        return hidden
+
+    def normalize(self, hidden: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+        """Apply the final norm (all layers, or only layer ``L`` when ``apply_final_norm`` is off)."""
+        norm = self.parts.final_norm
+        if norm is None:
+            return hidden
+        if self.apply_final_norm:
+            return norm(hidden)
+        if self.num_layers not in layers:
+            return hidden
+        index = list(layers).index(self.num_layers)
+        hidden = hidden.clone()
+        hidden[..., index, :] = norm(hidden[..., index, :])
+        return hidden
+
+    def forward(self, hidden: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+        """Map residual streams to logits.
+
+        Args:
+            hidden: ``[..., n_layers, d_model]`` pre-norm residual stream of ``layers``.
+            layers: layer numbers, one per slice along dimension -2.
+
+        Returns:
+            ``logits: [..., n_layers, vocab]`` in float32.
+        """
+        hidden = self.translate(hidden, layers)
+        hidden = self.normalize(hidden, layers)
+        if self.parts.pre_unembed is not None:
+            hidden = self.parts.pre_unembed(hidden)
+        logits = unembed(self.parts, hidden).float()
+        if self.parts.logits_transform is not None:
+            logits = self.parts.logits_transform(logits)
+        return logits
+
+
+# On CPU, MKL's matrix-vector product with an [vocab, d_model] row-major weight (what nn.Linear computes for one
+# row) runs at about half the memory bandwidth of the same product against the transposed, contiguous
+# [d_model, vocab] copy; from ~8 rows on, the plain GEMM is faster again. Decoding projects 1-4 rows per step, so
+# the unembedding keeps a transposed copy (one extra copy of the unembedding matrix) for that case. The sums are
+# the same, so the logits are the same.
+_SMALL_ROWS = 4
+
+
+def unembed(parts: ModelParts, hidden: torch.Tensor) -> torch.Tensor:
+    """``hidden: [..., d_model] -> [..., vocab]`` through the model's unembedding (fast path for few rows on CPU)."""
+    module = parts.unembed
+    rows = hidden.numel() // hidden.shape[-1]
+    if (
+        rows > _SMALL_ROWS
+        or hidden.device.type != "cpu"
+        or type(module) is not nn.Linear
+        or torch.is_grad_enabled()
+    ):
+        return module(hidden)
+    weight = module.weight
+    key = (weight.data_ptr(), weight._version, weight.dtype)
+    cached = parts.model.__dict__.get("_lenssample_unembed_t")
+    if cached is None or cached[0] != key:
+        cached = (key, weight.detach().t().contiguous())
+        parts.model.__dict__["_lenssample_unembed_t"] = cached
+    out = hidden.to(weight.dtype) @ cached[1]
+    return out + module.bias if module.bias is not None else out
+
+
+class LogitLens(Lens):
+    """The logit lens (nostalgebraist, 2020): the model's final norm and unembedding applied to any layer."""
+
+
+def as_lens(model: nn.Module, lens: Lens | None) -> Lens:
+    """The given lens (checked to belong to ``model``) or a fresh :class:`LogitLens`."""
+    if lens is None:
+        return LogitLens(model)
+    if not isinstance(lens, Lens):
+        raise TypeError(f"lens must be a lenssample Lens (LogitLens, TunedLens), got {type(lens).__name__}")
+    if lens.parts.model is not model:
+        raise ValueError("lens was built for a different model object; build it with this model")
+    return lens

