@@ -60,3 +60,27 @@ def test_local_folder_round_trip(tmp_path):
 def test_default_model_loads_from_cache(real_model):
     source, _ = resolve_model_dir(None)
     assert source.endswith("smollm2-135m-instruct")
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_gemma3_lens_and_greedy_parity():
+    """Gemma-3-270M (gemma3_text, 18 layers, 262k vocabulary): lens at L == logits, greedy == model.generate.
+
+    Skipped unless its converted copy is already cached (the first conversion takes minutes); run
+    `python -c "import lenssample; lenssample.load_model('gemma3-270m')"` once to enable it.
+    """
+    import torch
+
+    from lenssample import apply_lens, generate
+    from lenssample.models import cache_root
+
+    if not (cache_root() / "models" / "gemma3-270m" / "config.json").exists():
+        pytest.skip("gemma3-270m is not converted yet (see the docstring)")
+    model, tokenizer = load_model("gemma3-270m")
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits
+        theirs = model.generate(ids, max_new_tokens=8, do_sample=False)
+    torch.testing.assert_close(apply_lens(model, ids, layers=[18]).logits[:, :, 0], logits, rtol=1e-4, atol=1e-4)
+    assert torch.equal(generate(model, ids, max_new_tokens=8).sequences, theirs)
