@@ -82,5 +82,7 @@ def test_gemma3_lens_and_greedy_parity():
     with torch.no_grad():
         logits = model(ids).logits
         theirs = model.generate(ids, max_new_tokens=8, do_sample=False)
-    torch.testing.assert_close(apply_lens(model, ids, layers=[18]).logits[:, :, 0], logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        apply_lens(model, ids, layers=[18]).logits[:, :, 0], logits, rtol=1e-4, atol=1e-4
+    )
     assert torch.equal(generate(model, ids, max_new_tokens=8).sequences, theirs)
