@@ -14,7 +14,6 @@ ever needed) and rendered with the Agg canvas. Every function returns the figure
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -357,7 +356,7 @@ def plot_layer_curves(
             one lens's dict.
         layers: the x values (layer numbers) shared by all lenses; default ``0..n-1``.
         metrics: which metrics to draw, in order; default every metric found.
-        log_y: metrics drawn on a log scale (when all their values are positive).
+        log_y: metrics drawn on a log scale (when none is negative; zeros are not drawn there).
         title: figure title.
         path: also save the figure there.
         dpi: resolution when saving a PNG.
@@ -381,10 +380,11 @@ def plot_layer_curves(
                 raise ValueError(
                     f"curves[{name!r}][{metric!r}] has {y.size} values but {x.size} layers; pass one value per layer"
                 )
-            positive &= bool(np.all(y[np.isfinite(y)] > 0))
+            finite = y[np.isfinite(y)]
+            positive &= bool(np.all(finite >= 0) and np.any(finite > 0))
             ax.plot(x, y, marker="o", markersize=3, label=plain(name))
         if metric in log_y and positive:
-            ax.set_yscale("log")
+            ax.set_yscale("log", nonpositive="mask")  # exact zeros (the final layer's KL) are left out
         ax.set_xlabel("layer")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric), fontsize=9)
         ax.grid(alpha=0.3)
@@ -394,9 +394,3 @@ def plot_layer_curves(
     if path is not None:
         save_figure(fig, path, dpi=dpi)
     return fig
-
-
-def figure_size_px(fig: Figure, dpi: int = 100) -> tuple[int, int]:
-    """``(width, height)`` in pixels of ``fig`` saved at ``dpi``."""
-    width, height = fig.get_size_inches()
-    return math.ceil(width * dpi), math.ceil(height * dpi)

@@ -172,7 +172,9 @@ def test_layer_curves(tmp_path):
     kl_ax, top1_ax = fig.axes
     assert [line.get_label() for line in kl_ax.lines] == ["logit", "tuned"]
     np.testing.assert_array_equal(top1_ax.lines[1].get_ydata(), curves["tuned"]["top1"])
-    assert kl_ax.get_yscale() == "linear"  # zeros: no log scale
+    assert kl_ax.get_yscale() == "log" and top1_ax.get_yscale() == "linear"
+    fig = plot_layer_curves({"a": {"kl": [1.0, -1.0]}})  # a negative value: no log scale
+    assert fig.axes[0].get_yscale() == "linear"
     with pytest.raises(ValueError, match="curves is empty"):
         plot_layer_curves({})
     with pytest.raises(ValueError, match="has 2 values but 5 layers"):
