@@ -28,6 +28,8 @@ class FirstConfidentLayer(Strategy):
     threshold: float = 0.8
 
     def __post_init__(self) -> None:
+        if self.min_layer < 0:
+            raise ValueError(f"min_layer={self.min_layer}: must be >= 0")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold={self.threshold}: must be in (0, 1]")
 
