@@ -48,3 +48,7 @@ __all__ = [
     "score",
     "strategy_from_name",
 ]
+
+from lenssample.trajectory import Trajectory, trajectory  # noqa: E402
+
+__all__ += ["Trajectory", "trajectory"]

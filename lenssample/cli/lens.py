@@ -1,0 +1,111 @@
+"""``lenssample lens "text"``: the logit-lens (or tuned-lens) heatmap of a text, as PNG, SVG, PDF or HTML."""
+
+from __future__ import annotations
+
+import argparse
+
+from lenssample.cli.common import add_lens_args, add_model_args, lens_from_args, load
+
+OUT_SUFFIXES = (".png", ".svg", ".pdf", ".html", ".htm")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "lens", help="heatmap of the lens's top-1 token per layer and position of a text (PNG/SVG/HTML)"
+    )
+    parser.add_argument("text", help="the text to look at")
+    add_model_args(parser)
+    add_lens_args(parser)
+    parser.add_argument("--stat", default="prob", help="colour by prob (default), rank, kl, entropy or xent")
+    parser.add_argument(
+        "--out", default=None, help="FILE.png, .svg, .pdf or .html (default: print a text table)"
+    )
+    parser.add_argument("--layers", default=None, help="comma-separated layer numbers (default: all)")
+    parser.add_argument("--last", type=int, default=None, help="show only the last N positions")
+    parser.add_argument(
+        "--start", type=int, default=None, help="first position shown (negative: from the end)"
+    )
+    parser.add_argument("--end", type=int, default=None, help="one past the last position shown")
+    parser.add_argument("--top-k", type=int, default=5, help="top tokens per cell in the HTML tooltips")
+    parser.set_defaults(func=run)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every check that needs no model, so bad input fails before the model loads."""
+    from lenssample.viz import check_output_path, get_statistic
+
+    if not args.text:
+        raise ValueError("text is empty; pass some text to look at")
+    get_statistic(args.stat)
+    if args.out is not None:
+        check_output_path(args.out, OUT_SUFFIXES)
+    if args.last is not None and (args.start is not None or args.end is not None):
+        raise ValueError("--last cannot be combined with --start/--end; pass one way of choosing positions")
+    if args.last is not None and args.last < 1:
+        raise ValueError(f"--last {args.last}: must be >= 1")
+    if args.top_k < 1:
+        raise ValueError(f"--top-k {args.top_k}: must be >= 1")
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise ValueError(
+            f"--layers {text!r}: pass comma-separated layer numbers, e.g. --layers 0,10,20,30"
+        ) from err
+
+
+def run(args: argparse.Namespace) -> int:
+    from lenssample.trajectory import trajectory
+    from lenssample.viz import get_statistic, plot_trajectory
+    from lenssample.viz_html import trajectory_html
+
+    check_args(args)
+    layers = parse_layers(args.layers)
+    model, tokenizer = load(args)
+    lens = lens_from_args(args, model)
+    ids = tokenizer(args.text, return_tensors="pt").input_ids[0]
+    seq = len(ids)
+    if args.last is not None:
+        positions = list(range(max(0, seq - args.last), seq))
+    else:
+        start, end = slice(args.start, args.end).indices(seq)[:2]
+        positions = list(range(start, end))
+        if not positions:
+            raise ValueError(
+                f"--start {args.start} --end {args.end} selects no position of the text's {seq} tokens; "
+                f"pick a range inside 0..{seq}"
+            )
+    traj = trajectory(model, tokenizer, ids, lens=lens, layers=layers, positions=positions, top_k=args.top_k)
+    if args.out is None:
+        print(text_table(traj, get_statistic(args.stat)))
+    elif args.out.lower().endswith((".html", ".htm")):
+        trajectory_html(traj, stat=args.stat, path=args.out)
+        print(f"wrote {args.out}")
+    else:
+        # The CLI draws every selected position; the library's default cap is for unasked-for long texts.
+        plot_trajectory(traj, stat=args.stat, path=args.out, max_positions=max(1, len(traj.positions)))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def text_table(traj, statistic, width: int = 12) -> str:
+    """Top-1 token and the chosen statistic per layer (rows, final on top) and position (columns)."""
+    values = statistic.values(traj)
+    cell = width + 7
+    lines = [
+        "layer".rjust(6) + "".join(t.rjust(cell) for t in traj.input_tokens),
+        "next".rjust(6)
+        + "".join((t + ("*" if m else "")).rjust(cell) for t, m in zip(traj.next_tokens, traj.matches)),
+    ]
+    for r in sorted(range(len(traj.layers)), key=lambda i: -traj.layers[i]):
+        cells = [
+            f"{traj.top_tokens[r, c]} {statistic.fmt.format(values[r, c])}".rjust(cell)
+            for c in range(len(traj.positions))
+        ]
+        lines.append(str(traj.layers[r]).rjust(6) + "".join(cells))
+    lines.append(f"({statistic.label}; * = the final layer predicts the next token)")
+    return "\n".join(lines)
