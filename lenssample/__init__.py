@@ -48,3 +48,26 @@ __all__ = [
     "score",
     "strategy_from_name",
 ]
+
+# Strategies that mix and contrast layers (issue 3).
+from lenssample.strategies import (  # noqa: E402
+    SLED,
+    AutoContrastive,
+    DoLa,
+    DoLaReference,
+    DoLaStatic,
+    LayerContrast,
+    LayerEnsemble,
+    LayerWindow,
+)
+
+__all__ += [
+    "AutoContrastive",
+    "DoLa",
+    "DoLaReference",
+    "DoLaStatic",
+    "LayerContrast",
+    "LayerEnsemble",
+    "LayerWindow",
+    "SLED",
+]
