@@ -77,13 +77,12 @@ def _contrast(
 def jensen_shannon(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """JSD(p || q) in nats over the last dimension, from log-probabilities (broadcasting): ``[...]``.
 
-    Uses ``0.5 * KL(p || m) + 0.5 * KL(q || m)`` with ``m = (p + q) / 2`` and ``0 * log 0 = 0``.
+    ``0.5 * KL(p || m) + 0.5 * KL(q || m)`` with ``m = (p + q) / 2``. Inputs floored at ``LOG_PROB_FLOOR`` (as
+    :func:`floored_log_softmax` returns them) keep every term finite: an underflowed probability contributes 0.
     """
     log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
-    kl_p = torch.xlogy(log_p.exp(), log_p.exp()) - log_p.exp() * log_m
-    kl_q = torch.xlogy(log_q.exp(), log_q.exp()) - log_q.exp() * log_m
-    # Terms where both p and q underflow are 0 * (-inf) = nan: they contribute nothing.
-    return 0.5 * torch.nan_to_num(kl_p + kl_q, nan=0.0, posinf=0.0).sum(dim=-1).clamp_min(0.0)
+    divergence = log_p.exp() * (log_p - log_m) + log_q.exp() * (log_q - log_m)
+    return 0.5 * torch.nan_to_num(divergence, nan=0.0).sum(dim=-1).clamp_min(0.0)
 
 
 @register_strategy
