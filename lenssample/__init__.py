@@ -52,3 +52,26 @@ __all__ = [
 from lenssample.trajectory import Trajectory, trajectory  # noqa: E402
 
 __all__ += ["Trajectory", "trajectory"]
+
+# Strategies that mix and contrast layers (issue 3).
+from lenssample.strategies import (  # noqa: E402
+    SLED,
+    AutoContrastive,
+    DoLa,
+    DoLaReference,
+    DoLaStatic,
+    LayerContrast,
+    LayerEnsemble,
+    LayerWindow,
+)
+
+__all__ += [
+    "AutoContrastive",
+    "DoLa",
+    "DoLaReference",
+    "DoLaStatic",
+    "LayerContrast",
+    "LayerEnsemble",
+    "LayerWindow",
+    "SLED",
+]

@@ -1,0 +1,226 @@
+"""Layer ensembles: next-token distributions mixed from several layers' lens distributions.
+
+Two ways to combine the per-layer distributions ``q_j`` with weights ``w_j`` (summing to 1):
+
+* ``"mixture"``: ``p = sum_j w_j q_j`` (a mixture of probabilities; weights are posterior-like responsibilities);
+* ``"product"``: ``p ∝ prod_j q_j^{w_j}``, i.e. ``log p = sum_j w_j log q_j`` renormalised (a product of experts).
+
+Weights are explicit numbers, a scheme over the layers (``"uniform"``, ``"linear"`` and ``"exponential"`` ramps that
+grow toward the last layer), or per-row confidences (``"entropy"``: ``w_j ∝ exp(-H(q_j) / temperature)``;
+``"max_prob"``: ``w_j ∝ max q_j``). :class:`LayerWindow` is the VISTA "self-logits augmentation" form: the final
+layer mixed with the average of a window of the last ``k`` layers before it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from lenssample.strategies.base import Strategy, StrategyOutput, register_strategy
+from lenssample.strategies.fields import (
+    JSONFields,
+    LayersField,
+    LayerSpec,
+    check_number,
+    resolve_layers,
+)
+
+WEIGHT_SCHEMES = ("uniform", "linear", "exponential", "entropy", "max_prob")
+
+
+def _static_weights(scheme: str, layers: Sequence[int], decay: float) -> torch.Tensor:
+    """``[n_layers]`` weights of a static scheme (unnormalised), growing toward the last layer."""
+    position = torch.arange(1, len(layers) + 1, dtype=torch.float64)
+    if scheme == "uniform":
+        return torch.ones(len(layers), dtype=torch.float64)
+    if scheme == "linear":
+        return position
+    # "exponential": each layer weighs `decay` times the next one.
+    return torch.tensor(decay, dtype=torch.float64) ** (len(layers) - position)
+
+
+def _confidence_log_weights(log_probs: torch.Tensor, scheme: str, temperature: float) -> torch.Tensor:
+    """``[rows, n_layers]`` log-weights from each layer's confidence at each row (normalised over layers)."""
+    if scheme == "entropy":
+        entropy = -(log_probs.exp() * log_probs).nan_to_num(nan=0.0).sum(-1)  # 0 * log 0 = 0
+        score = -entropy / temperature
+    else:  # "max_prob"
+        score = log_probs.max(dim=-1).values  # log of the top probability: w ∝ max q
+    return torch.log_softmax(score, dim=-1)
+
+
+def _mixture(log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
+    """``log sum_j w_j q_j``: ``[rows, vocab]`` from ``[rows, n, vocab]`` and ``[rows or 1, n]``."""
+    return torch.logsumexp(log_probs + log_weights[..., None], dim=1)
+
+
+def _product(log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(sum_j w_j log q_j)``; a zero weight contributes nothing, even against ``log q = -inf``."""
+    weights = log_weights.exp()[..., None]
+    terms = torch.where(weights > 0, weights * log_probs, torch.zeros_like(log_probs))
+    return torch.log_softmax(terms.sum(dim=1), dim=-1)
+
+
+COMBINE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mixture": _mixture,
+    "product": _product,
+}
+
+
+def _all_layers(num_layers: int) -> tuple[int, ...]:
+    return tuple(range(num_layers + 1))
+
+
+@register_strategy
+@dataclass(frozen=True, kw_only=True)
+class LayerEnsemble(JSONFields, Strategy):
+    """A weighted ensemble of layer distributions (see the module docstring for the formulas).
+
+    Args:
+        layers: ``"all"`` (``0..L``) or explicit layer numbers (negative counts from the end).
+        weights: one of ``"uniform"``, ``"linear"``, ``"exponential"``, ``"entropy"``, ``"max_prob"``, or one
+            non-negative number per layer (in the order of ``layers``; normalised to sum to 1).
+        combine: ``"mixture"`` or ``"product"``.
+        decay: ratio between consecutive weights of the ``"exponential"`` ramp, in ``(0, 1]``.
+        temperature: of the ``"entropy"`` confidence weights, ``> 0``.
+
+    Output logits are the ensemble's log-probabilities (normalised). ``info["top_layer"]``: ``[rows]`` the layer
+    with the largest weight at each row.
+    """
+
+    name: ClassVar[str] = "ensemble"
+    layers: LayerSpec = LayersField("all", ("all",))  # type: ignore[assignment]
+    weights: Any = "uniform"
+    combine: str = "mixture"
+    decay: float = 0.7
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        owner = self.name
+        if isinstance(self.weights, str):
+            if self.weights not in WEIGHT_SCHEMES:
+                raise ValueError(
+                    f"{owner}: weights={self.weights!r} is not a scheme ({', '.join(WEIGHT_SCHEMES)}) nor a list of "
+                    "numbers; pass e.g. weights=uniform or weights=0.2,0.8"
+                )
+        else:
+            values = [self.weights] if isinstance(self.weights, int | float) else self.weights
+            if not isinstance(values, Sequence) or not values:
+                raise ValueError(
+                    f"{owner}: weights={self.weights!r} must be a scheme name or a non-empty list"
+                )
+            weights = tuple(
+                check_number(
+                    w, field="weights", owner=owner, low=0.0, fix="Weights are non-negative numbers."
+                )
+                for w in values
+            )
+            if sum(weights) <= 0:
+                raise ValueError(
+                    f"{owner}: weights={list(weights)!r} are all zero; give at least one layer a positive weight"
+                )
+            object.__setattr__(self, "weights", weights)
+            spec = self.layers.spec
+            if not isinstance(spec, str) and len(spec) != len(weights):
+                raise ValueError(
+                    f"{owner}: weights has {len(weights)} numbers but layers={list(spec)!r} has {len(spec)}; "
+                    "give one weight per layer"
+                )
+            if not isinstance(spec, str) and min(spec) < 0:
+                raise ValueError(
+                    f"{owner}: layers={list(spec)!r} counts from the end, which explicit weights cannot follow "
+                    "for every depth; give non-negative layer numbers with explicit weights"
+                )
+        if self.combine not in COMBINE:
+            raise ValueError(f"{owner}: combine={self.combine!r} must be one of {', '.join(COMBINE)}")
+        check_number(self.decay, field="decay", owner=owner, low=0.0, high=1.0, low_open=True)
+        check_number(self.temperature, field="temperature", owner=owner, low=0.0, low_open=True)
+
+    def given_layers(self, num_layers: int) -> tuple[int, ...]:
+        """The layers in the order the user gave them (the order of explicit ``weights``)."""
+        layers = resolve_layers(
+            self.layers.spec, num_layers, field="layers", owner=self.name, presets={"all": _all_layers}
+        )
+        if isinstance(self.weights, tuple) and len(self.weights) != len(layers):
+            raise ValueError(
+                f"{self.name}: weights has {len(self.weights)} numbers but layers={self.layers.spec!r} has "
+                f"{len(layers)} layers for this model; give one weight per layer"
+            )
+        return layers
+
+    def read_layers(self, num_layers: int) -> tuple[int, ...]:
+        """The ensemble's layers, sorted (what ``layers(num_layers)`` returns)."""
+        return tuple(sorted(self.given_layers(num_layers)))
+
+    def log_weights(self, log_probs: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
+        """``[rows or 1, n_layers]`` normalised log-weights for ``layers`` (sorted, as read)."""
+        if isinstance(self.weights, tuple):
+            # Explicit weights come with "all" (0..L, so L is the last layer read) or non-negative layer numbers.
+            given = self.given_layers(layers[-1])
+            by_layer = dict(zip(given, self.weights))
+            weights = torch.tensor([by_layer[layer] for layer in layers], dtype=torch.float64)
+        elif self.weights in ("entropy", "max_prob"):
+            return _confidence_log_weights(log_probs, self.weights, self.temperature)
+        else:
+            weights = _static_weights(self.weights, layers, self.decay)
+        log_weights = (weights / weights.sum()).log().float().to(log_probs.device)
+        return log_weights[None]
+
+    def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
+        log_probs = torch.log_softmax(lens_logits.float(), dim=-1)  # [rows, n, vocab]
+        log_weights = self.log_weights(log_probs, layers)
+        logits = COMBINE[self.combine](log_probs, log_weights)
+        top = torch.tensor(layers, device=logits.device)[log_weights.argmax(dim=-1)]
+        return StrategyOutput(logits=logits, info={"top_layer": top.expand(logits.shape[0])})
+
+
+@register_strategy
+@dataclass(frozen=True, kw_only=True)
+class LayerWindow(Strategy):
+    """The final layer mixed with a window of the ``window`` layers before it (VISTA's self-logits augmentation,
+    Li et al. 2025, arXiv 2502.03628).
+
+    ``log p = log_softmax((1 - gamma) * log q_L + gamma * mean_{j in L-window..L-1} log q_j)``. VISTA averages the
+    window's *logits*; averaging log-probabilities instead gives the same distribution up to each layer's constant
+    and keeps a layer with huge logits from dominating. ``gamma = 0`` is the final layer.
+
+    Args:
+        window: how many layers before ``L`` to average (``1..L``).
+        gamma: weight of the window in ``[0, 1]``.
+    """
+
+    name: ClassVar[str] = "window"
+    window: int = 4
+    gamma: float = 0.3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"{self.name}: window={self.window!r} must be an integer >= 1 (layers before L)")
+        check_number(self.gamma, field="gamma", owner=self.name, low=0.0, high=1.0, fix="Use e.g. gamma=0.3.")
+
+    def layers(self, num_layers: int) -> tuple[int, ...]:
+        if self.window > num_layers:
+            raise ValueError(
+                f"{self.name}: window={self.window} exceeds the {num_layers} layers before the final one; "
+                f"use window <= {num_layers}"
+            )
+        return tuple(range(num_layers - self.window, num_layers + 1))
+
+    def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
+        log_probs = torch.log_softmax(lens_logits.float(), dim=-1)
+        final = log_probs[:, -1]
+        if self.gamma == 0:
+            return StrategyOutput(logits=final)
+        window = log_probs[:, :-1].clamp_min(-1.0e4).mean(dim=1)
+        mixed = (1 - self.gamma) * final + self.gamma * window
+        return StrategyOutput(logits=torch.log_softmax(mixed, dim=-1))
+
+
+def exponential_ramp(decay: float, n: int) -> list[float]:
+    """The normalised ``"exponential"`` weights of ``n`` layers (for documentation and tests)."""
+    raw = [decay ** (n - 1 - i) for i in range(n)]
+    return [w / math.fsum(raw) for w in raw]

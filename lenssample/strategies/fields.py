@@ -1,0 +1,259 @@
+"""Validation and resolution of the hyperparameters that several strategies share.
+
+Values may arrive from Python (tuples, lists, ints) or from the CLI through ``parse_assignments`` (JSON numbers,
+comma lists, strings), so every check accepts both and stores a hashable normal form (tuples).
+
+Layer sets are written either as a preset name (``"low"``, ``"high"``, ``"all"``) resolved once the model depth
+``L`` is known, or as explicit layer numbers (negative numbers count from the end: ``-1`` is ``L``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from numbers import Real
+from typing import Any
+
+import torch
+
+# Log-probabilities below this are treated as this (e^-10000 is 0 in float32 anyway). Contrasts subtract
+# premature log-probs; flooring them keeps an underflowed (-inf) premature probability from turning into +inf.
+LOG_PROB_FLOOR = -1.0e4
+# Largest magnitude a strategy lets through: keeps contrasts of huge adversarial logits finite.
+LOGIT_LIMIT = 1.0e30
+
+LayerSpec = str | tuple[int, ...]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_layer_spec(value: Any, *, field: str, owner: str, presets: Sequence[str]) -> LayerSpec:
+    """Normalise a layer-set field: a preset name, or a non-empty tuple of distinct integers.
+
+    Raises:
+        ValueError: unknown preset, empty list, non-integers, duplicates.
+    """
+    if isinstance(value, str):
+        if value in presets:
+            return value
+        close = difflib.get_close_matches(value, list(presets), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"{owner}: {field}={value!r} is not a preset ({', '.join(map(repr, presets))}) nor a list of layer "
+            f"numbers.{hint}"
+        )
+    if _is_int(value):
+        value = (value,)
+    if not isinstance(value, Sequence) or isinstance(value, bytes):
+        raise ValueError(
+            f"{owner}: {field}={value!r} must be one of {', '.join(map(repr, presets))} or a list of layer numbers, "
+            f"e.g. {field}=[8, 16]"
+        )
+    layers = tuple(value)
+    if not layers:
+        raise ValueError(
+            f"{owner}: {field}=[] is empty; give at least one layer number, e.g. {field}=[8, 16]"
+        )
+    bad = [layer for layer in layers if not _is_int(layer)]
+    if bad:
+        raise ValueError(f"{owner}: {field}={list(layers)!r} contains {bad[0]!r}; layer numbers are integers")
+    if len(set(layers)) != len(layers):
+        dup = next(layer for layer in layers if layers.count(layer) > 1)
+        raise ValueError(f"{owner}: {field}={list(layers)!r} lists layer {dup} twice; list each layer once")
+    return layers
+
+
+def resolve_layers(
+    spec: LayerSpec,
+    num_layers: int,
+    *,
+    field: str,
+    owner: str,
+    presets: Mapping[str, Callable[[int], Sequence[int]]],
+    allow_final: bool = True,
+) -> tuple[int, ...]:
+    """Layer numbers (in the order given, negatives resolved) for a model of ``num_layers`` blocks.
+
+    Raises:
+        ValueError: a layer outside ``0..L`` (or equal to ``L`` when ``allow_final`` is False), or two entries that
+            name the same layer.
+    """
+    if isinstance(spec, str):
+        layers = tuple(presets[spec](num_layers))
+        if not layers:
+            raise ValueError(
+                f"{owner}: {field}={spec!r} selects no layer for a model of {num_layers} layers; "
+                f"pass explicit layers"
+            )
+        return layers
+    top = num_layers if allow_final else num_layers - 1
+    resolved = []
+    for layer in spec:
+        absolute = layer if layer >= 0 else num_layers + 1 + layer
+        if not 0 <= absolute <= top:
+            what = "0..L" if allow_final else "0..L-1 (layer L is the mature layer)"
+            raise ValueError(
+                f"{owner}: {field} contains {layer}, outside {what} = 0..{top} for this model of {num_layers} "
+                f"layers; choose layers in that range"
+            )
+        resolved.append(absolute)
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(
+            f"{owner}: {field}={list(spec)!r} names the same layer twice for a model of {num_layers} layers "
+            f"(negative numbers count from the end); list each layer once"
+        )
+    return tuple(resolved)
+
+
+def check_number(
+    value: Any,
+    *,
+    field: str,
+    owner: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    fix: str = "",
+) -> float:
+    """A real number in ``[low, high]`` (``(low, high]`` with ``low_open``), returned as float."""
+    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(float(value)):
+        raise ValueError(f"{owner}: {field}={value!r} must be a number. {fix}".rstrip())
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high or math.isinf(value):
+        left = "(" if low_open else "["
+        interval = f"{left}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ValueError(f"{owner}: {field}={value!r} is outside {interval}. {fix}".rstrip())
+    return value
+
+
+def check_alpha(value: Any, *, owner: str) -> float:
+    """The plausibility cut-off: keep tokens with ``p >= alpha * max p``; must lie in ``(0, 1]``."""
+    return check_number(
+        value,
+        field="alpha",
+        owner=owner,
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        fix="Use e.g. alpha=0.1 (1 keeps only the top token).",
+    )
+
+
+def check_excluded_logit(value: Any, *, owner: str) -> float:
+    """The score given to tokens outside the plausibility set: ``-inf`` (generation) or a finite value such as
+    ``-1000`` (likelihood scoring, so that every token keeps a finite log-probability)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(float(value)):
+        raise ValueError(f"{owner}: excluded_logit={value!r} must be a number such as -inf or -1000")
+    if float(value) > -1.0 or float(value) == math.inf:
+        raise ValueError(
+            f"{owner}: excluded_logit={value!r} must be very negative (-inf, or e.g. -1000) so excluded tokens stay "
+            "unlikely"
+        )
+    return float(value)
+
+
+def plausible(mature_log_probs: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The adaptive plausibility set ``{x: p(x) >= alpha * max p}`` (Li et al. 2023; DoLa eq. 3).
+
+    Args:
+        mature_log_probs: ``[rows, vocab]`` log-probabilities of the mature layer.
+        alpha: in ``(0, 1]``.
+
+    Returns:
+        ``[rows, vocab]`` bool; the top token is always inside.
+    """
+    top = mature_log_probs.max(dim=-1, keepdim=True).values
+    return mature_log_probs >= top + math.log(alpha)
+
+
+def floored_log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """``log_softmax`` over the last dimension in float32, floored at :data:`LOG_PROB_FLOOR`."""
+    return torch.log_softmax(logits.float(), dim=-1).clamp_min(LOG_PROB_FLOOR)
+
+
+def masked_scores(scores: torch.Tensor, keep: torch.Tensor, excluded_logit: float) -> torch.Tensor:
+    """``scores`` (at most ``LOGIT_LIMIT``) where ``keep``, ``excluded_logit`` elsewhere: ``[rows, vocab]``."""
+    scores = scores.clamp(max=LOGIT_LIMIT)
+    return scores.masked_fill(~keep, excluded_logit)
+
+
+class LayerChoice:
+    """What ``strategy.layers`` returns for a strategy with a ``layers`` hyperparameter.
+
+    The strategy interface has a method ``layers(num_layers)`` while DoLa, ensembles and SLED take a hyperparameter
+    that users know as ``layers`` (``--set layers=high``). This object is both: calling it is the interface method
+    (the layers the strategy reads), and :attr:`spec` (also its ``repr`` and equality) is the hyperparameter value.
+    """
+
+    __slots__ = ("spec", "_strategy")
+
+    def __init__(self, spec: LayerSpec, strategy: Any) -> None:
+        self.spec = spec
+        self._strategy = strategy
+
+    def __call__(self, num_layers: int) -> tuple[int, ...]:
+        """The sorted, distinct layers the strategy reads for a model of ``num_layers`` blocks."""
+        return self._strategy.read_layers(num_layers)
+
+    def __eq__(self, other: object) -> bool:
+        other_spec = other.spec if isinstance(other, LayerChoice) else other
+        if isinstance(other_spec, list):
+            other_spec = tuple(other_spec)
+        return self.spec == other_spec
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+    def __repr__(self) -> str:
+        return repr(self.spec)
+
+
+class LayersField:
+    """Data descriptor behind a strategy's ``layers`` hyperparameter (see :class:`LayerChoice`).
+
+    Dataclasses take the class-level ``__get__`` value as the field's default, and ``__init__`` stores through
+    ``__set__``, which validates with :func:`check_layer_spec`.
+    """
+
+    def __init__(self, default: LayerSpec, presets: Sequence[str]) -> None:
+        self.default = default
+        self.presets = tuple(presets)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.field = name
+        self.private = f"_{name}_spec"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self.default
+        return LayerChoice(obj.__dict__[self.private], obj)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        if isinstance(value, LayerChoice):
+            value = value.spec
+        owner = getattr(type(obj), "name", type(obj).__name__)
+        obj.__dict__[self.private] = check_layer_spec(
+            value, field=self.field, owner=owner, presets=self.presets
+        )
+
+
+def spec_to_json(value: Any) -> Any:
+    """A field value in JSON form (tuples and layer choices become lists or strings)."""
+    if isinstance(value, LayerChoice):
+        value = value.spec
+    return list(value) if isinstance(value, tuple) else value
+
+
+class JSONFields:
+    """Mixin for strategies with a ``layers`` hyperparameter: ``to_dict`` writes plain JSON values."""
+
+    def to_dict(self) -> dict[str, Any]:
+        import dataclasses
+
+        values = {f.name: spec_to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {"name": self.name, **values}  # type: ignore[attr-defined]

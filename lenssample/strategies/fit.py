@@ -1,0 +1,186 @@
+"""Fitted ensemble weights: the mixture of layer distributions that minimises next-token NLL on given text.
+
+For a mixture ``p(y) = sum_j w_j q_j(y)`` the training objective needs only each layer's probability of the
+observed next token, an ``[positions, n_layers]`` matrix ``Q``: ``NLL(w) = -mean_i log (Q_i . w)``. It is convex in
+``w``, so minimising it on the simplex (scipy's SLSQP, with the analytic gradient) finds the global optimum; the
+final layer alone (a vertex of the simplex) is one of the candidates, so the fitted mixture is never worse than the
+final layer *on the fitting text*. Whether it is better on held-out text is an empirical question
+(``evals/strategies_eval.py`` measures it).
+
+Fit on ``lenssample.data.wikipedia("train")`` and evaluate on ``"heldout"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+from torch import nn
+
+from lenssample.adapters import model_parts
+from lenssample.lens.base import Lens, as_lens
+from lenssample.lens.capture import run_layers
+from lenssample.strategies.ensemble import LayerEnsemble
+from lenssample.strategies.fields import LayerSpec
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Fitted layer weights.
+
+    Attributes:
+        strategy: a ready :class:`LayerEnsemble` (``combine="mixture"``) with the fitted weights.
+        layers: the layers, in the order of ``weights``.
+        weights: non-negative, summing to 1.
+        nll: mean NLL (nats/token) of the fitted mixture on the fitting tokens.
+        final_nll: mean NLL of the final layer alone on the same tokens.
+        tokens: how many next-token targets were fitted.
+    """
+
+    strategy: LayerEnsemble
+    layers: tuple[int, ...]
+    weights: tuple[float, ...]
+    nll: float
+    final_nll: float
+    tokens: int
+
+
+def token_windows(tokenizer, texts: Sequence[str], *, max_tokens: int, window: int) -> torch.Tensor:
+    """Cut the concatenated token ids of ``texts`` into ``[n_windows, window]`` with about ``max_tokens`` targets.
+
+    Documents are joined with the tokenizer's EOS token; the last, incomplete window is dropped.
+    """
+    if window < 2:
+        raise ValueError(f"window={window} must be >= 2 tokens")
+    ids: list[int] = []
+    eos = tokenizer.eos_token_id
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            ids.append(eos)
+        if len(ids) >= max_tokens + max_tokens // (window - 1) + window:
+            break
+    n_windows = max(1, min(len(ids) // window, -(-max_tokens // (window - 1))))
+    if len(ids) < window:
+        raise ValueError(
+            f"the texts hold {len(ids)} tokens, fewer than one window of {window}; give more text"
+        )
+    return torch.tensor(ids[: n_windows * window]).reshape(n_windows, window)
+
+
+@torch.inference_mode()
+def layer_token_log_probs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    layers: Sequence[int],
+    *,
+    lens: Lens | None = None,
+    max_chunk_bytes: int = 256 * 2**20,
+) -> torch.Tensor:
+    """Each layer's lens log-probability of every observed next token: ``[batch * (seq - 1), n_layers]``.
+
+    One forward pass per batch reads the residual streams of ``layers``; the vocabulary projection runs over
+    chunks of positions (all layers in one matrix product), as in :func:`lenssample.score`.
+    """
+    parts = model_parts(model)
+    lens = as_lens(model, lens)
+    layers = lens.check_layers(layers)
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    out = run_layers(model, input_ids, layers, use_cache=False, keep=None)
+    batch, seq = input_ids.shape
+    hidden = out.hidden[:, :-1].reshape(batch * (seq - 1), len(layers), -1)
+    targets = input_ids[:, 1:].reshape(-1)
+    chunk = max(1, int(max_chunk_bytes // (len(layers) * parts.vocab_size * 4 * 2)))
+    result = torch.empty(hidden.shape[0], len(layers), dtype=torch.float32, device=device)
+    for start in range(0, hidden.shape[0], chunk):
+        stop = min(hidden.shape[0], start + chunk)
+        log_probs = torch.log_softmax(lens(hidden[start:stop], layers), dim=-1)  # [rows, n, vocab]
+        index = targets[start:stop, None, None].expand(-1, len(layers), 1)
+        result[start:stop] = log_probs.gather(-1, index)[..., 0]
+    return result
+
+
+def fit_mixture_weights(token_log_probs: np.ndarray) -> tuple[np.ndarray, float]:
+    """Minimise ``-mean_i log(sum_j w_j exp(A_ij))`` over the simplex.
+
+    Args:
+        token_log_probs: ``A``, ``[positions, n_layers]`` log-probabilities of the observed tokens.
+
+    Returns:
+        ``(weights [n_layers], nll)``.
+    """
+    a = np.asarray(token_log_probs, dtype=np.float64)
+    a = np.maximum(a, -1.0e4)
+    shift = a.max(axis=1, keepdims=True)
+    b = np.exp(a - shift)  # [N, n], each row's largest entry is 1
+    n = a.shape[1]
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+        s = np.maximum(b @ w, 1e-300)
+        return float(-(np.log(s) + shift[:, 0]).mean()), -(b / s[:, None]).mean(axis=0)
+
+    start = np.full(n, 1.0 / n)
+    result = minimize(
+        objective,
+        start,
+        jac=True,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * n,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}],
+        options={"maxiter": 500, "ftol": 1e-10},
+    )
+    weights = np.clip(result.x, 0.0, None)
+    weights /= weights.sum()
+    # The final layer alone is a feasible point; keep it if the optimiser stopped somewhere worse.
+    nll = objective(weights)[0]
+    vertex = np.eye(n)[-1]
+    if objective(vertex)[0] < nll:
+        weights, nll = vertex, objective(vertex)[0]
+    return weights, nll
+
+
+def fit_layer_weights(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    layers: LayerSpec = "all",
+    lens: Lens | None = None,
+    max_tokens: int = 4096,
+    window: int = 512,
+) -> FitResult:
+    """Fit mixture weights over ``layers`` on ``texts`` and return a ready strategy.
+
+    Args:
+        model: a supported causal LM.
+        tokenizer: its tokenizer.
+        texts: fitting text, e.g. ``[d.text for d in lenssample.data.wikipedia("train")]``.
+        layers: ``"all"`` or layer numbers (the final layer is always included).
+        lens: the lens to fit through (default the logit lens).
+        max_tokens: about how many next-token targets to fit on.
+        window: tokens per forward pass.
+
+    Returns:
+        :class:`FitResult`; ``result.strategy`` decodes or scores with the fitted weights.
+    """
+    num_layers = model_parts(model).num_layers
+    probe = LayerEnsemble(layers=layers)
+    chosen = tuple(sorted({*probe.layers(num_layers), num_layers}))
+    ids = token_windows(tokenizer, texts, max_tokens=max_tokens, window=window)
+    columns = [layer_token_log_probs(model, row[None], chosen, lens=lens) for row in ids]
+    table = torch.cat(columns).double().cpu().numpy()
+    weights, nll = fit_mixture_weights(table)
+    final_nll = float(-table[:, -1].mean())
+    strategy = LayerEnsemble(layers=list(chosen), weights=[float(w) for w in weights])
+    return FitResult(
+        strategy=strategy,
+        layers=chosen,
+        weights=tuple(float(w) for w in weights),
+        nll=nll,
+        final_nll=final_nll,
+        tokens=table.shape[0],
+    )
