@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules, in the order `lenssample --help` lists them.
-COMMANDS = ["generate", "demo"]
+COMMANDS = ["generate", "demo", "train-lens", "lens-eval"]
 
 
 class UsageError(ValueError):
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"lenssample.cli.{name}").register(subparsers)
+        importlib.import_module(f"lenssample.cli.{name.replace('-', '_')}").register(subparsers)
     return parser
 
 
