@@ -19,6 +19,15 @@ from lenssample.strategies.base import SingleLayer
 from tests.conftest import LAYERS, VOCAB, make_tiny_model
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors: one thread is fastest, and on a loaded machine extra threads only spin.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _ids(seed: int, n: int = 12, batch: int = 2) -> torch.Tensor:
     return torch.randint(3, VOCAB, (batch, n), generator=torch.Generator().manual_seed(seed))
 

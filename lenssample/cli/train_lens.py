@@ -24,13 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output folder (default: ~/.cache/lenssample/lenses/<model>, used by demo)",
     )
     parser.add_argument(
-        "--steps", type=int, default=150, help="KL fine-tuning steps after the closed-form fit"
+        "--steps", type=int, default=100, help="KL fine-tuning steps after the closed-form fit"
     )
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument(
         "--batch-positions", type=int, default=16, help="positions per step (all layers each)"
     )
-    parser.add_argument("--max-tokens", type=int, default=32768, help="training tokens run through the model")
+    parser.add_argument("--max-tokens", type=int, default=16384, help="training tokens run through the model")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=25)

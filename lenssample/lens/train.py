@@ -128,11 +128,11 @@ def train_tuned_lens(
     texts: Sequence[Any],
     *,
     tokenizer: Any = None,
-    steps: int = 150,
+    steps: int = 100,
     lr: float = 1e-4,
     batch_positions: int = 16,
     seq_len: int = 256,
-    max_tokens: int = 32768,
+    max_tokens: int = 16384,
     cache_positions: int = 4096,
     heldout_fraction: float = 0.1,
     heldout_positions: int = 384,
@@ -201,15 +201,18 @@ def train_tuned_lens(
         )
     data_gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(windows), generator=data_gen).tolist()
-    n_heldout = max(1, round(heldout_fraction * len(windows)))
-    heldout_windows = [windows[i] for i in order[:n_heldout]]
-    train_windows, budget = [], max_tokens
-    for i in order[n_heldout:]:
-        if budget <= 0:
+    # Windows in random order until max_tokens of training text (plus the held-out share) is reached.
+    used, total = [], 0
+    for i in order:
+        if total >= max_tokens / (1.0 - heldout_fraction):
             break
-        train_windows.append(windows[i][:budget] if windows[i].numel() > budget else windows[i])
-        budget -= train_windows[-1].numel()
-    train_windows = [w for w in train_windows if w.numel() >= 2]
+        used.append(windows[i])
+        total += windows[i].numel()
+    n_heldout = min(len(used) - 1, max(1, round(heldout_fraction * len(used))))
+    if n_heldout < 1:
+        used.append(windows[order[len(used)]])
+        n_heldout = 1
+    heldout_windows, train_windows = used[:n_heldout], used[n_heldout:]
 
     settings = {
         "steps": steps, "lr": lr, "batch_positions": batch_positions, "seq_len": seq_len, "max_tokens": max_tokens,
