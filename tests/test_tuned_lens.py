@@ -263,3 +263,32 @@ def test_real_model_fresh_tuned_lens_equals_logit_lens(real_model):
     a = apply_lens(model, ids, layers=layers, lens=TunedLens(model)).logits
     b = apply_lens(model, ids, layers=layers).logits
     assert torch.equal(a, b)
+
+
+@pytest.mark.real
+def test_real_model_cli_generate_and_lens_eval_through_a_saved_lens(real_model, tmp_path, capsys):
+    model, _ = real_model
+    folder = TunedLens(model).save(tmp_path / "lens")  # fresh: must decode exactly like the logit lens
+    args = [
+        "generate",
+        "The capital of France is",
+        "--max-new-tokens",
+        "4",
+        "--strategy",
+        "layer",
+        "--set",
+        "layer=24",
+    ]
+    assert main(args + ["--lens", str(folder)]) == 0
+    through_tuned = capsys.readouterr().out
+    assert main(args) == 0
+    assert through_tuned == capsys.readouterr().out
+    out = tmp_path / "eval.json"
+    assert (
+        main(["lens-eval", "--lens", str(folder), "--positions", "6", "--seq-len", "16", "--out", str(out)])
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["positions"] == 6 and out.with_suffix(".png").is_file()
+    assert result["metrics"]["tuned"]["kl"] == result["metrics"]["logit"]["kl"]
+    assert main(["generate", "Hi", "--lens", str(tmp_path / "missing")]) == 2
