@@ -13,7 +13,7 @@ from lenssample.lens.apply import apply_lens
 from lenssample.lens.base import LogitLens
 from lenssample.lens.capture import run_layers
 from lenssample.lens.evaluate import compare_lenses
-from lenssample.lens.train import train_tuned_lens
+from lenssample.lens.train import closed_form_lens, train_tuned_lens
 from lenssample.lens.tuned import TunedLens, default_lens_path, model_identity
 from lenssample.strategies.base import SingleLayer
 from tests.conftest import LAYERS, VOCAB, make_tiny_model
@@ -219,6 +219,8 @@ def test_interrupted_training_resumes_to_the_same_lens(tmp_path):
     )
     assert steps_run == [5, 6]  # continued from the checkpoint at step 4
     assert torch.equal(resumed.weight, reference.weight) and torch.equal(resumed.bias, reference.bias)
+    start = closed_form_lens(tmp_path / "a", model)  # the ridge start, read back without a model pass
+    assert start.weight.abs().sum() > 0 and not torch.equal(start.weight, reference.weight)
     # a checkpoint of other settings is not silently reused
     with pytest.raises(ValueError, match="other settings"):
         train_tuned_lens(

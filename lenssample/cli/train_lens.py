@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="resumable checkpoints (default: OUT.checkpoints, removed on success)",
     )
     parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints and start over")
+    parser.add_argument(
+        "--save-closed-form",
+        default=None,
+        metavar="DIR",
+        help="also save the closed-form starting lens (a baseline)",
+    )
     parser.add_argument("--half", action="store_true", help="store the lens in float16 (half the size)")
     parser.set_defaults(func=run)
 
@@ -57,7 +63,7 @@ def texts_from_arg(data: str) -> list:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from lenssample.lens.train import train_tuned_lens
+    from lenssample.lens.train import closed_form_lens, train_tuned_lens
     from lenssample.lens.tuned import default_lens_path
 
     for name in ("steps", "batch_positions", "max_tokens", "seq_len", "checkpoint_every"):
@@ -85,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
     )
     lens.save(out, dtype=torch.float16 if args.half else torch.float32)
+    if args.save_closed_form:
+        closed_form_lens(checkpoints, model).save(args.save_closed_form)
     if not args.checkpoint_dir:
         shutil.rmtree(checkpoints, ignore_errors=True)
     info = lens.training_info

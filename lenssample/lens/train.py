@@ -403,3 +403,24 @@ def _peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 if os.uname().sysname == "Linux" else peak / 1024 / 1024
+
+
+def closed_form_lens(checkpoint_dir: str | os.PathLike, model: nn.Module) -> TunedLens:
+    """The closed-form starting lens of a run (the ridge fit; identity where that loses on held-out positions).
+
+    Read from the run's ``data.safetensors``, so it costs no model pass; useful as a baseline in comparisons.
+    """
+    path = Path(checkpoint_dir) / "data.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is missing; pass the checkpoint_dir of a training run")
+    data = load_file(str(path))
+    lens = TunedLens(model)
+    if tuple(data["start_weight"].shape) != tuple(lens.weight.shape):
+        raise ValueError(
+            f"{str(path)!r} holds translators of shape {tuple(data['start_weight'].shape)}, not for this model"
+        )
+    with torch.no_grad():
+        lens.weight.copy_(data["start_weight"])
+        lens.bias.copy_(data["start_bias"])
+    lens.training_info = {"closed_form": True, "steps": 0, "from": str(path)}
+    return lens

@@ -324,5 +324,7 @@ def _model_card(config: dict[str, Any]) -> str:
         "",
     ]
     if training:
-        lines.append("Training record: " + json.dumps({k: training[k] for k in sorted(training)[:12]}))
+        scalars = {k: v for k, v in sorted(training.items()) if isinstance(v, (int, float, str, bool))}
+        lines.append("Training record (the full record, with held-out KL per layer, is in config.json):")
+        lines += ["", "```json", json.dumps(scalars, indent=1), "```"]
     return "\n".join(lines) + "\n"
