@@ -15,6 +15,8 @@ from collections.abc import Sequence
 COMMANDS = ["generate", "demo"]
 COMMANDS += ["lens", "trace"]
 
+COMMANDS = ["generate", "demo", "train-lens", "lens-eval"]
+
 
 class UsageError(ValueError):
     """A bad command-line value (exit status 2)."""
@@ -26,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"lenssample.cli.{name}").register(subparsers)
+        importlib.import_module(f"lenssample.cli.{name.replace('-', '_')}").register(subparsers)
     return parser
 
 

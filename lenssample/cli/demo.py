@@ -50,4 +50,35 @@ def run(args: argparse.Namespace) -> int:
         per_token = 1000 * elapsed / out.new_tokens.shape[1]
         print(f"[{strategy.to_dict()}] ({per_token:.0f} ms/token)")
         print(f"  {args.prompt}{out.texts(tokenizer)[0]!r}\n")
+    show_tuned_lens(args, model, tokenizer, num_layers)
     return 0
+
+
+def show_tuned_lens(args: argparse.Namespace, model, tokenizer, num_layers: int) -> None:
+    """When a tuned lens was trained for this model (``lenssample train-lens``), decode through it too."""
+    from lenssample.decoding.api import generate
+    from lenssample.lens.table import lens_table
+    from lenssample.lens.tuned import TunedLens, default_lens_path
+    from lenssample.strategies.base import SingleLayer
+
+    path = default_lens_path(args.model)
+    if not path.is_dir():
+        print(
+            f"(no tuned lens at {path}; `lenssample train-lens` trains one in minutes and the demo uses it)"
+        )
+        return
+    lens = TunedLens.load(path, model)
+    print(f"Tuned lens ({path}) on {args.prompt!r}:\n")
+    print(lens_table(model, tokenizer, args.prompt, lens=lens))
+    print()
+    strategy = SingleLayer(layer=num_layers * 3 // 4)
+    out = generate(
+        model,
+        args.prompt,
+        tokenizer=tokenizer,
+        strategy=strategy,
+        lens=lens,
+        max_new_tokens=args.max_new_tokens,
+    )
+    print(f"[{strategy.to_dict()} through the tuned lens]")
+    print(f"  {args.prompt}{out.texts(tokenizer)[0]!r}\n")

@@ -1,0 +1,70 @@
+"""``lenssample lens-eval``: logit lens vs tuned lens (and other saved lenses), per layer, on held-out text."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lenssample.cli.common import add_model_args, load
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("lens-eval", help="compare the logit lens and tuned lenses per layer")
+    add_model_args(parser)
+    parser.add_argument("--lens", required=True, help="folder of a saved tuned lens")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another saved lens to add as a column (repeatable), e.g. closed-form=lenses/ridge",
+    )
+    parser.add_argument(
+        "--data",
+        default="wikipedia",
+        help="'wikipedia' (default: the held-out articles) or a UTF-8 text file",
+    )
+    parser.add_argument("--positions", type=int, default=1024, help="positions to average over")
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--out", default="evals/results/tuned_lens_eval.json", help="JSON results")
+    parser.add_argument("--plot", default=None, help="PNG plot (default: next to --out, .png)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lenssample.data import read_text_file, wikipedia
+    from lenssample.lens.base import LogitLens
+    from lenssample.lens.evaluate import compare_lenses
+    from lenssample.lens.fit import token_windows
+    from lenssample.lens.tuned import TunedLens
+
+    if args.positions < 1:
+        raise ValueError(f"--positions {args.positions}: must be >= 1")
+    compare = []
+    for spec in args.compare:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--compare {spec!r}: write NAME=DIR, e.g. closed-form=lenses/ridge")
+        compare.append((name, folder))
+    if args.data == "wikipedia":
+        texts = wikipedia("heldout")
+    else:
+        texts = read_text_file(args.data)
+    model, tokenizer = load(args)
+    lenses = {"logit": LogitLens(model), "tuned": TunedLens.load(args.lens, model)}
+    for name, folder in compare:
+        lenses[name] = TunedLens.load(folder, model)
+    windows = token_windows(texts, tokenizer, seq_len=args.seq_len)
+    result = compare_lenses(model, lenses, windows, max_positions=args.positions)
+    out = result.save_json(
+        args.out,
+        model=str(getattr(model.config, "_name_or_path", "")),
+        data=args.data,
+        lens=str(args.lens),
+        training=lenses["tuned"].training_info,
+    )
+    plot = Path(args.plot) if args.plot else out.with_suffix(".png")
+    result.plot(plot, title=f"{model.config.model_type}, {result.positions} held-out positions")
+    print(result.markdown())
+    print(f"\nresults: {out}\nplot: {plot}")
+    return 0

@@ -1,0 +1,157 @@
+"""Compare lenses layer by layer on held-out text: cross-entropy, KL to the final layer, agreement, entropy.
+
+For every position ``t`` of the evaluation windows that has a next token, and every layer ``l``:
+
+- ``cross_entropy``: ``-log q_l(x_{t+1})``, the lens as a next-token predictor;
+- ``kl``: ``KL(p_L || q_l)`` in nats, where ``p_L`` is the model's own distribution (the lens at ``L``);
+- ``agreement``: whether ``argmax q_l == argmax p_L`` (top-1 agreement with the final layer);
+- ``entropy``: ``H(q_l)`` in nats.
+
+All lenses see the same residual streams from one pass of the model per batch of windows, and all layers of one
+lens are projected in one matrix product per chunk of positions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lenssample.lens.base import Lens, as_lens
+from lenssample.lens.capture import run_layers
+
+METRICS = ("kl", "agreement", "cross_entropy", "entropy")
+
+
+@dataclass
+class LensComparison:
+    """Per-layer metrics of several lenses on the same positions.
+
+    Attributes:
+        layers: the layers evaluated, ``0..L``.
+        positions: how many positions were averaged.
+        metrics: ``{lens name: {metric: [value per layer]}}`` with metrics from :data:`METRICS`.
+    """
+
+    layers: list[int]
+    positions: int
+    metrics: dict[str, dict[str, list[float]]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save_json(self, path: str | Path, **extra: Any) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**extra, **self.to_dict()}, indent=1) + "\n")
+        return path
+
+    def markdown(self, metrics: Sequence[str] = ("kl", "agreement", "cross_entropy", "entropy")) -> str:
+        """A markdown table: one row per layer, one column per (lens, metric)."""
+        names = list(self.metrics)
+        header = ["layer"] + [f"{name} {metric}" for metric in metrics for name in names]
+        rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for i, layer in enumerate(self.layers):
+            cells = [str(layer)]
+            for metric in metrics:
+                for name in names:
+                    value = self.metrics[name][metric][i]
+                    cells.append(f"{value:.2f}" if metric != "agreement" else f"{value:.3f}")
+            rows.append("| " + " | ".join(cells) + " |")
+        return "\n".join(rows)
+
+    def plot(self, path: str | Path, title: str = "") -> Path:
+        """Save a PNG with KL (log scale) and top-1 agreement per layer, one line per lens."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (ax_kl, ax_agree) = plt.subplots(1, 2, figsize=(11, 4))
+        for name, values in self.metrics.items():
+            ax_kl.plot(self.layers, values["kl"], marker=".", label=name)
+            ax_agree.plot(self.layers, values["agreement"], marker=".", label=name)
+        ax_kl.set_yscale("log")
+        ax_kl.set_xlabel("layer")
+        ax_kl.set_ylabel("KL(final || lens), nats")
+        ax_agree.set_xlabel("layer")
+        ax_agree.set_ylabel("top-1 agreement with final layer")
+        ax_agree.set_ylim(0, 1.02)
+        for ax in (ax_kl, ax_agree):
+            ax.grid(alpha=0.3)
+            ax.legend()
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+@torch.no_grad()
+def compare_lenses(
+    model: nn.Module,
+    lenses: dict[str, Lens],
+    windows: Sequence[torch.Tensor],
+    *,
+    max_positions: int = 1024,
+    chunk_positions: int = 16,
+) -> LensComparison:
+    """Evaluate ``lenses`` on every layer over the first ``max_positions`` predicting positions of ``windows``.
+
+    Args:
+        model: the causal LM.
+        lenses: ``{name: lens}``, each built for ``model``.
+        windows: 1-D token-id tensors (e.g. from :func:`lenssample.lens.fit.token_windows` on held-out text).
+        max_positions: stop after this many positions (each window gives ``len - 1``).
+        chunk_positions: positions projected at once (memory: ``chunk * (L+1) * vocab`` floats per lens).
+
+    Returns:
+        :class:`LensComparison`.
+    """
+    if not lenses:
+        raise ValueError("lenses is empty; pass at least one {name: lens}")
+    lenses = {name: as_lens(model, lens) for name, lens in lenses.items()}
+    first = next(iter(lenses.values()))
+    num_layers = first.num_layers
+    layers = list(range(num_layers + 1))
+    device = first.parts.unembed.weight.device
+    sums = {name: {m: torch.zeros(num_layers + 1, dtype=torch.float64) for m in METRICS} for name in lenses}
+    seen = 0
+    windows = [w for w in windows if w.numel() >= 2]
+    if not windows:
+        raise ValueError("windows holds no window of at least 2 tokens; pass more held-out text")
+    for window in windows:
+        if seen >= max_positions:
+            break
+        ids = window[None].to(device)
+        hidden = run_layers(model, ids, layers, use_cache=False, keep=None).hidden[0, :-1]  # [T-1, L+1, d]
+        take = min(hidden.shape[0], max_positions - seen)
+        hidden, targets = hidden[:take], ids[0, 1 : take + 1]
+        seen += take
+        for c in range(0, take, chunk_positions):
+            h, tgt = hidden[c : c + chunk_positions], targets[c : c + chunk_positions]
+            for name, lens in lenses.items():
+                _accumulate(sums[name], lens(h, layers), tgt)
+    metrics = {name: {m: (values / seen).tolist() for m, values in per.items()} for name, per in sums.items()}
+    return LensComparison(layers=layers, positions=seen, metrics=metrics)
+
+
+def _accumulate(sums: dict[str, torch.Tensor], logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """Add the metric sums over positions of ``logits: [n, L+1, vocab]`` (last slice = the final layer)."""
+    log_q = torch.log_softmax(logits.float(), dim=-1)
+    log_p = log_q[:, -1:]
+    p = log_p.exp()
+    q = log_q.exp()
+    sums["kl"] += (p * (log_p - log_q)).sum(-1).sum(0).double().cpu()
+    sums["agreement"] += (log_q.argmax(-1) == log_p.argmax(-1)).sum(0).double().cpu()
+    index = targets[:, None, None].expand(-1, log_q.shape[1], 1)
+    sums["cross_entropy"] += (-log_q.gather(-1, index).squeeze(-1)).sum(0).double().cpu()
+    sums["entropy"] += (-(q * log_q).sum(-1)).sum(0).double().cpu()

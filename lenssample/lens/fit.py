@@ -1,0 +1,230 @@
+"""Data for training a tuned lens: token windows, one pass of the frozen model, the closed-form translator.
+
+The model's forward pass is the expensive part of training on a CPU, so it runs once per window: from each pass
+we (1) accumulate the normal equations of a ridge regression per layer and (2) keep the residual streams of a random
+subsample of positions for the KL fine-tuning that follows.
+
+The closed form. The final norm sits *after* the translator and (for RMSNorm and LayerNorm) ignores the scale of its
+input, so the translator only has to point in the right direction: we want ``T_l(h) = h + W h + b`` proportional to
+the final layer's state ``h_L``. Dividing by ``r = rms(h)`` gives ``T_l(h) / r = x + W x + b / r`` with
+``x = h / r``, which is linear in the features ``[x, 1 / r]``. So we regress the target ``y - x`` with
+``y = h_L / rms(h_L)`` on ``[x, 1/r]``: a least-squares fit weighted per position by ``1 / r^2``, so that positions
+with huge norms (the first token's attention sink) do not dominate, and whose solution is exactly a translator's
+``(W, b)``. For models without a final norm the scale matters and we regress ``h_L - h`` on ``[h, 1]``. The ridge
+strength is chosen per layer from a small grid by the squared error on held-out windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lenssample.adapters import model_parts
+from lenssample.lens.capture import run_layers
+
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def token_windows(
+    texts: Sequence[Any], tokenizer: Any, *, seq_len: int, min_len: int = 8
+) -> list[torch.Tensor]:
+    """Cut texts into windows of at most ``seq_len`` tokens (remainders shorter than ``min_len`` are dropped).
+
+    Args:
+        texts: strings, :class:`~lenssample.data.Document` s, or 1-D integer tensors of token ids.
+        tokenizer: a Hugging Face tokenizer (needed for text; ignored for token ids).
+        seq_len: window length in tokens.
+
+    Returns:
+        1-D LongTensors of token ids.
+    """
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < min_len:
+        raise ValueError(f"seq_len={seq_len!r}: pass an integer >= {min_len}")
+    if isinstance(texts, (str, torch.Tensor)) or not isinstance(texts, Sequence):
+        raise TypeError(
+            f"texts must be a list of strings, Documents or 1-D token-id tensors, got {type(texts).__name__}; "
+            "wrap a single text in a list"
+        )
+    windows = []
+    for i, item in enumerate(texts):
+        if isinstance(item, torch.Tensor):
+            if item.dim() != 1 or item.dtype not in (torch.long, torch.int):
+                raise TypeError(f"texts[{i}] is a tensor of shape {tuple(item.shape)}; pass 1-D token ids")
+            ids = item.long()
+        else:
+            text = getattr(item, "text", item)
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"texts[{i}] is a {type(item).__name__}; pass strings, Documents or token ids"
+                )
+            if tokenizer is None:
+                raise ValueError("texts are strings, so tokenizer is required; pass the model's tokenizer")
+            ids = torch.tensor(tokenizer(text, add_special_tokens=False).input_ids, dtype=torch.long)
+        for start in range(0, ids.numel(), seq_len):
+            window = ids[start : start + seq_len]
+            if window.numel() >= min_len:
+                windows.append(window)
+    return windows
+
+
+@dataclass
+class Collected:
+    """What one pass of the model over the training windows leaves behind.
+
+    Attributes:
+        gram: ``[L, d+1, d+1]`` float64 normal matrices of the features ``[x, 1/r]`` (training windows).
+        cross: ``[L, d+1, d]`` float64 ``features^T target``.
+        heldout_gram, heldout_cross, heldout_target_sq: the same on held-out windows (``target_sq: [L]``).
+        train_hidden: ``[P, L+1, d]`` residual streams of the sampled training positions (all layers).
+        heldout_hidden: ``[Q, L+1, d]`` the same for held-out positions.
+        tokens: number of positions seen.
+    """
+
+    gram: torch.Tensor
+    cross: torch.Tensor
+    heldout_gram: torch.Tensor
+    heldout_cross: torch.Tensor
+    heldout_target_sq: torch.Tensor
+    train_hidden: torch.Tensor
+    heldout_hidden: torch.Tensor
+    tokens: int
+
+
+def regression_pairs(hidden: torch.Tensor, scale_free: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and targets of the closed-form fit (see the module docstring).
+
+    Args:
+        hidden: ``[n, L+1, d]`` residual streams of all layers.
+        scale_free: whether the final norm ignores the input's scale (any RMSNorm or LayerNorm).
+
+    Returns:
+        ``features: [L, n, d+1]`` and ``targets: [L, n, d]`` float32.
+    """
+    hidden = hidden.float()
+    inner, final = hidden[:, :-1], hidden[:, -1:]
+    if scale_free:
+        rms = inner.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-6)
+        x = inner / rms
+        y = final / final.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-6)
+        extra = 1.0 / rms
+    else:
+        x, y, extra = inner, final, torch.ones_like(inner[..., :1])
+    features = torch.cat([x, extra], dim=-1).transpose(0, 1)
+    targets = (y - x).transpose(0, 1)
+    return features, targets
+
+
+@torch.no_grad()
+def collect(
+    model: nn.Module,
+    train_windows: Sequence[torch.Tensor],
+    heldout_windows: Sequence[torch.Tensor],
+    *,
+    cache_positions: int,
+    heldout_positions: int,
+    batch_windows: int,
+    generator: torch.Generator,
+    cache_dtype: torch.dtype,
+    progress: Any = None,
+) -> Collected:
+    """Run the frozen model once over every window; accumulate the fit and sample positions to keep.
+
+    Position 0 of each window is skipped (an attention sink whose state is unlike any later position).
+    """
+    parts = model_parts(model)
+    num_layers = parts.num_layers
+    layers = list(range(num_layers + 1))
+    scale_free = parts.final_norm is not None
+    device = parts.unembed.weight.device
+
+    def _pass(windows: Sequence[torch.Tensor], keep_total: int, heldout: bool):
+        total = sum(w.numel() - 1 for w in windows)
+        chosen = torch.randperm(total, generator=generator)[: min(keep_total, total)]
+        keep_mask = torch.zeros(total, dtype=torch.bool)
+        keep_mask[chosen] = True
+        kept, offset, tokens = [], 0, 0
+        gram = cross = target_sq = None
+        for item in _batches(windows, batch_windows):
+            ids = torch.stack(item).to(device)
+            out = run_layers(model, ids, layers, use_cache=False, keep=None)
+            hidden = out.hidden[:, 1:].reshape(-1, num_layers + 1, out.hidden.shape[-1])
+            n = hidden.shape[0]
+            mask = keep_mask[offset : offset + n]
+            offset += n
+            tokens += n
+            kept.append(hidden[mask.to(hidden.device)].to("cpu", cache_dtype))
+            features, targets = regression_pairs(hidden, scale_free)
+            g = torch.bmm(features.transpose(1, 2), features).double()
+            c = torch.bmm(features.transpose(1, 2), targets).double()
+            gram = g if gram is None else gram + g
+            cross = c if cross is None else cross + c
+            if heldout:
+                t = targets.double().pow(2).sum(dim=(1, 2))
+                target_sq = t if target_sq is None else target_sq + t
+            if progress is not None:
+                progress.update(len(item))
+        return gram, cross, target_sq, torch.cat(kept), tokens
+
+    gram, cross, _, train_hidden, n_train = _pass(train_windows, cache_positions, False)
+    h_gram, h_cross, h_sq, heldout_hidden, n_heldout = _pass(heldout_windows, heldout_positions, True)
+    return Collected(
+        gram=gram.cpu(),
+        cross=cross.cpu(),
+        heldout_gram=h_gram.cpu(),
+        heldout_cross=h_cross.cpu(),
+        heldout_target_sq=h_sq.cpu(),
+        train_hidden=train_hidden,
+        heldout_hidden=heldout_hidden,
+        tokens=n_train + n_heldout,
+    )
+
+
+def _batches(windows: Sequence[torch.Tensor], size: int) -> list[list[torch.Tensor]]:
+    """Windows grouped by length (so a batch needs no padding), in chunks of ``size``."""
+    groups: dict[int, list[torch.Tensor]] = {}
+    for w in windows:
+        groups.setdefault(w.numel(), []).append(w)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
+def solve_ridge(
+    collected: Collected, grid: Sequence[float] = RIDGE_GRID
+) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """The closed-form translators: per layer the ridge solution with the best held-out squared error.
+
+    The penalty ``lam * mean(diag(gram_x)) * ||W||^2`` scales with the data; the bias is not penalised.
+
+    Returns:
+        ``weight: [L, d, d]``, ``bias: [L, d]`` (float32) and the chosen relative ridge strength per layer.
+    """
+    gram, cross = collected.gram, collected.cross
+    num_layers, d1, _ = gram.shape
+    d = d1 - 1
+    scale = torch.diagonal(gram[:, :d, :d], dim1=1, dim2=2).mean(-1)  # [L]
+    penalty = torch.ones(d1, dtype=gram.dtype)
+    penalty[d] = 0.0
+    best_err = torch.full((num_layers,), float("inf"), dtype=gram.dtype)
+    best = torch.zeros_like(cross)
+    chosen = [None] * num_layers
+    eye = torch.diag(penalty)
+    for lam in grid:
+        system = gram + (lam * scale)[:, None, None] * eye
+        theta = torch.linalg.solve(system, cross)  # [L, d+1, d]
+        # held-out squared error: ||F theta - T||^2 = tr(theta' G theta) - 2 tr(theta' C) + ||T||^2
+        err = (
+            (theta * torch.bmm(collected.heldout_gram, theta)).sum((1, 2))
+            - 2 * (theta * collected.heldout_cross).sum((1, 2))
+            + collected.heldout_target_sq
+        )
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best[better] = theta[better]
+        for layer in torch.nonzero(better).flatten().tolist():
+            chosen[layer] = lam
+    weight = best[:, :d, :].transpose(1, 2).float().contiguous()
+    bias = best[:, d, :].float().contiguous()
+    return weight, bias, chosen

@@ -1,0 +1,426 @@
+"""Train a tuned lens on a CPU in minutes: one pass of the frozen model, a closed-form start, then KL fine-tuning.
+
+1. Cut the texts into windows; hold out a fraction of them.
+2. Run the frozen model once per batch of windows (all layers from that one pass, :func:`~lenssample.lens.fit
+   .collect`): accumulate a ridge regression per layer and keep the residual streams of a random subsample of
+   positions.
+3. Start every translator from the closed-form fit (:func:`~lenssample.lens.fit.solve_ridge`); a layer whose fit
+   is worse than the identity on held-out positions starts from the identity.
+4. Fine-tune on the loss of the tuned-lens paper, ``sum_l KL(final || lens_l)``, with AdamW (weight decay pulls the
+   residual translators toward the identity), linear warm-up and cosine decay, gradient clipping.
+5. Keep, per layer, whichever of the start and the fine-tuned translator has the lower held-out KL.
+
+Checkpoints (``checkpoint_dir``): ``data.safetensors`` (the sampled residual streams and the closed-form fit,
+written once) and ``state.safetensors`` (translators, AdamW moments, step, the sampler's RNG state; rewritten every
+``checkpoint_every`` steps). Each is written to a temporary file and renamed into place, and both carry a
+fingerprint of the settings, the model and the data, so a rerun with the same arguments resumes where it stopped
+and produces the same lens as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import resource
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from lenssample.lens.fit import collect, solve_ridge, token_windows
+from lenssample.lens.tuned import TunedLens, model_identity
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Model parameters without gradients and the model in eval mode, restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        model.eval()
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def kl_per_layer(lens: TunedLens, hidden: torch.Tensor) -> torch.Tensor:
+    """Mean ``KL(final || lens_l)`` over positions, for every layer ``l < L``, in one batched unembedding.
+
+    Args:
+        hidden: ``[positions, L+1, d_model]`` residual streams of all layers.
+
+    Returns:
+        ``[L]`` float32 (differentiable with respect to the lens).
+    """
+    num_layers = lens.num_layers
+    with torch.no_grad():
+        final = torch.log_softmax(lens(hidden[:, -1:], [num_layers]), dim=-1)  # [n, 1, vocab]
+    log_q = torch.log_softmax(lens(hidden[:, :-1], range(num_layers)), dim=-1)  # [n, L, vocab]
+    return (final.exp() * (final - log_q)).sum(-1).mean(0)
+
+
+@torch.no_grad()
+def heldout_kl(lens: TunedLens, hidden: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """``[L]`` mean KL(final || lens) over the held-out positions ``hidden: [n, L+1, d]`` (chunked)."""
+    total = torch.zeros(lens.num_layers)
+    device = lens.weight.device
+    for start in range(0, hidden.shape[0], chunk):
+        part = hidden[start : start + chunk].to(device, torch.float32)
+        total += kl_per_layer(lens, part).cpu() * part.shape[0]
+    return total / hidden.shape[0]
+
+
+def _lr_factor(step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 10% at ``steps``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r}: pass an integer >= {minimum}")
+    return value
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_checkpoint(path: Path, fingerprint: str) -> dict[str, torch.Tensor] | None:
+    """The tensors of a checkpoint file with this run's fingerprint; ``None`` when there is none."""
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"checkpoint {str(path)!r} belongs to a run with other settings, model or data; pass a new "
+            "checkpoint_dir (--checkpoint-dir), or resume=False (--no-resume) to start over"
+        )
+    return load_file(str(path))
+
+
+def train_tuned_lens(
+    model: nn.Module,
+    texts: Sequence[Any],
+    *,
+    tokenizer: Any = None,
+    steps: int = 100,
+    lr: float = 1e-4,
+    batch_positions: int = 16,
+    seq_len: int = 256,
+    max_tokens: int = 16384,
+    cache_positions: int = 4096,
+    heldout_fraction: float = 0.1,
+    heldout_positions: int = 384,
+    batch_windows: int = 8,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0,
+    warmup: int | None = None,
+    closed_form: bool = True,
+    seed: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 25,
+    resume: bool = True,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TunedLens:
+    """Train a :class:`~lenssample.lens.tuned.TunedLens` for ``model`` on ``texts`` (see the module docstring).
+
+    Args:
+        model: the frozen causal LM (left unchanged: its parameters' ``requires_grad`` are restored).
+        texts: training texts: strings, :class:`~lenssample.data.Document` s or 1-D token-id tensors.
+        tokenizer: the model's tokenizer (required for strings).
+        steps: KL fine-tuning steps after the closed-form start (0: the closed-form lens itself).
+        lr: peak AdamW learning rate.
+        batch_positions: positions per step (each contributes all ``L`` layers).
+        seq_len: tokens per window fed to the model.
+        max_tokens: at most this many training tokens go through the model (the forward pass is the cost).
+        cache_positions: training positions whose residual streams are kept for fine-tuning.
+        heldout_fraction: fraction of windows held out (at least one).
+        heldout_positions: held-out positions used to choose ridge strengths and per-layer results.
+        batch_windows: windows per forward pass.
+        weight_decay: AdamW decay of the residual translators (toward the identity).
+        max_grad_norm: gradient clipping threshold.
+        warmup: warm-up steps (default ``steps // 10``).
+        closed_form: start from the ridge fit (``False``: from the identity, i.e. the logit lens).
+        seed: seeds window split, position sampling and batch order.
+        checkpoint_dir: folder for resumable checkpoints (``None``: no checkpoints).
+        checkpoint_every: steps between checkpoints.
+        resume: continue from a matching checkpoint in ``checkpoint_dir`` (``False``: start over).
+        progress: show tqdm progress bars.
+        on_step: called as ``on_step(step, loss)`` after every step (and after its checkpoint, if any).
+
+    Returns:
+        The trained lens; ``lens.training_info`` records settings, held-out KL per layer (logit lens, closed-form
+        start, final), time and peak memory.
+    """
+    steps = _check_int("steps", steps, 0)
+    batch_positions = _check_int("batch_positions", batch_positions, 1)
+    max_tokens = _check_int("max_tokens", max_tokens, 1)
+    cache_positions = _check_int("cache_positions", cache_positions, 1)
+    heldout_positions = _check_int("heldout_positions", heldout_positions, 1)
+    checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
+    batch_windows = _check_int("batch_windows", batch_windows, 1)
+    if not 0.0 < float(heldout_fraction) < 1.0:
+        raise ValueError(f"heldout_fraction={heldout_fraction!r}: pass a number strictly between 0 and 1")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr={lr!r}: pass a positive learning rate")
+    warmup = max(1, steps // 10) if warmup is None else _check_int("warmup", warmup, 1)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+
+    windows = token_windows(texts, tokenizer, seq_len=seq_len)
+    if len(windows) < 2:
+        n_tokens = sum(w.numel() for w in windows)
+        raise ValueError(
+            f"texts give {len(windows)} window(s) ({n_tokens} tokens) of at least 8 tokens; training needs at "
+            f"least 2 (one held out): pass more text (a few thousand tokens make a useful lens)"
+        )
+    data_gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(windows), generator=data_gen).tolist()
+    # Windows in random order until max_tokens of training text (plus the held-out share) is reached.
+    used, total = [], 0
+    for i in order:
+        if total >= max_tokens / (1.0 - heldout_fraction):
+            break
+        used.append(windows[i])
+        total += windows[i].numel()
+    n_heldout = min(len(used) - 1, max(1, round(heldout_fraction * len(used))))
+    if n_heldout < 1:
+        used.append(windows[order[len(used)]])
+        n_heldout = 1
+    heldout_windows, train_windows = used[:n_heldout], used[n_heldout:]
+
+    settings = {
+        "steps": steps, "lr": lr, "batch_positions": batch_positions, "seq_len": seq_len, "max_tokens": max_tokens,
+        "cache_positions": cache_positions, "heldout_fraction": heldout_fraction, "heldout_positions": heldout_positions,
+        "weight_decay": weight_decay, "max_grad_norm": max_grad_norm, "warmup": warmup, "closed_form": closed_form,
+        "seed": seed,
+    }  # fmt: skip
+    digest = hashlib.sha256(json.dumps([settings, model_identity(model)], sort_keys=True).encode())
+    for w in train_windows + heldout_windows:
+        digest.update(w.numpy().tobytes())
+        digest.update(b"|")
+    fingerprint = digest.hexdigest()
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for name in ("data.safetensors", "state.safetensors"):
+                (folder / name).unlink(missing_ok=True)
+    lens = TunedLens(model)
+    device = lens.weight.device
+
+    with frozen(model):
+        data = _read_checkpoint(folder / "data.safetensors", fingerprint) if folder else None
+        if data is None:
+            data = _collect_and_fit(
+                model, lens, train_windows, heldout_windows, settings, data_gen, batch_windows, progress
+            )
+            if folder is not None:
+                _save_atomic(data, folder / "data.safetensors", {"fingerprint": fingerprint})
+        train_hidden, heldout_hidden = data["train_hidden"], data["heldout_hidden"]
+        with torch.no_grad():
+            lens.weight.copy_(data["start_weight"])
+            lens.bias.copy_(data["start_bias"])
+
+        optimizer = torch.optim.AdamW([lens.weight, lens.bias], lr=lr, weight_decay=weight_decay)
+        batch_gen = torch.Generator().manual_seed(seed + 1)
+        step = 0
+        state = _read_checkpoint(folder / "state.safetensors", fingerprint) if folder else None
+        if state is not None:
+            step = _load_state(state, lens, optimizer, batch_gen)
+        bar = tqdm(total=steps, initial=step, desc="tuned lens (KL)", disable=not progress, leave=False)
+        while step < steps:
+            index = torch.randint(train_hidden.shape[0], (batch_positions,), generator=batch_gen)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * _lr_factor(step, steps, warmup)
+            optimizer.zero_grad(set_to_none=True)
+            loss = kl_per_layer(lens, train_hidden[index].to(device, torch.float32)).sum()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([lens.weight, lens.bias], max_grad_norm)
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(kl_sum=f"{loss.item():.3f}")
+            if folder is not None and (step % checkpoint_every == 0 or step == steps):
+                _save_atomic(_state_tensors(lens, optimizer, batch_gen, step), folder / "state.safetensors",
+                             {"fingerprint": fingerprint})  # fmt: skip
+            if on_step is not None:
+                on_step(step, float(loss.item()))
+        bar.close()
+
+        logit_kl = data["heldout_kl_logit"]
+        start_kl = data["heldout_kl_start"]
+        final_kl = heldout_kl(lens, heldout_hidden)
+        # Per layer, keep the fine-tuned translator only where it beats its start on held-out positions.
+        worse = final_kl > start_kl
+        with torch.no_grad():
+            lens.weight[worse] = data["start_weight"][worse].to(device)
+            lens.bias[worse] = data["start_bias"][worse].to(device)
+        chosen_kl = torch.where(worse, start_kl, final_kl)
+
+    lens.training_info = {
+        **settings,
+        "train_windows": len(train_windows),
+        "heldout_windows": len(heldout_windows),
+        "train_tokens": sum(w.numel() for w in train_windows),
+        "heldout_kl_logit": [round(v, 5) for v in logit_kl.tolist()],
+        "heldout_kl_closed_form": [round(v, 5) for v in data["heldout_kl_closed_form"].tolist()],
+        "heldout_kl_tuned": [round(v, 5) for v in chosen_kl.tolist()],
+        "layers_kept_from_start": torch.nonzero(worse).flatten().tolist(),
+        "wall_seconds": round(time.perf_counter() - wall0, 1),
+        "cpu_seconds": round(time.process_time() - cpu0, 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+    return lens
+
+
+def _collect_and_fit(
+    model: nn.Module,
+    lens: TunedLens,
+    train_windows: list[torch.Tensor],
+    heldout_windows: list[torch.Tensor],
+    settings: dict[str, Any],
+    generator: torch.Generator,
+    batch_windows: int,
+    progress: bool,
+) -> dict[str, torch.Tensor]:
+    """Steps 2-3: the one pass over the data, the closed-form fit, and the starting translators."""
+    bar = tqdm(
+        total=len(train_windows) + len(heldout_windows),
+        desc="model pass (windows)",
+        disable=not progress,
+        leave=False,
+    )
+    collected = collect(
+        model,
+        train_windows,
+        heldout_windows,
+        cache_positions=settings["cache_positions"],
+        heldout_positions=settings["heldout_positions"],
+        batch_windows=batch_windows,
+        generator=generator,
+        cache_dtype=torch.float32,
+        progress=bar,
+    )
+    bar.close()
+    heldout_hidden = collected.heldout_hidden
+    logit_kl = heldout_kl(lens, heldout_hidden)
+    weight, bias, _ = solve_ridge(collected)
+    with torch.no_grad():
+        lens.weight.copy_(weight)
+        lens.bias.copy_(bias)
+    closed_kl = heldout_kl(lens, heldout_hidden)
+    start_weight, start_bias = weight.clone(), bias.clone()
+    if settings["closed_form"]:
+        # A layer whose closed-form fit loses to the identity on held-out positions starts from the identity.
+        worse = closed_kl > logit_kl
+        start_weight[worse] = 0.0
+        start_bias[worse] = 0.0
+        start_kl = torch.where(worse, logit_kl, closed_kl)
+    else:
+        start_weight.zero_()
+        start_bias.zero_()
+        start_kl = logit_kl
+    return {
+        "train_hidden": collected.train_hidden,
+        "heldout_hidden": heldout_hidden,
+        "start_weight": start_weight,
+        "start_bias": start_bias,
+        "heldout_kl_logit": logit_kl,
+        "heldout_kl_closed_form": closed_kl,
+        "heldout_kl_start": start_kl,
+    }
+
+
+def _state_tensors(
+    lens: TunedLens, optimizer: torch.optim.Optimizer, generator: torch.Generator, step: int
+) -> dict[str, torch.Tensor]:
+    tensors = {
+        "weight": lens.weight.detach().cpu(),
+        "bias": lens.bias.detach().cpu(),
+        "rng": generator.get_state(),
+        "step": torch.tensor([step], dtype=torch.int64),
+    }
+    for name, param in (("weight", lens.weight), ("bias", lens.bias)):
+        state = optimizer.state.get(param, {})
+        if state:
+            tensors[f"adam.{name}.step"] = (
+                torch.as_tensor(state["step"], dtype=torch.float32).reshape(1).cpu()
+            )
+            tensors[f"adam.{name}.exp_avg"] = state["exp_avg"].detach().cpu()
+            tensors[f"adam.{name}.exp_avg_sq"] = state["exp_avg_sq"].detach().cpu()
+    return tensors
+
+
+def _load_state(
+    state: dict[str, torch.Tensor],
+    lens: TunedLens,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> int:
+    device = lens.weight.device
+    with torch.no_grad():
+        lens.weight.copy_(state["weight"])
+        lens.bias.copy_(state["bias"])
+    for name, param in (("weight", lens.weight), ("bias", lens.bias)):
+        if f"adam.{name}.step" in state:
+            optimizer.state[param] = {
+                "step": state[f"adam.{name}.step"].reshape(()),
+                "exp_avg": state[f"adam.{name}.exp_avg"].to(device),
+                "exp_avg_sq": state[f"adam.{name}.exp_avg_sq"].to(device),
+            }
+    generator.set_state(state["rng"])
+    return int(state["step"].item())
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if os.uname().sysname == "Linux" else peak / 1024 / 1024
+
+
+def closed_form_lens(checkpoint_dir: str | os.PathLike, model: nn.Module) -> TunedLens:
+    """The closed-form starting lens of a run (the ridge fit; identity where that loses on held-out positions).
+
+    Read from the run's ``data.safetensors``, so it costs no model pass; useful as a baseline in comparisons.
+    """
+    path = Path(checkpoint_dir) / "data.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is missing; pass the checkpoint_dir of a training run")
+    data = load_file(str(path))
+    lens = TunedLens(model)
+    if tuple(data["start_weight"].shape) != tuple(lens.weight.shape):
+        raise ValueError(
+            f"{str(path)!r} holds translators of shape {tuple(data['start_weight'].shape)}, not for this model"
+        )
+    with torch.no_grad():
+        lens.weight.copy_(data["start_weight"])
+        lens.bias.copy_(data["start_bias"])
+    lens.training_info = {"closed_form": True, "steps": 0, "from": str(path)}
+    return lens

@@ -1,0 +1,330 @@
+"""The tuned lens (Belrose et al. 2023, arXiv 2303.08112): one learned affine translator per layer.
+
+Layer ``l < L`` is read as ``logits = unembed(final_norm(h + (W_l h + b_l)))``; layer ``L`` is untouched, so the
+tuned lens at ``L`` is the model's own logits, like the logit lens. The model's final norm and unembedding are used
+frozen and are not part of the lens (see :class:`~lenssample.lens.base.Lens`): a lens holds only ``weight
+[L, d, d]`` and ``bias [L, d]``. Both start at zero, so a fresh lens *is* the logit lens, and weight decay on the
+residual translator pulls it toward the identity.
+
+On disk a lens is a folder that can be uploaded to the Hugging Face hub as it is::
+
+    config.json          format, version, the model's identity, training record
+    model.safetensors    weight [L, d, d], bias [L, d]
+    README.md            a short model card
+
+The identity (model type, layer count, hidden size, vocabulary size, SHA-256 of the unembedding rounded to
+bfloat16, so float32 and bfloat16 loads of one checkpoint match) is checked on load: a lens is refused by any other
+model. Writes go to a temporary folder that is renamed into place, so a folder with the final name is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lenssample.lens.base import Lens
+
+FORMAT = "lenssample-tuned-lens"
+VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+README_FILE = "README.md"
+
+
+def hidden_size(model: nn.Module) -> int:
+    """The width of the residual stream, ``d_model``."""
+    size = getattr(model.config, "hidden_size", None)
+    if not isinstance(size, int):
+        raise ValueError(f"model config has no integer hidden_size (got {size!r}); cannot size a tuned lens")
+    return size
+
+
+def unembed_sha256(model: nn.Module) -> str:
+    """SHA-256 of the unembedding weight rounded to bfloat16 (cached on the model until the weight changes)."""
+    from lenssample.adapters import model_parts
+
+    weight = model_parts(model).unembed.weight
+    key = (weight.data_ptr(), weight._version, weight.dtype)
+    cached = model.__dict__.get("_lenssample_unembed_sha")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    raw = weight.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    model.__dict__["_lenssample_unembed_sha"] = (key, digest)
+    return digest
+
+
+def model_identity(model: nn.Module) -> dict[str, Any]:
+    """What a saved lens records about its model, and checks on load."""
+    from lenssample.adapters import model_parts
+
+    parts = model_parts(model)
+    return {
+        "model_type": str(model.config.model_type),
+        "num_layers": parts.num_layers,
+        "d_model": hidden_size(model),
+        "vocab_size": parts.vocab_size,
+        "unembed_sha256": unembed_sha256(model),
+    }
+
+
+def default_lens_path(model_name: str | None = None) -> Path:
+    """Where ``lenssample train-lens`` puts the lens of ``model_name`` by default (``None``: the default model).
+
+    ``$LENSSAMPLE_CACHE/lenses/<model name>`` (default ``~/.cache/lenssample/lenses/<model name>``).
+    """
+    from lenssample.models import DEFAULT_MODEL, cache_root
+
+    name = model_name or DEFAULT_MODEL
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "--", str(name).strip("/")) or DEFAULT_MODEL
+    return cache_root() / "lenses" / safe
+
+
+class TunedLens(Lens):
+    """Logit lens plus a learned residual affine translator per layer ``0..L-1`` (identity at ``L``).
+
+    Args:
+        model: a Hugging Face causal LM supported by :mod:`lenssample.adapters`.
+        apply_final_norm: as in :class:`~lenssample.lens.base.Lens` (the tuned lens is trained with the norm on).
+
+    Attributes:
+        weight: ``[L, d_model, d_model]``; ``weight[l]`` maps ``h`` to ``W_l h`` (rows are outputs).
+        bias: ``[L, d_model]``.
+        training_info: JSON-serialisable record of how the lens was made (saved in ``config.json``).
+    """
+
+    def __init__(self, model: nn.Module, *, apply_final_norm: bool = True) -> None:
+        super().__init__(model, apply_final_norm=apply_final_norm)
+        d_model = hidden_size(model)
+        device = self.parts.unembed.weight.device
+        self.weight = nn.Parameter(torch.zeros(self.num_layers, d_model, d_model, device=device))
+        self.bias = nn.Parameter(torch.zeros(self.num_layers, d_model, device=device))
+        self.training_info: dict[str, Any] = {}
+
+    @property
+    def d_model(self) -> int:
+        return int(self.weight.shape[-1])
+
+    def translate(self, hidden: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+        """``h + (W_l h + b_l)`` for each layer ``l < L`` along dimension -2, all layers in one batched product.
+
+        Args:
+            hidden: ``[..., n_layers, d_model]`` pre-norm residual stream.
+            layers: the layer number of each slice along dimension -2.
+
+        Returns:
+            ``[..., n_layers, d_model]`` in the dtype of ``hidden``.
+        """
+        layers = tuple(layers)
+        if hidden.shape[-2] != len(layers):
+            raise ValueError(
+                f"hidden has {hidden.shape[-2]} layer slices but layers has {len(layers)} entries; pass one layer "
+                "number per slice along dimension -2"
+            )
+        inner = [i for i, layer in enumerate(layers) if layer < self.num_layers]
+        if not inner:
+            return hidden
+        index = torch.tensor([layers[i] for i in inner], device=self.weight.device)
+        selected = hidden if len(inner) == len(layers) else hidden[..., inner, :]
+        # One batched matrix product over the requested layers: [..., k, d] x [k, d_out, d_in] -> [..., k, d_out].
+        delta = torch.einsum("...ki,koi->...ko", selected.to(self.weight.dtype), self.weight[index])
+        delta = delta + self.bias[index]
+        translated = selected + delta.to(hidden.dtype)
+        if len(inner) == len(layers):
+            return translated
+        out = hidden.clone()
+        out[..., inner, :] = translated
+        return out
+
+    # ----------------------------------------------------------------------------------------------- storage
+    def save(self, directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
+        """Write the lens to ``directory`` (created or replaced atomically); returns its path.
+
+        Args:
+            directory: target folder. An existing folder is replaced only if it is empty or holds a tuned lens.
+            dtype: storage dtype of the tensors (``torch.float32`` or ``torch.float16``/``bfloat16`` to halve it).
+        """
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype={dtype}: save a tuned lens as torch.float32, float16 or bfloat16")
+        target = Path(directory)
+        if target.exists() and not _replaceable(target):
+            raise ValueError(
+                f"{str(target)!r} exists and is not a tuned-lens folder; choose a new or empty folder"
+            )
+        config = {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": model_identity(self.parts.model),
+            "model_name": str(getattr(self.parts.model.config, "_name_or_path", "") or ""),
+            "apply_final_norm": self.apply_final_norm,
+            "dtype": str(dtype).removeprefix("torch."),
+            "training": self.training_info,
+        }
+        tensors = {
+            "weight": self.weight.detach().to("cpu", dtype).contiguous(),
+            "bias": self.bias.detach().to("cpu", dtype).contiguous(),
+        }
+        write_folder_atomically(
+            target,
+            {
+                CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True).encode(),
+                README_FILE: _model_card(config).encode(),
+            },
+            {WEIGHTS_FILE: tensors},
+        )
+        return target
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, model: nn.Module) -> TunedLens:
+        """Read a lens saved by :meth:`save` onto ``model``; refuses a lens made for another model.
+
+        Raises:
+            FileNotFoundError: the folder or one of its files is missing.
+            ValueError: the config is not a tuned-lens config, belongs to another model, or the tensors are
+                missing or have the wrong shapes.
+        """
+        folder = Path(directory)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"tuned lens folder {str(folder)!r} does not exist; train one with `lenssample train-lens`"
+            )
+        config = _read_config(folder)
+        expected = model_identity(model)
+        recorded = config["model"]
+        for key, value in expected.items():
+            if recorded.get(key) != value:
+                raise ValueError(
+                    f"the tuned lens in {str(folder)!r} was trained for another model: its {key} is "
+                    f"{recorded.get(key)!r}, this model's is {value!r}; load it onto the model it was trained "
+                    f"for ({config.get('model_name') or 'see config.json'}) or train a lens for this model"
+                )
+        lens = cls(model, apply_final_norm=bool(config.get("apply_final_norm", True)))
+        weights_path = folder / WEIGHTS_FILE
+        if not weights_path.is_file():
+            raise FileNotFoundError(f"{str(weights_path)!r} is missing; the tuned lens folder is incomplete")
+        try:
+            tensors = load_file(str(weights_path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"{str(weights_path)!r} is not a readable safetensors file ({err})") from err
+        for name, param in (("weight", lens.weight), ("bias", lens.bias)):
+            tensor = tensors.get(name)
+            if tensor is None:
+                raise ValueError(
+                    f"{str(weights_path)!r} has no tensor {name!r} (found {sorted(tensors)}); re-save the lens"
+                )
+            if tuple(tensor.shape) != tuple(param.shape):
+                raise ValueError(
+                    f"{str(weights_path)!r}: tensor {name!r} has shape {tuple(tensor.shape)}, expected "
+                    f"{tuple(param.shape)} for this model"
+                )
+            with torch.no_grad():
+                param.copy_(tensor.to(param.dtype))
+        lens.training_info = dict(config.get("training") or {})
+        return lens
+
+
+def _replaceable(target: Path) -> bool:
+    if not target.is_dir():
+        return False
+    entries = list(target.iterdir())
+    if not entries:
+        return True
+    try:
+        return json.loads((target / CONFIG_FILE).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is missing; {str(folder)!r} is not a saved tuned lens")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err}); re-save the lens") from err
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"{str(path)!r} is not a lenssample tuned-lens config (format != {FORMAT!r})")
+    if config.get("version") != VERSION:
+        raise ValueError(
+            f"{str(path)!r} has format version {config.get('version')!r}; this lenssample reads version {VERSION}"
+        )
+    if not isinstance(config.get("model"), dict):
+        raise ValueError(f"{str(path)!r} has no 'model' identity record; re-save the lens")
+    return config
+
+
+def write_folder_atomically(
+    target: Path, files: dict[str, bytes], tensor_files: dict[str, dict[str, torch.Tensor]]
+) -> None:
+    """Write ``files`` and safetensors ``tensor_files`` into a temporary sibling folder, then rename it to ``target``.
+
+    A folder under the final name is therefore always complete; on any error the temporary folder is removed.
+    An existing ``target`` is moved aside first and deleted after the new one is in place.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    old = None
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        for name, tensors in tensor_files.items():
+            save_file(tensors, str(tmp / name))
+        for path in tmp.iterdir():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not target.exists():
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _model_card(config: dict[str, Any]) -> str:
+    ident = config["model"]
+    training = config.get("training") or {}
+    lines = [
+        "---",
+        "library_name: lenssample",
+        "tags: [tuned-lens, interpretability]",
+        "---",
+        "",
+        f"# Tuned lens for {config.get('model_name') or ident['model_type']}",
+        "",
+        f"A tuned lens (Belrose et al. 2023) for a {ident['model_type']} model with {ident['num_layers']} layers, "
+        f"d_model {ident['d_model']}, vocabulary {ident['vocab_size']}: one residual affine translator per layer "
+        "(`weight [L, d, d]`, `bias [L, d]` in `model.safetensors`), applied before the model's own final norm "
+        "and unembedding.",
+        "",
+        "```python",
+        "from lenssample.lens.tuned import TunedLens",
+        "lens = TunedLens.load('THIS_FOLDER', model)   # refuses any other model (unembedding SHA-256 "
+        f"{ident['unembed_sha256'][:12]}...)",
+        "```",
+        "",
+    ]
+    if training:
+        scalars = {k: v for k, v in sorted(training.items()) if isinstance(v, (int, float, str, bool))}
+        lines.append("Training record (the full record, with held-out KL per layer, is in config.json):")
+        lines += ["", "```json", json.dumps(scalars, indent=1), "```"]
+    return "\n".join(lines) + "\n"

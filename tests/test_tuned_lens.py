@@ -1,0 +1,296 @@
+"""Tuned lens: identity at start, batched translation, exact storage, refusal of other models, training, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lenssample.cli import main
+from lenssample.decoding.api import generate
+from lenssample.lens.apply import apply_lens
+from lenssample.lens.base import LogitLens
+from lenssample.lens.capture import run_layers
+from lenssample.lens.evaluate import compare_lenses
+from lenssample.lens.train import closed_form_lens, train_tuned_lens
+from lenssample.lens.tuned import TunedLens, default_lens_path, model_identity
+from lenssample.strategies.base import SingleLayer
+from tests.conftest import LAYERS, VOCAB, make_tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors: one thread is fastest, and on a loaded machine extra threads only spin.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _ids(seed: int, n: int = 12, batch: int = 2) -> torch.Tensor:
+    return torch.randint(3, VOCAB, (batch, n), generator=torch.Generator().manual_seed(seed))
+
+
+def _random_lens(model, seed: int = 0) -> TunedLens:
+    lens = TunedLens(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        lens.weight.copy_(0.1 * torch.randn(lens.weight.shape, generator=gen))
+        lens.bias.copy_(0.1 * torch.randn(lens.bias.shape, generator=gen))
+    return lens
+
+
+def _texts(seed: int, docs: int = 6, length: int = 200) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, VOCAB, (length,), generator=gen) for _ in range(docs)]
+
+
+def test_fresh_tuned_lens_equals_logit_lens_exactly(tiny_model):
+    layers = list(range(LAYERS + 1))
+    hidden = run_layers(tiny_model, _ids(0), layers, use_cache=False, keep=None).hidden
+    tuned = TunedLens(tiny_model)
+    assert torch.equal(tuned(hidden, layers), LogitLens(tiny_model)(hidden, layers))
+    assert sum(p.numel() for p in tuned.parameters()) == LAYERS * (tuned.d_model**2 + tuned.d_model)
+
+
+def test_fresh_tuned_lens_decodes_like_logit_lens():
+    model = make_tiny_model("llama")
+    ids = _ids(1, batch=1)
+    strategy = SingleLayer(layer=2)
+    a = generate(model, ids, strategy=strategy, max_new_tokens=6, lens=TunedLens(model))
+    b = generate(model, ids, strategy=strategy, max_new_tokens=6)
+    assert torch.equal(a.sequences, b.sequences)
+
+
+def test_translate_is_the_per_layer_affine_map_in_any_layer_order():
+    model = make_tiny_model("gpt2")
+    lens = _random_lens(model)
+    layers = [3, 0, LAYERS, 2]
+    hidden = torch.randn(2, 5, len(layers), lens.d_model)
+    out = lens.translate(hidden, layers)
+    for i, layer in enumerate(layers):
+        h = hidden[..., i, :]
+        expected = h if layer == LAYERS else h + h @ lens.weight[layer].T + lens.bias[layer]
+        torch.testing.assert_close(out[..., i, :], expected)
+    # the final layer is untouched: the tuned lens at L is the model's logits
+    logits = apply_lens(model, _ids(2), layers=[LAYERS], lens=lens).logits[:, :, 0]
+    torch.testing.assert_close(logits, model(_ids(2)).logits)
+    with pytest.raises(ValueError, match="layer slices"):
+        lens.translate(hidden, layers[:2])
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    model = make_tiny_model("qwen2")
+    lens = _random_lens(model)
+    lens.training_info = {"steps": 3, "note": "x"}
+    folder = lens.save(tmp_path / "lens")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model"] == model_identity(model)
+    loaded = TunedLens.load(folder, model)
+    assert torch.equal(loaded.weight, lens.weight) and torch.equal(loaded.bias, lens.bias)
+    assert loaded.training_info == lens.training_info
+    hidden = torch.randn(3, LAYERS + 1, lens.d_model)
+    assert torch.equal(loaded(hidden, range(LAYERS + 1)), lens(hidden, range(LAYERS + 1)))
+    # saving again over a lens folder replaces it; nothing else is left next to it
+    lens.save(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lens"]
+
+
+def test_loading_onto_another_model_is_refused(tmp_path):
+    folder = _random_lens(make_tiny_model("llama", seed=0)).save(tmp_path / "lens")
+    with pytest.raises(ValueError, match="unembed_sha256"):
+        TunedLens.load(folder, make_tiny_model("llama", seed=1))  # same shapes, other weights
+    with pytest.raises(ValueError, match="trained for another model"):
+        TunedLens.load(folder, make_tiny_model("gpt2"))
+
+
+def test_corrupt_lens_folders_give_clear_errors(tmp_path):
+    model = make_tiny_model("llama")
+    folder = _random_lens(model).save(tmp_path / "lens")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TunedLens.load(tmp_path / "nowhere", model)
+    from safetensors.torch import save_file
+
+    good = (folder / "model.safetensors").read_bytes()
+    save_file(
+        {"weight": torch.zeros(LAYERS, 3, 3), "bias": torch.zeros(LAYERS, 32)},
+        str(folder / "model.safetensors"),
+    )
+    with pytest.raises(ValueError, match="shape"):
+        TunedLens.load(folder, model)
+    save_file({"weight": torch.zeros(LAYERS, 32, 32)}, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match="no tensor 'bias'"):
+        TunedLens.load(folder, model)
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        TunedLens.load(folder, model)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        TunedLens.load(folder, model)
+    (folder / "model.safetensors").write_bytes(good)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        TunedLens.load(folder, model)
+    (folder / "config.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="not a lenssample tuned-lens config"):
+        TunedLens.load(folder, model)
+    (folder / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        TunedLens.load(folder, model)
+
+
+def test_failed_save_leaves_nothing_half_written(tmp_path, monkeypatch):
+    import lenssample.lens.tuned as tuned_module
+
+    model = make_tiny_model("llama")
+    first = _random_lens(model, seed=0)
+    folder = first.save(tmp_path / "lens")
+
+    def _boom(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tuned_module, "save_file", _boom)
+    with pytest.raises(OSError, match="disk full"):
+        _random_lens(model, seed=1).save(tmp_path / "fresh")
+    with pytest.raises(OSError, match="disk full"):
+        _random_lens(model, seed=1).save(folder)
+    # no temporary folder left, no half-written "fresh", the old lens intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lens"]
+    assert torch.equal(TunedLens.load(folder, model).weight, first.weight)
+    monkeypatch.undo()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a tuned-lens folder"):
+        first.save(tmp_path / "other")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_training_lowers_heldout_kl_at_every_layer(arch):
+    model = make_tiny_model(arch)
+    lens = train_tuned_lens(
+        model,
+        _texts(0),
+        steps=20,
+        lr=3e-3,
+        seq_len=32,
+        batch_positions=32,
+        cache_positions=512,
+        progress=False,
+    )
+    assert all(p.requires_grad for p in model.parameters())  # the model is handed back as it was
+    # evaluated on fresh text the training never saw
+    heldout = [w for t in _texts(99, docs=3) for w in t.split(32)]
+    result = compare_lenses(model, {"logit": LogitLens(model), "tuned": lens}, heldout, max_positions=256)
+    logit_kl, tuned_kl = result.metrics["logit"]["kl"], result.metrics["tuned"]["kl"]
+    assert all(t < 0.8 * g for t, g in zip(tuned_kl[:LAYERS], logit_kl[:LAYERS])), (logit_kl, tuned_kl)
+    assert tuned_kl[LAYERS] == pytest.approx(0.0, abs=1e-6) and logit_kl[LAYERS] == pytest.approx(
+        0.0, abs=1e-6
+    )
+    info = lens.training_info
+    assert all(t <= c for t, c in zip(info["heldout_kl_tuned"], info["heldout_kl_closed_form"]))
+
+
+def test_interrupted_training_resumes_to_the_same_lens(tmp_path):
+    model = make_tiny_model("llama")
+    kwargs = dict(steps=6, lr=3e-3, seq_len=32, batch_positions=8, cache_positions=256, checkpoint_every=2)
+    reference = train_tuned_lens(model, _texts(0), checkpoint_dir=tmp_path / "a", progress=False, **kwargs)
+
+    class Interrupted(Exception):
+        pass
+
+    def _interrupt(step: int, _loss: float) -> None:
+        if step == 5:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_tuned_lens(
+            model, _texts(0), checkpoint_dir=tmp_path / "b", progress=False, on_step=_interrupt, **kwargs
+        )
+    steps_run = []
+    resumed = train_tuned_lens(
+        model,
+        _texts(0),
+        checkpoint_dir=tmp_path / "b",
+        progress=False,
+        on_step=lambda step, _loss: steps_run.append(step),
+        **kwargs,
+    )
+    assert steps_run == [5, 6]  # continued from the checkpoint at step 4
+    assert torch.equal(resumed.weight, reference.weight) and torch.equal(resumed.bias, reference.bias)
+    start = closed_form_lens(tmp_path / "a", model)  # the ridge start, read back without a model pass
+    assert start.weight.abs().sum() > 0 and not torch.equal(start.weight, reference.weight)
+    # a checkpoint of other settings is not silently reused
+    with pytest.raises(ValueError, match="other settings"):
+        train_tuned_lens(
+            model, _texts(0), checkpoint_dir=tmp_path / "b", progress=False, **{**kwargs, "lr": 1e-3}
+        )
+
+
+def test_bad_training_input_is_refused():
+    model = make_tiny_model("llama")
+    with pytest.raises(ValueError, match="at least 2"):
+        train_tuned_lens(model, [], progress=False)
+    with pytest.raises(ValueError, match="at least 2"):
+        train_tuned_lens(model, [torch.arange(3, 10)], seq_len=32, progress=False)
+    with pytest.raises(ValueError, match="tokenizer is required"):
+        train_tuned_lens(model, ["some text"], progress=False)
+    with pytest.raises(TypeError, match="wrap a single text in a list"):
+        train_tuned_lens(model, "some text", progress=False)
+    with pytest.raises(ValueError, match="steps=-1"):
+        train_tuned_lens(model, _texts(0), steps=-1, progress=False)
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    assert main(["train-lens", "--data", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+    assert main(["train-lens", "--steps", "-1"]) == 2
+    assert main(["lens-eval", "--lens", "x", "--compare", "nodir"]) == 2
+    assert "NAME=DIR" in capsys.readouterr().err
+
+
+def test_default_lens_path_is_per_model(monkeypatch, tmp_path):
+    monkeypatch.setenv("LENSSAMPLE_CACHE", str(tmp_path))
+    assert default_lens_path(None).parent == default_lens_path("org/other-model").parent
+    assert default_lens_path(None) != default_lens_path("org/other-model")
+    assert str(default_lens_path(None)).startswith(str(tmp_path))
+
+
+@pytest.mark.real
+def test_real_model_fresh_tuned_lens_equals_logit_lens(real_model):
+    model, tokenizer = real_model
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    layers = [0, 12, 24, 30]
+    a = apply_lens(model, ids, layers=layers, lens=TunedLens(model)).logits
+    b = apply_lens(model, ids, layers=layers).logits
+    assert torch.equal(a, b)
+
+
+@pytest.mark.real
+def test_real_model_cli_generate_and_lens_eval_through_a_saved_lens(real_model, tmp_path, capsys):
+    model, _ = real_model
+    folder = TunedLens(model).save(tmp_path / "lens")  # fresh: must decode exactly like the logit lens
+    args = [
+        "generate",
+        "The capital of France is",
+        "--max-new-tokens",
+        "4",
+        "--strategy",
+        "layer",
+        "--set",
+        "layer=24",
+    ]
+    assert main(args + ["--lens", str(folder)]) == 0
+    through_tuned = capsys.readouterr().out
+    assert main(args) == 0
+    assert through_tuned == capsys.readouterr().out
+    out = tmp_path / "eval.json"
+    assert (
+        main(["lens-eval", "--lens", str(folder), "--positions", "6", "--seq-len", "16", "--out", str(out)])
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["positions"] == 6 and out.with_suffix(".png").is_file()
+    assert result["metrics"]["tuned"]["kl"] == result["metrics"]["logit"]["kl"]
+    assert main(["generate", "Hi", "--lens", str(tmp_path / "missing")]) == 2
