@@ -80,7 +80,9 @@ def rejection_sample(
     """
     k = _check(draft_tokens, target_probs)
     if draft_probs.shape != (k, target_probs.shape[1]):
-        raise ValueError(f"draft_probs must be [k, vocab] = {(k, target_probs.shape[1])}, got {tuple(draft_probs.shape)}")
+        raise ValueError(
+            f"draft_probs must be [k, vocab] = {(k, target_probs.shape[1])}, got {tuple(draft_probs.shape)}"
+        )
     rows = torch.arange(k, device=draft_tokens.device)
     p = target_probs[:k][rows, draft_tokens].double()
     q = draft_probs[rows, draft_tokens].double()

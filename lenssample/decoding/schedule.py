@@ -34,7 +34,9 @@ class Schedule:
     def check_model(self, num_layers: int) -> None:
         """Validate the schedule against a model with ``num_layers`` blocks (``ValueError`` naming the field)."""
 
-    def decode(self, model: nn.Module, prompt: Prompt, *, lens: Lens, picker: TokenPicker, **kwargs: Any) -> GenerateOutput:
+    def decode(
+        self, model: nn.Module, prompt: Prompt, *, lens: Lens, picker: TokenPicker, **kwargs: Any
+    ) -> GenerateOutput:
         raise NotImplementedError
 
 
@@ -119,7 +121,9 @@ def decode_rows(
         streamer.put(prompt.input_ids.cpu())
     writers, traces = [], []
     for ids in row_prompts(prompt):
-        writer = RowWriter(ids, max_new_tokens, eos_token_ids, stopping_criteria, streamer if batch == 1 else None)
+        writer = RowWriter(
+            ids, max_new_tokens, eos_token_ids, stopping_criteria, streamer if batch == 1 else None
+        )
         traces.append(decode_row(writer))
         writers.append(writer)
     if streamer is not None:

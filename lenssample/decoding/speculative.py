@@ -62,7 +62,9 @@ class _Replay(nn.Module):
     then continue from.
     """
 
-    def __init__(self, cache_layer: Any, keys: torch.Tensor, values: torch.Tensor, output: torch.Tensor | None):
+    def __init__(
+        self, cache_layer: Any, keys: torch.Tensor, values: torch.Tensor, output: torch.Tensor | None
+    ):
         super().__init__()
         self.cache_layer, self.keys, self.values, self.output = cache_layer, keys, values, output
 
@@ -100,7 +102,11 @@ class LayerDraft:
     bonus: ClassVar[bool] = False
 
     def check(self, num_layers: int) -> None:
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or not 1 <= self.layer < num_layers:
+        if (
+            isinstance(self.layer, bool)
+            or not isinstance(self.layer, int)
+            or not 1 <= self.layer < num_layers
+        ):
             raise ValueError(
                 f"LayerDraft(layer={self.layer!r}): the draft layer must be an integer in 1..{num_layers - 1} for "
                 f"this {num_layers}-layer model (layer {num_layers} would be the model itself)"
@@ -127,7 +133,9 @@ class SkipDraft:
         object.__setattr__(self, "skip", tuple(sorted(set(self.skip))))
 
     def check(self, num_layers: int) -> None:
-        bad = [b for b in self.skip if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b < num_layers]
+        bad = [
+            b for b in self.skip if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b < num_layers
+        ]
         if bad or not self.skip or len(self.skip) >= num_layers - 1:
             raise ValueError(
                 f"SkipDraft(skip={self.skip!r}): pass one or more block indices in 1..{num_layers - 1} (block 0 "
@@ -241,8 +249,18 @@ class SelfSpeculative(Schedule):
         self.draft.check(num_layers)
 
     def to_dict(self) -> dict:
-        draft = {"layer": self.draft.layer} if isinstance(self.draft, LayerDraft) else {"skip": list(self.draft.skip)}
-        return {"name": self.name, "draft": draft, "k": self.k, "adaptive": self.adaptive, "max_k": self.max_k}
+        draft = (
+            {"layer": self.draft.layer}
+            if isinstance(self.draft, LayerDraft)
+            else {"skip": list(self.draft.skip)}
+        )
+        return {
+            "name": self.name,
+            "draft": draft,
+            "k": self.k,
+            "adaptive": self.adaptive,
+            "max_k": self.max_k,
+        }
 
     def decode(
         self,
@@ -299,8 +317,17 @@ class SelfSpeculative(Schedule):
 class _RowDecoder:
     """Decodes one row (batch 1) for :class:`SelfSpeculative`."""
 
-    def __init__(self, spec: SelfSpeculative, model, parts: ModelParts, lens: Lens, picker: TokenPicker, writer, totals):
-        self.spec, self.model, self.parts, self.lens, self.picker, self.writer = spec, model, parts, lens, picker, writer
+    def __init__(
+        self, spec: SelfSpeculative, model, parts: ModelParts, lens: Lens, picker: TokenPicker, writer, totals
+    ):
+        self.spec, self.model, self.parts, self.lens, self.picker, self.writer = (
+            spec,
+            model,
+            parts,
+            lens,
+            picker,
+            writer,
+        )
         self.totals = totals
         self.num_layers = parts.num_layers
         self.device = writer.prompt_ids.device
@@ -393,7 +420,9 @@ class _RowDecoder:
         for i in range(k):
             out = self._run([last if i == 0 else drafts[-1]], length + i, layer, cache)
             hidden.append(out.hidden[0, -1, 0])
-            processed = self.picker.process(self.writer.sequence(drafts), self._logits(out.hidden[:, -1, 0], layer))
+            processed = self.picker.process(
+                self.writer.sequence(drafts), self._logits(out.hidden[:, -1, 0], layer)
+            )
             drafts.append(self._pick(processed[0]))
             if self.picker.do_sample:
                 probs.append(torch.softmax(processed[0].float(), dim=-1))
@@ -409,7 +438,9 @@ class _RowDecoder:
         tokens = torch.tensor(drafts, dtype=torch.long, device=target.device)
         if not self.picker.do_sample:
             return verify_greedy(tokens, target)
-        return rejection_sample(tokens, draft_probs, torch.softmax(target.float(), dim=-1), generator=self.picker.generator)
+        return rejection_sample(
+            tokens, draft_probs, torch.softmax(target.float(), dim=-1), generator=self.picker.generator
+        )
 
     def _layer_cycle(self, k: int, cache: Any, length: int, last: int) -> tuple[int, int]:
         E, L = self.spec.draft.layer, self.num_layers
