@@ -48,3 +48,26 @@ __all__ = [
     "score",
     "strategy_from_name",
 ]
+
+# Compute schedules: early exit and self-speculative decoding (``generate(..., schedule=...)``).
+from lenssample.decoding.speculative import LayerDraft, SelfSpeculative, SkipDraft  # noqa: E402
+from lenssample.strategies.early_exit import (  # noqa: E402
+    Agreement,
+    EarlyExit,
+    Entropy,
+    Margin,
+    MaxProb,
+    Saturation,
+)
+
+__all__ += [
+    "Agreement",
+    "EarlyExit",
+    "Entropy",
+    "LayerDraft",
+    "Margin",
+    "MaxProb",
+    "Saturation",
+    "SelfSpeculative",
+    "SkipDraft",
+]
