@@ -279,3 +279,16 @@ def test_real_model_skip_draft_lossless(real_model):
             schedule=SelfSpeculative(draft=SkipDraft(skip=(15,)), k=k),
         )  # fmt: skip
         assert torch.equal(out.sequences, reference.sequences), k
+
+
+def test_search_picks_a_paying_draft_or_falls_back():
+    from lenssample.decoding.speculative_search import choose_self_speculative
+
+    model = make_tiny_model("llama")
+    ids = _greedy(model, _prompt(0)).sequences
+    choice = choose_self_speculative(model, ids, layers=[1, 2, 3], skips=[(1,), (2, 3)])
+    assert len(choice.table) == 5 and all(0.0 <= row["acceptance"] <= 1.0 for row in choice.table)
+    assert choice.predicted_speedup == max(row["predicted_speedup"] for row in choice.table)
+    assert (choice.schedule is None) == (choice.predicted_speedup <= 1.0)
+    # A lens cost larger than the whole model means no draft can pay: plain decoding.
+    assert choose_self_speculative(model, ids, layers=[3], skips=[], lens_cost=100.0).schedule is None
