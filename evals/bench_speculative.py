@@ -1,7 +1,7 @@
 """Self-speculative decoding and early exit on the default model, side by side with greedy decoding.
 
-Batch 1, greedy, ``--new-tokens`` tokens (EOS ignored), one chat prompt. Variants run round-robin (after a warm-up
-round) and the report gives medians and ratios to greedy *of the same round*, so a shared, noisy machine affects
+Batch 1, greedy, ``--new-tokens`` tokens (EOS ignored), one chat prompt. Variants run round-robin, in alternating order
+(after a short warm-up) and the report gives medians and ratios to greedy *of the same round*, so a shared, noisy machine affects
 all variants alike.
 
 Self-speculative (lossless): the search (:func:`choose_self_speculative`) on the model's own greedy text picks a
@@ -80,9 +80,10 @@ def main() -> None:
         lenses["tuned"] = TunedLens.load(args.tuned_lens, model)
 
     # The search, on the model's own continuation of the prompt (its generation is what drafts must match).
-    searches = {}
+    searches, chosen_schedules = {}, {}
     for name, lens in lenses.items():
         choice = choose_self_speculative(model, greedy_seq, lens=lens)
+        chosen_schedules[name] = choice.schedule
         searches[name] = {
             "chosen": choice.schedule.to_dict() if choice.schedule else None,
             "predicted_speedup": choice.predicted_speedup,
@@ -101,7 +102,7 @@ def main() -> None:
 
     add("greedy")
     for lens_name, lens in lenses.items():
-        for layer, k in ((L - 6, 3), (L - 2, 4)):
+        for layer, k in ((L - 2, 3),):
             add(
                 f"spec_{lens_name}_E{layer}_k{k}",
                 lens=lens,
@@ -111,7 +112,7 @@ def main() -> None:
             f"spec_{lens_name}_E{L - 2}_adaptive", lens=lens,
             schedule=SelfSpeculative(draft=LayerDraft(layer=L - 2), k=4, adaptive=True),
         )  # fmt: skip
-        chosen = choose_self_speculative(model, greedy_seq, lens=lens).schedule
+        chosen = chosen_schedules[lens_name]
         if chosen is not None:
             add(f"spec_{lens_name}_search_choice", lens=lens, schedule=chosen)
         else:
@@ -132,15 +133,14 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in variants}
     ratios: dict[str, list[float]] = {name: [] for name in variants}
     last: dict[str, lenssample.GenerateOutput] = {}
-    for round_index in range(args.rounds + 1):
+    lenssample.generate(model, ids, max_new_tokens=4, eos_token_id=[])  # warm-up
+    for round_index in range(1, args.rounds + 1):
         round_times = {}
-        order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
+        order = list(variants) if round_index % 2 == 1 else list(reversed(variants))
         for name in order:
             start = time.perf_counter()
             last[name] = variants[name]()
             round_times[name] = (time.perf_counter() - start) / n
-        if round_index == 0:
-            continue  # warm-up
         for name, value in round_times.items():
             times[name].append(value)
             ratios[name].append(round_times["greedy"] / value)
