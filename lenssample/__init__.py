@@ -74,4 +74,26 @@ __all__ += [
     "LayerEnsemble",
     "LayerWindow",
     "SLED",
+
+# Compute schedules: early exit and self-speculative decoding (``generate(..., schedule=...)``).
+from lenssample.decoding.speculative import LayerDraft, SelfSpeculative, SkipDraft  # noqa: E402
+from lenssample.strategies.early_exit import (  # noqa: E402
+    Agreement,
+    EarlyExit,
+    Entropy,
+    Margin,
+    MaxProb,
+    Saturation,
+)
+
+__all__ += [
+    "Agreement",
+    "EarlyExit",
+    "Entropy",
+    "LayerDraft",
+    "Margin",
+    "MaxProb",
+    "Saturation",
+    "SelfSpeculative",
+    "SkipDraft",
 ]

@@ -25,8 +25,19 @@ from lenssample.lens.base import Lens, as_lens
 from lenssample.strategies.base import FinalLayer, Strategy
 
 
-def decoder(strategy: Strategy | None = None, *, lens: Lens | None = None) -> Callable[..., Any]:
-    """A ``custom_generate`` callable that decodes with ``strategy`` through ``lens`` (default: logit lens)."""
+def decoder(
+    strategy: Strategy | None = None, *, lens: Lens | None = None, schedule: Any = None
+) -> Callable[..., Any]:
+    """A ``custom_generate`` callable that decodes with ``strategy`` through ``lens`` (default: logit lens).
+
+    ``schedule`` (``EarlyExit(...)``, ``SelfSpeculative(...)``) replaces the one-pass-per-token loop, as in
+    :func:`lenssample.generate`.
+    """
+    if schedule is not None:
+        from lenssample.decoding.schedule import Schedule
+
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a lenssample schedule, got {type(schedule).__name__}")
     strategy = FinalLayer() if strategy is None else strategy
     if not isinstance(strategy, Strategy):
         raise TypeError(f"strategy must be a lenssample Strategy, got {type(strategy).__name__}")
@@ -49,7 +60,10 @@ def decoder(strategy: Strategy | None = None, *, lens: Lens | None = None) -> Ca
         max_new_tokens = int(generation_config.max_length) - input_ids.shape[1]
         eos = getattr(generation_config, "_eos_token_tensor", None)
         pad = getattr(generation_config, "_pad_token_tensor", None)
-        out = decode(
+        if schedule is not None:
+            schedule.check_model(model_lens.num_layers)
+        run = decode if schedule is None else schedule.decode
+        out = run(
             model,
             Prompt(input_ids=input_ids, attention_mask=attention_mask),
             strategy=strategy,

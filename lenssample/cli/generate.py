@@ -14,6 +14,7 @@ from lenssample.cli.common import (
     load,
     strategy_from_args,
 )
+from lenssample.cli.schedule import add_schedule_args, schedule_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(parser)
     add_strategy_args(parser)
     add_lens_args(parser)
+    add_schedule_args(parser)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--temperature", type=float, default=None)
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     strategy = strategy_from_args(args)  # validated before the model loads
+    schedule = schedule_from_args(args)
     model, tokenizer = load(args)
     lens = lens_from_args(args, model)
     prompt = args.prompt
@@ -68,12 +71,14 @@ def run(args: argparse.Namespace) -> int:
         min_p=args.min_p,
         repetition_penalty=args.repetition_penalty,
         seed=args.seed,
+        schedule=schedule,
     )
     text = out.texts(tokenizer)[0]
     if args.json:
         record = {
             "prompt": args.prompt,
             "strategy": strategy.to_dict(),
+            "schedule": schedule.to_dict() if schedule is not None else None,
             "text": text,
             "tokens": out.new_tokens[0].tolist(),
             "trace": out.trace.to_dict(),

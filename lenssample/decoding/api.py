@@ -13,6 +13,7 @@ from lenssample.adapters import model_parts
 from lenssample.decoding.loop import decode, prepare_prompt
 from lenssample.decoding.outputs import GenerateOutput
 from lenssample.decoding.sampling import TokenPicker, build_processors
+from lenssample.decoding.schedule import Schedule, check_schedule
 from lenssample.lens.base import Lens, as_lens
 from lenssample.strategies.base import FinalLayer, Strategy
 
@@ -54,6 +55,7 @@ def generate(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    schedule: Schedule | None = None,
 ) -> GenerateOutput:
     """Generate with a lens-based strategy.
 
@@ -78,6 +80,10 @@ def generate(
         seed: seed a private ``torch.Generator`` for reproducible sampling.
         generator: a ``torch.Generator`` for sampling (exclusive with ``seed``); default torch's global RNG.
         use_cache: decode with a KV cache (``False`` recomputes everything each step).
+        schedule: a compute schedule that owns the loop instead of one pass per token: early exit
+            (:class:`~lenssample.strategies.early_exit.EarlyExit`) or self-speculative decoding
+            (:class:`~lenssample.decoding.speculative.SelfSpeculative`). It replaces ``strategy`` (leave that unset);
+            ``lens`` is the lens it reads intermediate layers through.
 
     Returns:
         :class:`~lenssample.decoding.outputs.GenerateOutput` with ``sequences`` and a per-step ``trace``.
@@ -88,6 +94,8 @@ def generate(
         >>> out.texts(tok)  # doctest: +SKIP
     """
     parts = model_parts(model)
+    if schedule is not None:
+        check_schedule(schedule, strategy, parts.num_layers)
     strategy = FinalLayer() if strategy is None else strategy
     if not isinstance(strategy, Strategy):
         raise TypeError(
@@ -126,6 +134,18 @@ def generate(
         eos_token_id = gen_config.eos_token_id
     if pad_token_id is None and gen_config is not None:
         pad_token_id = gen_config.pad_token_id
+    if schedule is not None:
+        return schedule.decode(
+            model,
+            prompt,
+            lens=lens,
+            picker=TokenPicker(processors=processors, do_sample=do_sample, generator=generator),
+            max_new_tokens=max_new_tokens,
+            eos_token_ids=eos_ids_tensor(eos_token_id, device),
+            pad_token_id=pad_token_id,
+            stopping_criteria=criteria,
+            streamer=streamer,
+        )
     return decode(
         model,
         prompt,
