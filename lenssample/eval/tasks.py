@@ -210,18 +210,21 @@ class GenerationTask(Task):
             stop_at_newline=self.first_line,
         )
 
-    def _keys(self, records: list[dict[str, Any]]) -> list[str]:
-        keys = ["exact_match", "contains"] if records and "exact_match" in records[0] else []
-        return keys + ["repetition_rate", "length"]
+    KEYS = ("exact_match", "contains", "repetition_rate", "length")
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
-        out = {key: float(np.mean([r[key] for r in records])) for key in self._keys(records)}
+        # exact_match / contains: over the items that have references (free-generation items have none)
+        out = {key: float(np.mean(values)) for key, values in self._values(records).items()}
         out.update(generation.quality_stats([r["tokens"] for r in records]))
         out["items"] = len(records)
         return out
 
+    def _values(self, records: list[dict[str, Any]]) -> dict[str, list[float]]:
+        values = {key: [float(r[key]) for r in records if key in r] for key in self.KEYS}
+        return {key: v for key, v in values.items() if v}
+
     def paired_values(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        return {key: np.array([r[key] for r in records], dtype=float) for key in self._keys(records)}
+        return {key: np.array(v) for key, v in self._values(records).items()}
 
 
 class SpeedTask(Task):
