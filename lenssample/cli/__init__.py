@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 # Subcommand modules, in the order `lenssample --help` lists them.
 COMMANDS = ["generate", "demo"]
+COMMANDS += ["eval", "bench"]
 
 
 class UsageError(ValueError):

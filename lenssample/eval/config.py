@@ -116,6 +116,7 @@ class SweepConfig:
     seed: int = 0
     bootstrap_resamples: int = 2000
     confidence: float = 0.95
+    threads: int | None = None
 
 
 def _require_list(raw: dict[str, Any], key: str, default: list | None = None) -> list:
@@ -174,6 +175,7 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path | None = None) -> SweepC
         seed=int(raw.get("seed", 0)),
         bootstrap_resamples=int(raw.get("bootstrap_resamples", 2000)),
         confidence=float(raw.get("confidence", 0.95)),
+        threads=raw.get("threads"),
     )
 
 

@@ -17,6 +17,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from lenssample.eval import speed
@@ -69,6 +70,8 @@ def run_sweep(
         barrier: called before rank 0 summarises (``torch.distributed.barrier`` when sharded).
     """
     tasks = [build_task(spec) for spec in config.tasks]  # validates every task before anything runs
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     done = {record_key(r) for r in read_records(out)}
