@@ -41,6 +41,7 @@ TOP_LEVEL = (
     "seed",
     "bootstrap_resamples",
     "confidence",
+    "threads",
 )
 
 

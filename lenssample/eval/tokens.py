@@ -29,12 +29,14 @@ class TargetScores:
             raw logit when ``post_softmax=False``); 0 elsewhere. ``-inf`` where the strategy excludes the token,
             unless ``excluded_value`` replaced it.
         excluded: ``[batch, seq]`` True where the strategy put ``-inf`` on the observed target.
+        greedy: ``[batch, seq]`` True where the target is the strategy's top token (lm-eval's ``is_greedy``).
         info: the strategy's per-position decisions (e.g. ``premature_layer``), each ``[n_selected]`` float, in
             row-major order of the selected positions.
     """
 
     values: torch.Tensor
     excluded: torch.Tensor
+    greedy: torch.Tensor
     info: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -94,6 +96,7 @@ def target_scores(
     rows = hidden.shape[0]
     chunk = max(1, int(max_chunk_bytes // (len(layers) * parts.vocab_size * 4 * 3)))
     picked = torch.empty(rows, dtype=torch.float32, device=device)
+    top = torch.empty(rows, dtype=torch.bool, device=device)
     info: dict[str, list[torch.Tensor]] = {}
     for start in range(0, rows, chunk):
         stop = min(rows, start + chunk)
@@ -102,6 +105,7 @@ def target_scores(
         if post_softmax:
             logits = torch.log_softmax(logits, dim=-1)
         picked[start:stop] = logits.gather(-1, targets[start:stop, None]).squeeze(-1)
+        top[start:stop] = picked[start:stop] >= logits.max(dim=-1).values
         for key, value in decision.info.items():
             info.setdefault(key, []).append(value.reshape(-1).float())
     excluded_rows = torch.isneginf(picked)
@@ -111,8 +115,11 @@ def target_scores(
     values[select] = picked
     excluded = torch.zeros_like(select)
     excluded[select] = excluded_rows
+    greedy = torch.zeros_like(select)
+    greedy[select] = top
     return TargetScores(
         values=values.cpu(),
         excluded=excluded.cpu(),
+        greedy=greedy.cpu(),
         info={key: torch.cat(parts_).cpu() for key, parts_ in info.items()},
     )
