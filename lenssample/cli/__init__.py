@@ -17,6 +17,8 @@ COMMANDS += ["lens", "trace"]
 
 COMMANDS = ["generate", "demo", "train-lens", "lens-eval"]
 
+COMMANDS += ["eval", "bench"]
+
 
 class UsageError(ValueError):
     """A bad command-line value (exit status 2)."""

@@ -1,0 +1,32 @@
+"""``lenssample eval CONFIG.toml``: run an evaluation sweep (resumable), write the summary, tables and plots.
+
+Under ``torchrun --nproc-per-node N -m lenssample eval CONFIG.toml`` the items are sharded across the processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help="run an evaluation sweep from a TOML file")
+    parser.add_argument("config", help="the sweep file (see evals/configs/default.toml)")
+    parser.add_argument("--out", default=None, help="results folder (default: the config's 'out')")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lenssample.eval.config import load_config
+    from lenssample.eval.distributed import env_world, run_distributed
+    from lenssample.eval.report import markdown
+    from lenssample.eval.tasks import build_task
+
+    config = load_config(args.config, out=args.out)
+    for spec in config.tasks:  # every task is validated before a model loads
+        build_task(spec)
+    summary = run_distributed(config, progress=not args.no_progress)
+    if summary is not None and env_world()[0] == 0:
+        print(markdown(summary))
+        print(f"records, summary.json, summary.md and plots in {config.out}")
+    return 0

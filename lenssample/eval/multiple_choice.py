@@ -1,0 +1,211 @@
+"""Multiple-choice log-likelihood scoring under any strategy; accuracy and TruthfulQA's MC1/MC2/MC3.
+
+Each choice is scored as a continuation of the context: the sum over its tokens of the strategy's score of the
+observed token (lm-evaluation-harness's ``loglikelihood``). ``acc`` picks the highest sum; ``acc_norm`` divides the
+sum by the continuation's length in UTF-8 bytes first (lm-eval's ``acc_norm``), which removes the bias toward
+short answers.
+
+For items with several true answers (and a best one), the metrics follow DoLa's ``tfqa_mc_eval.py`` ``MC_calcs``
+(which renames TruthfulQA's original MC2/MC3):
+
+- MC1: 1.0 if the *best* true answer scores above every false answer, else 0.0.
+- MC2: the normalised probability mass of the true answers, ``sum exp(true) / (sum exp(true) + sum exp(false))``.
+- MC3: the fraction of true answers that score above every false answer.
+
+Departure: DoLa computes MC2 with ``exp`` and halves all scores until the sums are non-zero (underflow); we compute
+the same ratio with ``logsumexp``, which never underflows. DoLa's scoring conventions are parameters of
+:class:`ChoiceScoring`: ``excluded_value=-1000`` (its ``relative_top_value``, instead of ``-inf``) and
+``post_softmax`` (``False`` sums raw strategy logits, as DoLa does by default). No repetition penalty is applied in
+scoring.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lenssample.eval.tokens import target_scores
+from lenssample.lens.base import Lens
+from lenssample.strategies.base import Strategy
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    """One multiple-choice question.
+
+    Attributes:
+        id: a stable identifier (used to resume runs).
+        context: the text before each choice.
+        choices: the continuations; each is appended to ``context`` as it is (put a leading space in it if the
+            tokeniser needs one).
+        correct: indices of the true choices (at least one).
+        best: index of the best true choice (MC1); default ``correct[0]``.
+    """
+
+    id: str
+    context: str
+    choices: tuple[str, ...]
+    correct: tuple[int, ...]
+    best: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.choices) < 2:
+            raise ValueError(f"item {self.id!r} has {len(self.choices)} choices; give at least two")
+        if not self.correct or any(not 0 <= i < len(self.choices) for i in self.correct):
+            raise ValueError(
+                f"item {self.id!r}: correct={self.correct!r} must be non-empty indices into its "
+                f"{len(self.choices)} choices"
+            )
+        if self.best is not None and self.best not in self.correct:
+            raise ValueError(f"item {self.id!r}: best={self.best} is not one of correct={self.correct}")
+        if len(self.correct) == len(self.choices):
+            raise ValueError(
+                f"item {self.id!r}: every choice is marked correct; give at least one false choice"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChoiceScoring:
+    """How continuations are scored.
+
+    Attributes:
+        post_softmax: score with log-probabilities (``True``, the default) or the strategy's raw logits (DoLa's
+            ``post_softmax=False``).
+        excluded_value: replaces ``-inf`` token scores (DoLa: ``-1000``); ``None`` keeps ``-inf`` (a choice with
+            an excluded token then never wins).
+    """
+
+    post_softmax: bool = True
+    excluded_value: float | None = -1000.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.post_softmax, bool):
+            raise TypeError(f"post_softmax={self.post_softmax!r} must be True or False")
+        if self.excluded_value is not None and not math.isfinite(self.excluded_value):
+            raise ValueError(f"excluded_value={self.excluded_value!r} must be a finite number or None")
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` without special tokens."""
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def score_continuations(
+    model: nn.Module,
+    tokenizer: Any,
+    context: str,
+    continuations: Sequence[str],
+    strategy: Strategy,
+    *,
+    lens: Lens | None = None,
+    scoring: ChoiceScoring = ChoiceScoring(),
+    prefix_token_id: int | None = None,
+) -> list[dict[str, float]]:
+    """Score each continuation given the context, in one batched forward pass.
+
+    Returns:
+        one dict per continuation: ``sum`` (summed score), ``tokens``, ``bytes``, ``excluded`` (count of tokens at
+        ``-inf`` before ``excluded_value``).
+    """
+    context_ids = ([prefix_token_id] if prefix_token_id is not None else []) + encode(tokenizer, context)
+    if not context_ids:
+        raise ValueError("the context is empty and no prefix token is set; give a context or prefix_token_id")
+    rows = []
+    for text in continuations:
+        ids = encode(tokenizer, text)
+        if not ids:
+            raise ValueError(f"continuation {text!r} has no tokens; give non-empty answers")
+        rows.append(ids)
+    length = len(context_ids) + max(len(r) for r in rows) - 1
+    batch = len(rows)
+    inputs = torch.zeros(batch, length, dtype=torch.long)
+    targets = torch.zeros_like(inputs)
+    mask = torch.zeros_like(inputs)
+    select = torch.zeros(batch, length, dtype=torch.bool)
+    for i, cont in enumerate(rows):
+        full = context_ids + cont
+        n = len(full) - 1
+        inputs[i, :n] = torch.tensor(full[:-1])
+        targets[i, :n] = torch.tensor(full[1:])
+        mask[i, :n] = 1
+        select[i, n - len(cont) : n] = True
+    scores = target_scores(
+        model,
+        inputs,
+        targets,
+        select,
+        strategy,
+        lens=lens,
+        attention_mask=mask,
+        post_softmax=scoring.post_softmax,
+        excluded_value=scoring.excluded_value,
+    )
+    out = []
+    for i, text in enumerate(continuations):
+        out.append(
+            {
+                "sum": float(scores.values[i][select[i]].double().sum()),
+                "tokens": len(rows[i]),
+                "bytes": len(text.encode("utf-8")),
+                "excluded": int(scores.excluded[i].sum()),
+            }
+        )
+    return out
+
+
+def mc_metrics(
+    sums: Sequence[float], lengths: Sequence[int], correct: Sequence[int], best: int | None
+) -> dict:
+    """Accuracy and MC1/MC2/MC3 of one item from its choices' summed scores (see the module docstring).
+
+    Args:
+        sums: summed score of each choice.
+        lengths: length of each choice in bytes (for ``acc_norm``).
+        correct: indices of the true choices.
+        best: index of the best true choice (default ``correct[0]``).
+    """
+    best = correct[0] if best is None else best
+    true = [sums[i] for i in correct]
+    false = [s for i, s in enumerate(sums) if i not in set(correct)]
+    max_false = max(false)
+    norm = [s / max(1, n) for s, n in zip(sums, lengths)]
+    all_true = torch.tensor(true, dtype=torch.float64)
+    everything = torch.tensor(list(true) + list(false), dtype=torch.float64)
+    return {
+        "acc": float(max(range(len(sums)), key=lambda i: sums[i]) in correct),
+        "acc_norm": float(max(range(len(norm)), key=lambda i: norm[i]) in correct),
+        "mc1": float(sums[best] > max_false),
+        "mc2": float(torch.exp(torch.logsumexp(all_true, 0) - torch.logsumexp(everything, 0))),
+        "mc3": sum(t > max_false for t in true) / len(true),
+    }
+
+
+def evaluate_item(
+    model: nn.Module,
+    tokenizer: Any,
+    item: ChoiceItem,
+    strategy: Strategy,
+    *,
+    lens: Lens | None = None,
+    scoring: ChoiceScoring = ChoiceScoring(),
+    prefix_token_id: int | None = None,
+) -> dict[str, Any]:
+    """Score one item: its metrics plus the per-choice sums (a JSON-ready record)."""
+    scored = score_continuations(
+        model,
+        tokenizer,
+        item.context,
+        item.choices,
+        strategy,
+        lens=lens,
+        scoring=scoring,
+        prefix_token_id=prefix_token_id,
+    )
+    sums = [s["sum"] for s in scored]
+    metrics = mc_metrics(sums, [s["bytes"] for s in scored], item.correct, item.best)
+    return {**metrics, "sums": sums, "excluded": sum(s["excluded"] for s in scored)}

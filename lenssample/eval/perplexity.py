@@ -1,0 +1,267 @@
+"""Perplexity of any strategy on a corpus: rolling windows with a stride, every token predicted exactly once.
+
+Windows follow lm-evaluation-harness's ``loglikelihood_rolling`` (``get_rolling_token_windows`` with
+``context_len = window - stride + 1``, then ``make_disjoint_window``): each document is tokenised on its own; a
+prefix token (BOS/EOS) is put in front so the first token is predicted too; each window feeds at most ``window``
+tokens and scores only the ``stride`` tokens it is the first to predict, with as much preceding context as fits.
+``stride == window`` is exactly lm-eval's default (disjoint windows; the last one is shifted back to keep full
+context). Worked example, tokens ``t0..t9``, prefix ``P``, ``window=4``, ``stride=2``::
+
+    window  model input        targets            scored (last n targets)
+    1       P  t0 t1 t2        t0 t1 t2 t3        t0 t1 t2 t3   (the first window scores all it sees)
+    2       t1 t2 t3 t4        t2 t3 t4 t5        t4 t5
+    3       t3 t4 t5 t6        t4 t5 t6 t7        t6 t7
+    4       t5 t6 t7 t8        t6 t7 t8 t9        t8 t9
+
+With ``stride=4`` (lm-eval's default): ``[P t0 t1 t2] -> t0..t3``, ``[t3 t4 t5 t6] -> t4..t7``,
+``[t5 t6 t7 t8] -> t8 t9`` (the last window is shifted back so ``t8, t9`` keep three tokens of context).
+
+Excluded tokens: a strategy with a plausibility cut-off (DoLa's relative top, say) can put ``-inf`` on the observed
+token, which would make the perplexity infinite. We never report a silent ``inf`` or NaN: each excluded token is
+counted (``excluded_fraction``) and charged ``floor_log_prob`` (default ``-20`` nats, probability ~2e-9) in
+``perplexity``; ``perplexity_finite`` is computed over the tokens that were not excluded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lenssample.eval.tokens import target_scores
+from lenssample.lens.base import Lens
+from lenssample.strategies.base import Strategy
+
+DEFAULT_FLOOR_LOG_PROB = -20.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input of a rolling evaluation.
+
+    Attributes:
+        input_ids: the tokens fed to the model (at most ``window``).
+        target_ids: the token expected after each input token (same length).
+        num_scored: the last ``num_scored`` targets are scored (predicted here for the first time).
+        first_scored: index, in the document's token list, of the first scored target.
+    """
+
+    input_ids: tuple[int, ...]
+    target_ids: tuple[int, ...]
+    num_scored: int
+    first_scored: int
+
+
+def rolling_windows(
+    tokens: Sequence[int], *, window: int, stride: int | None = None, prefix_token_id: int | None = None
+) -> list[Window]:
+    """Split one document's tokens into windows; every token is scored once (see the module's worked example).
+
+    Args:
+        tokens: the document's token ids.
+        window: the most tokens fed to the model at once (>= 1).
+        stride: how many new tokens each window scores (1..window; default ``window``).
+        prefix_token_id: prepended so the first token is scored; ``None`` leaves the first token unscored.
+    """
+    stride = window if stride is None else stride
+    for name, value in (("window", window), ("stride", stride)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer")
+    if stride > window:
+        raise ValueError(
+            f"stride={stride} is larger than window={window}: tokens between windows would never be scored; "
+            f"use stride <= window"
+        )
+    seq = ([prefix_token_id] if prefix_token_id is not None else []) + list(tokens)
+    offset = 1 if prefix_token_id is not None else 0  # seq[i] is tokens[i - offset]
+    windows = []
+    next_target = 1  # index in seq of the next token to score
+    while next_target < len(seq):
+        end = min(len(seq), next_target + (window if next_target == 1 else stride))
+        start = max(0, end - 1 - window)
+        chunk = seq[start:end]
+        windows.append(
+            Window(
+                input_ids=tuple(chunk[:-1]),
+                target_ids=tuple(chunk[1:]),
+                num_scored=end - next_target,
+                first_scored=next_target - offset,
+            )
+        )
+        next_target = end
+    return windows
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Aggregated perplexity figures (natural logs; ``bits_per_byte`` in bits).
+
+    ``perplexity`` and ``nll_per_token`` charge excluded tokens ``floor_log_prob``; ``perplexity_finite`` leaves
+    them out. When nothing is excluded the two agree.
+    """
+
+    tokens: int
+    bytes: int
+    nll_per_token: float
+    perplexity: float
+    bits_per_byte: float
+    excluded_tokens: int
+    excluded_fraction: float
+    perplexity_finite: float
+    floor_log_prob: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def window_records(
+    model: nn.Module,
+    windows: Sequence[Window],
+    strategy: Strategy,
+    *,
+    lens: Lens | None = None,
+    tokenizer: Any = None,
+    batch_size: int = 4,
+    floor_log_prob: float = DEFAULT_FLOOR_LOG_PROB,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Score windows; one record per window: ``nll`` (floored), ``nll_finite``, ``tokens``, ``excluded``, ``bytes``.
+
+    Windows of equal length are batched together (right padding for the rest).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    records: list[dict[str, float]] = [{} for _ in windows]
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
+    bar = tqdm(total=len(windows), desc="perplexity windows", disable=not progress, leave=False)
+    for start in range(0, len(order), batch_size):
+        batch = [windows[i] for i in order[start : start + batch_size]]
+        length = max(len(w.input_ids) for w in batch)
+        inputs = torch.zeros(len(batch), length, dtype=torch.long)
+        targets = torch.zeros_like(inputs)
+        mask = torch.zeros_like(inputs)
+        select = torch.zeros(len(batch), length, dtype=torch.bool)
+        for row, w in enumerate(batch):
+            n = len(w.input_ids)
+            inputs[row, :n] = torch.tensor(w.input_ids)
+            targets[row, :n] = torch.tensor(w.target_ids)
+            mask[row, :n] = 1
+            select[row, n - w.num_scored : n] = True
+        scores = target_scores(
+            model, inputs, targets, select, strategy, lens=lens, attention_mask=mask if length else None
+        )
+        for row, w in enumerate(batch):
+            lp = scores.values[row][select[row]].double()
+            excluded = scores.excluded[row][select[row]]
+            finite = lp[~excluded]
+            scored_ids = list(w.target_ids[-w.num_scored :])
+            records[order[start + row]] = {
+                "nll": float(-(finite.sum() + excluded.sum() * floor_log_prob)),
+                "nll_finite": float(-finite.sum()),
+                "tokens": w.num_scored,
+                "excluded": int(excluded.sum()),
+                "bytes": _byte_count(tokenizer, scored_ids),
+            }
+        bar.update(len(batch))
+    bar.close()
+    return records
+
+
+def _byte_count(tokenizer: Any, ids: list[int]) -> int:
+    # UTF-8 bytes of the scored tokens' text; 0 without a tokenizer (bits per byte is then not reported).
+    if tokenizer is None:
+        return 0
+    return len(tokenizer.decode(ids).encode("utf-8"))
+
+
+def aggregate(
+    records: Iterable[dict[str, float]], floor_log_prob: float = DEFAULT_FLOOR_LOG_PROB
+) -> PerplexityResult:
+    """Corpus-level figures from per-window records: token-weighted, so the split into windows does not matter."""
+    records = list(records)
+    tokens = sum(int(r["tokens"]) for r in records)
+    if tokens == 0:
+        raise ValueError("no token was scored: the corpus is empty or every document is a single token")
+    nll = sum(r["nll"] for r in records)
+    excluded = sum(int(r["excluded"]) for r in records)
+    finite_tokens = tokens - excluded
+    nll_finite = sum(r["nll_finite"] for r in records)
+    n_bytes = sum(int(r["bytes"]) for r in records)
+    return PerplexityResult(
+        tokens=tokens,
+        bytes=n_bytes,
+        nll_per_token=nll / tokens,
+        perplexity=math.exp(nll / tokens),
+        bits_per_byte=nll / (math.log(2) * n_bytes) if n_bytes else float("nan"),
+        excluded_tokens=excluded,
+        excluded_fraction=excluded / tokens,
+        perplexity_finite=math.exp(nll_finite / finite_tokens) if finite_tokens else float("nan"),
+        floor_log_prob=floor_log_prob,
+    )
+
+
+def corpus_windows(
+    documents: Sequence[Sequence[int]],
+    *,
+    window: int,
+    stride: int | None = None,
+    prefix_token_id: int | None = None,
+    max_tokens: int | None = None,
+) -> list[Window]:
+    """Windows of several documents (never crossing a document), stopping after ``max_tokens`` scored tokens."""
+    windows: list[Window] = []
+    budget = math.inf if max_tokens is None else max_tokens
+    for tokens in documents:
+        if budget <= 0:
+            break
+        tokens = list(tokens)[: int(min(len(tokens), budget))]
+        doc_windows = rolling_windows(tokens, window=window, stride=stride, prefix_token_id=prefix_token_id)
+        windows.extend(doc_windows)
+        budget -= sum(w.num_scored for w in doc_windows)
+    if not windows:
+        raise ValueError("the corpus has no token to score; give it some non-empty text")
+    return windows
+
+
+def perplexity(
+    model: nn.Module,
+    documents: Sequence[Sequence[int]],
+    strategy: Strategy,
+    *,
+    window: int,
+    stride: int | None = None,
+    prefix_token_id: int | None = None,
+    lens: Lens | None = None,
+    tokenizer: Any = None,
+    batch_size: int = 4,
+    max_tokens: int | None = None,
+    floor_log_prob: float = DEFAULT_FLOOR_LOG_PROB,
+    progress: bool = False,
+) -> PerplexityResult:
+    """Perplexity of ``strategy`` on tokenised ``documents`` (lists of token ids).
+
+    Example:
+        >>> ids = [tokenizer.encode(d.text) for d in lenssample.data.wikipedia("heldout")]  # doctest: +SKIP
+        >>> perplexity(model, ids, FinalLayer(), window=512, stride=256, tokenizer=tokenizer)  # doctest: +SKIP
+    """
+    if floor_log_prob >= 0 or not math.isfinite(floor_log_prob):
+        raise ValueError(f"floor_log_prob={floor_log_prob!r} must be a finite negative number, e.g. -20")
+    windows = corpus_windows(
+        documents, window=window, stride=stride, prefix_token_id=prefix_token_id, max_tokens=max_tokens
+    )
+    records = window_records(
+        model,
+        windows,
+        strategy,
+        lens=lens,
+        tokenizer=tokenizer,
+        batch_size=batch_size,
+        floor_log_prob=floor_log_prob,
+        progress=progress,
+    )
+    return aggregate(records, floor_log_prob)

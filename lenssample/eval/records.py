@@ -1,0 +1,75 @@
+"""Per-item result records: one JSON object per line, appended and synced as each item finishes.
+
+A run that is interrupted (killed, out of memory, bad item) keeps every finished record; a rerun reads them back and
+evaluates only what is missing, so nothing is lost or counted twice. A line cut short by a kill mid-write is
+dropped (and trimmed from the file before appending). Records are keyed by
+``(model, lens, task, strategy, item)``; when several files (one per process of a sharded run) hold the same key,
+the first one read wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+KEY_FIELDS = ("model", "lens", "task", "strategy", "item")
+
+
+def record_key(record: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(record[name]) for name in KEY_FIELDS)
+
+
+def record_files(out_dir: str | Path) -> list[Path]:
+    return sorted(Path(out_dir).glob("records*.jsonl"))
+
+
+def _complete_lines(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    # The last element is "" when the file ends with a newline, else a line cut short by a kill: dropped.
+    return [line for line in lines[:-1] if line.strip()]
+
+
+def read_records(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every complete record of every ``records*.jsonl`` in ``out_dir``, deduplicated by key, sorted by key."""
+    seen: dict[tuple[str, ...], dict[str, Any]] = {}
+    for path in record_files(out_dir):
+        for number, line in enumerate(_complete_lines(path), start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"{path}:{number}: corrupt record ({err.msg}); delete that line to resume"
+                ) from err
+            seen.setdefault(record_key(record), record)
+    return [seen[key] for key in sorted(seen)]
+
+
+class RecordWriter:
+    """Appends records to one JSONL file, each flushed and fsynced before the next item starts."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):  # a line cut short by a kill: trim it
+                with self.path.open("r+b") as stream:
+                    stream.truncate(data.rfind(b"\n") + 1)
+        self._stream = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._stream.write(json.dumps(record, allow_nan=True) + "\n")
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,287 @@
+"""Summaries of a sweep's records: metrics per (model, lens, task, strategy), bootstrap confidence intervals on
+every difference from the baseline strategy, a markdown table, and plots (matplotlib, Agg backend).
+
+Intervals: ``scipy.stats.bootstrap`` with ``paired=True`` over the items both strategies were evaluated on, the
+percentile method (BCa breaks down when a difference is identically zero), a fixed seed. For perplexity the
+statistic is the difference in NLL per token, a ratio of sums over windows (``(sum nll_s - sum nll_b) / sum
+tokens``), so the windows are resampled as units; its interval maps to a perplexity ratio by ``exp``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from lenssample.eval.config import SweepConfig
+from lenssample.eval.tasks import SpeedTask, build_task
+
+SPEED_KEYS = (
+    "ms_per_token",
+    "tokens_per_s",
+    "ttft_ms",
+    "blocks_per_token",
+    "acceptance_rate",
+    "peak_memory_mb",
+)
+
+
+def _interval(statistic, arrays: list[np.ndarray], config: SweepConfig) -> dict[str, float | None]:
+    value = float(statistic(*arrays, axis=-1))
+    if len(arrays[0]) < 2:
+        return {"diff": value, "low": None, "high": None}
+    result = stats.bootstrap(
+        tuple(arrays),
+        statistic,
+        paired=True,
+        vectorized=True,
+        n_resamples=config.bootstrap_resamples,
+        confidence_level=config.confidence,
+        method="percentile",
+        rng=np.random.default_rng(config.seed),
+    )
+    low, high = result.confidence_interval
+    return {"diff": value, "low": float(low), "high": float(high)}
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def summarize(config: SweepConfig, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Summary dictionary (JSON-ready) of the records of a sweep."""
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        groups[(record["model"], record["lens"], record["task"], record["strategy"])].append(record)
+    rows = []
+    labels = [e.label for e in config.strategies]
+    for model in config.models:
+        for lens in config.lenses:
+            for spec in config.tasks:
+                task = build_task(spec)
+                if isinstance(task, SpeedTask):
+                    for label in [*labels, "final", "hf_generate"]:
+                        found = groups.get((model, lens, task.name, label))
+                        if found and not any(
+                            r["task"] == task.name and r["strategy"] == label
+                            for r in rows
+                            if r["model"] == model and r["lens"] == lens
+                        ):
+                            rec = found[0]
+                            rows.append(
+                                {
+                                    "model": model,
+                                    "lens": lens,
+                                    "task": task.name,
+                                    "kind": task.kind,
+                                    "strategy": label,
+                                    "items": 1,
+                                    "metrics": {k: rec.get(k) for k in SPEED_KEYS}
+                                    | {k: rec[k] for k in rec if k.startswith("ratio_to_")},
+                                }
+                            )
+                    continue
+                base_records = {
+                    r["item"]: r for r in groups.get((model, lens, task.name, config.baseline), [])
+                }
+                for label in labels:
+                    mine = groups.get((model, lens, task.name, label))
+                    if not mine:
+                        continue
+                    row = {
+                        "model": model,
+                        "lens": lens,
+                        "task": task.name,
+                        "kind": task.kind,
+                        "strategy": label,
+                        "items": len(mine),
+                        "metrics": {k: _nan_to_none(v) for k, v in task.summarize(mine).items()},
+                    }
+                    if label != config.baseline and base_records:
+                        row["diff_vs_baseline"] = _differences(task, mine, base_records, config)
+                    rows.append(row)
+    return {
+        "baseline": config.baseline,
+        "confidence": config.confidence,
+        "bootstrap_resamples": config.bootstrap_resamples,
+        "rows": rows,
+    }
+
+
+def _differences(
+    task, mine: list[dict], base_records: dict[str, dict], config: SweepConfig
+) -> dict[str, Any]:
+    paired = [r for r in mine if r["item"] in base_records]
+    if not paired:
+        return {}
+    ours = task.paired_values(paired)
+    theirs = task.paired_values([base_records[r["item"]] for r in paired])
+    out: dict[str, Any] = {"paired_items": len(paired)}
+    if task.per_token:
+
+        def nll_diff(a, b, t, axis=-1):
+            return (a.sum(axis=axis) - b.sum(axis=axis)) / t.sum(axis=axis)
+
+        ci = _interval(nll_diff, [ours["nll"], theirs["nll"], ours["tokens"]], config)
+        out["nll_per_token"] = ci
+        out["perplexity_ratio"] = {k: (math.exp(v) if v is not None else None) for k, v in ci.items()}
+        return out
+
+    def mean_diff(a, b, axis=-1):
+        return a.mean(axis=axis) - b.mean(axis=axis)
+
+    for key in ours:
+        out[key] = _interval(mean_diff, [ours[key], theirs[key]], config)
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+MAIN_METRICS = {
+    "perplexity": ["perplexity", "nll_per_token", "bits_per_byte", "excluded_fraction", "tokens"],
+    "multiple_choice": ["acc", "acc_norm", "mc1", "mc2", "mc3", "items"],
+    "generation": ["exact_match", "contains", "repetition_rate", "distinct_2", "mean_length", "items"],
+    "speed": [
+        "ms_per_token",
+        "tokens_per_s",
+        "ttft_ms",
+        "blocks_per_token",
+        "acceptance_rate",
+        "peak_memory_mb",
+    ],
+}
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """One table per (model, lens, task); differences from the baseline with their bootstrap interval."""
+    lines = [
+        f"Baseline: `{summary['baseline']}`; intervals: {summary['confidence']:.0%} paired bootstrap.",
+        "",
+    ]
+    tables: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for row in summary["rows"]:
+        tables[(row["model"], row["lens"], row["task"])].append(row)
+    for (model, lens, task), rows in tables.items():
+        kind = rows[0]["kind"]
+        keys = [k for k in MAIN_METRICS[kind] if any(k in r["metrics"] for r in rows)]
+        lines.append(f"### {task} ({kind}) — model `{model}`, lens `{lens}`")
+        lines.append("")
+        extra = ["x final", "x hf_generate"] if kind == "speed" else ["Δ vs baseline [CI]"]
+        lines.append("| strategy | " + " | ".join(keys + extra) + " |")
+        lines.append("|" + "---|" * (len(keys) + len(extra) + 1))
+        for row in rows:
+            cells = [_fmt(row["metrics"].get(k)) for k in keys]
+            if kind == "speed":
+                for base in ("final", "hf_generate"):
+                    ratio = row["metrics"].get(f"ratio_to_{base}") or {}
+                    cells.append(_fmt(ratio.get("ms_per_token")))
+            else:
+                cells.append(_diff_cell(row.get("diff_vs_baseline")))
+            lines.append(f"| `{row['strategy']}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _diff_cell(diff: dict[str, Any] | None) -> str:
+    if not diff:
+        return "(baseline)"
+    parts = []
+    for key, ci in diff.items():
+        if key in ("paired_items", "perplexity_ratio") or not isinstance(ci, dict):
+            continue
+        low, high = ci["low"], ci["high"]
+        span = f" [{low:+.3g}, {high:+.3g}]" if low is not None else ""
+        parts.append(f"{key} {ci['diff']:+.3g}{span}")
+    return "; ".join(parts)
+
+
+def write_reports(config: SweepConfig, summary: dict[str, Any]) -> None:
+    """``summary.json``, ``summary.md`` and the plots in ``config.out``."""
+    out = config.out
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(markdown(summary) + "\n", encoding="utf-8")
+    plot(summary, out)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower x and lower y are better)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (x2 <= x and y2 <= y) and (x2 < x or y2 < y) for j, (x2, y2) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def plot(summary: dict[str, Any], out) -> list[str]:
+    """``pareto_<model>.png`` (perplexity vs ms/token) and ``bars_<task>.png``; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    rows = summary["rows"]
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_task[row["task"]].append(row)
+    for task, task_rows in by_task.items():
+        kind = task_rows[0]["kind"]
+        key = MAIN_METRICS[kind][0]
+        values = [
+            (
+                f"{r['strategy']}\n{r['lens']}" if len({x["lens"] for x in task_rows}) > 1 else r["strategy"],
+                r["metrics"].get(key),
+            )
+            for r in task_rows
+        ]
+        values = [(name, v) for name, v in values if v is not None]
+        if not values:
+            continue
+        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(values)), 3.2))
+        ax.bar([n for n, _ in values], [v for _, v in values], color="tab:blue")
+        ax.set_ylabel(key)
+        ax.set_title(f"{task} ({kind})")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        fig.tight_layout()
+        path = out / f"bars_{task}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path.name)
+    speed_rows = {(r["model"], r["lens"], r["strategy"]): r for r in rows if r["kind"] == "speed"}
+    ppl_rows = [r for r in rows if r["kind"] == "perplexity"]
+    points = []
+    for r in ppl_rows:
+        s = speed_rows.get((r["model"], r["lens"], r["strategy"]))
+        if s and s["metrics"].get("ms_per_token") and r["metrics"].get("perplexity"):
+            points.append((s["metrics"]["ms_per_token"], r["metrics"]["perplexity"], r["strategy"]))
+    if points:
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        front = set(pareto_front([(x, y) for x, y, _ in points]))
+        for i, (x, y, name) in enumerate(points):
+            ax.scatter([x], [y], color="tab:red" if i in front else "tab:gray")
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("ms / token (median)")
+        ax.set_ylabel("perplexity")
+        ax.set_yscale("log")
+        ax.set_title("perplexity vs speed (red: Pareto front)")
+        fig.tight_layout()
+        path = out / "pareto.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path.name)
+    return written

@@ -1,0 +1,138 @@
+"""Run a sweep (models x lenses x strategies x tasks): per-item records with resume, then the summary.
+
+    from lenssample.eval.config import load_config
+    from lenssample.eval.runs import run_sweep
+    summary = run_sweep(load_config("evals/configs/default.toml"))
+
+Each finished item is appended to ``OUT/records.jsonl`` (``records.rankR.jsonl`` per process when sharded, see
+:mod:`lenssample.eval.distributed`); a rerun skips the items already recorded. The summary (``summary.json``,
+``summary.md``, plots) is rebuilt from the records alone, so an interrupted-and-resumed run, or a sharded one, gives
+the same summary as one uninterrupted process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from lenssample.eval import speed
+from lenssample.eval.config import SweepConfig
+from lenssample.eval.records import RecordWriter, read_records, record_key
+from lenssample.eval.report import summarize, write_reports
+from lenssample.eval.tasks import Context, SpeedTask, build_task
+
+Loader = Callable[[str], tuple[Any, Any]]
+
+
+def load_by_name(name: str) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for a config's model entry: a :func:`lenssample.load_model` name or path, or
+    ``factory:package.module:function`` (a function of no arguments returning ``(model, tokenizer)``)."""
+    if name.startswith("factory:"):
+        module, sep, func = name[len("factory:") :].rpartition(":")
+        if not sep:
+            raise ValueError(f"model {name!r}: write factory:package.module:function")
+        return getattr(importlib.import_module(module), func)()
+    from lenssample.models import load_model
+
+    return load_model(None if name in ("default", "") else name)
+
+
+def build_lens(spec: str, model: Any) -> Any:
+    """The lens named in the config, through the CLI's ``--lens`` logic (``logit`` or a tuned-lens folder)."""
+    from lenssample.cli.common import lens_from_args
+
+    return lens_from_args(argparse.Namespace(lens=spec), model)
+
+
+def run_sweep(
+    config: SweepConfig,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    loader: Loader = load_by_name,
+    progress: bool = True,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    barrier: Callable[[], None] | None = None,
+) -> dict[str, Any] | None:
+    """Evaluate every missing item; then (on rank 0) write and return the summary.
+
+    Args:
+        config: the parsed sweep.
+        rank, world_size: this process's shard (items ``rank::world_size`` of each task; speed runs on rank 0).
+        loader: ``name -> (model, tokenizer)``.
+        progress: tqdm bars.
+        on_record: called after each record is written (tests use it to interrupt a run).
+        barrier: called before rank 0 summarises (``torch.distributed.barrier`` when sharded).
+    """
+    tasks = [build_task(spec) for spec in config.tasks]  # validates every task before anything runs
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    done = {record_key(r) for r in read_records(out)}
+    name = "records.jsonl" if world_size == 1 else f"records.rank{rank}.jsonl"
+    with RecordWriter(out / name) as writer:
+
+        def emit(record: dict[str, Any]) -> None:
+            writer.write(record)
+            done.add(record_key(record))
+            if on_record is not None:
+                on_record(record)
+
+        for model_name in config.models:
+            model, tokenizer = loader(model_name)
+            for lens_spec in config.lenses:
+                ctx = Context(model=model, tokenizer=tokenizer, lens=build_lens(lens_spec, model))
+                base = {"model": model_name, "lens": lens_spec}
+                for task in tasks:
+                    if isinstance(task, SpeedTask):
+                        if rank == 0:
+                            _run_speed(task, ctx, config, base, done, emit, progress)
+                        continue
+                    items = task.items(ctx)[rank::world_size]
+                    for entry in config.strategies:
+                        head = {**base, "task": task.name, "strategy": entry.label}
+                        todo = [(i, p) for i, p in items if record_key({**head, "item": i}) not in done]
+                        bar = tqdm(
+                            todo, desc=f"{task.name} / {entry.label}", disable=not progress, leave=False
+                        )
+                        for item_id, payload in bar:
+                            emit({**head, "item": item_id, **task.evaluate(ctx, payload, entry.strategy)})
+    if barrier is not None:
+        barrier()
+    if rank != 0:
+        return None
+    summary = summarize(config, read_records(out))
+    write_reports(config, summary)
+    return summary
+
+
+def _run_speed(
+    task: SpeedTask, ctx: Context, config: SweepConfig, base: dict, done: set, emit, progress
+) -> None:
+    labels = [e.label for e in config.strategies] + [speed.FINAL] + ([speed.HF] if task.include_hf else [])
+    head = {**base, "task": task.name}
+    if all(record_key({**head, "strategy": label, "item": "bench"}) in done for label in labels):
+        return
+    strategies = {e.label: e.strategy for e in config.strategies}
+    kwargs = {"prompt": task.prompt} if task.prompt else {}
+    result = speed.bench(
+        ctx.model,
+        ctx.tokenizer,
+        strategies,
+        lens=ctx.lens,
+        new_tokens=task.new_tokens,
+        repeats=task.repeats,
+        include_hf=task.include_hf,
+        progress=progress,
+        **kwargs,
+    )
+    for label, figures in result["variants"].items():
+        record = {**head, "strategy": label, "item": "bench", **figures, "threads": result["threads"]}
+        if record_key(record) not in done:
+            emit(record)
