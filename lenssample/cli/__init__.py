@@ -12,12 +12,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules, in the order `lenssample --help` lists them.
-COMMANDS = ["generate", "demo"]
-COMMANDS += ["lens", "trace"]
-
-COMMANDS = ["generate", "demo", "train-lens", "lens-eval"]
-
-COMMANDS += ["eval", "bench"]
+COMMANDS = ["generate", "demo", "lens", "trace", "train-lens", "lens-eval", "eval", "bench"]
 
 
 class UsageError(ValueError):
