@@ -21,8 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def demo_strategies(num_layers: int) -> list:
     """The strategies the demo compares: the model itself and lens decoders reading intermediate layers."""
     from lenssample.strategies.base import FinalLayer, SingleLayer
+    from lenssample.strategies.dola import DoLa
+    from lenssample.strategies.ensemble import LayerWindow
 
-    return [FinalLayer(), SingleLayer(layer=num_layers - 2)]
+    return [FinalLayer(), DoLa(layers="high"), LayerWindow(), SingleLayer(layer=num_layers - 2)]
 
 
 def run(args: argparse.Namespace) -> int:
