@@ -160,3 +160,11 @@ def test_few_row_unembedding_fast_path_equals_the_module():
 
 
 HIDDEN_FOR_TEST = 32
+
+
+def test_embedding_layer_alone():
+    model = make_tiny_model("gemma")
+    ids = _ids()
+    only = apply_lens(model, ids, layers=[0])
+    both = apply_lens(model, ids, layers=[0, LAYERS])
+    torch.testing.assert_close(only.logits[:, :, 0], both.logits[:, :, 0])

@@ -110,7 +110,8 @@ def run_layers(
     """
     parts = model_parts(model)
     layers = tuple(layers)
-    depth = max(layers) if layers else parts.num_layers
+    # Layer 0 is read by a pre-hook on block 0, so at least one block must run.
+    depth = max(1, max(layers)) if layers else parts.num_layers
     captured: dict[int, torch.Tensor] = {}
 
     def _slice(h: torch.Tensor) -> torch.Tensor:
