@@ -241,7 +241,10 @@ def plot(summary: dict[str, Any], out) -> list[str]:
         by_task[row["task"]].append(row)
     for task, task_rows in by_task.items():
         kind = task_rows[0]["kind"]
-        key = MAIN_METRICS[kind][0]
+        present = [k for k in MAIN_METRICS[kind] if any(r["metrics"].get(k) is not None for r in task_rows)]
+        if not present:
+            continue
+        key = present[0]  # e.g. repetition_rate for free generation, which has no reference answers
         values = [
             (
                 f"{r['strategy']}\n{r['lens']}" if len({x["lens"] for x in task_rows}) > 1 else r["strategy"],
