@@ -86,6 +86,33 @@ def evaluate_perplexity(model, ids: torch.Tensor, strategy) -> dict:
     }
 
 
+def measure_speed(model, tokenizer, args: argparse.Namespace) -> dict:
+    """Greedy ms/token per strategy, round-robin after a warm-up round; medians and ratios vs final."""
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Write a short story about a lighthouse keeper."}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    ids = tokenizer(chat, return_tensors="pt").input_ids
+    timed = speed_strategies()
+    times: dict[str, list[float]] = {name: [] for name in timed}
+    for round_ in range(args.repeats + 1):
+        for name, strategy in timed.items():
+            start = time.perf_counter()
+            lenssample.generate(
+                model, ids, strategy=strategy, max_new_tokens=args.new_tokens, eos_token_id=[]
+            )
+            if round_:  # round 0 is the warm-up
+                times[name].append((time.perf_counter() - start) / args.new_tokens * 1000)
+    base = statistics.median(times["final"])
+    speed = {
+        name: {"median": statistics.median(t), "ratio_vs_final": statistics.median(t) / base, "runs": t}
+        for name, t in times.items()
+    }
+    print("speed", {k: round(v["ratio_vs_final"], 3) for k, v in speed.items()}, flush=True)
+    return speed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -98,6 +125,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="evals/results/strategies")
+    parser.add_argument("--speed-only", action="store_true", help="skip the fit, perplexity and generations")
     args = parser.parse_args()
 
     model, tokenizer = lenssample.load_model()
@@ -108,6 +136,12 @@ def main() -> None:
         "settings": vars(args),
     }
 
+    if args.speed_only:
+        results["speed_ms_per_token"] = measure_speed(model, tokenizer, args)
+        out = Path(args.out).with_suffix(".speed.json")
+        out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        print(f"wrote {out}")
+        return
     # Fitted mixture weights (train split), then held-out perplexity for every strategy.
     start = time.perf_counter()
     fit = fit_layer_weights(
@@ -134,33 +168,7 @@ def main() -> None:
         }
         print(name, {k: v for k, v in results["perplexity"][name].items() if k != "strategy"}, flush=True)
 
-    # Speed, round-robin.
-    chat = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Write a short story about a lighthouse keeper."}],
-        tokenize=False,
-        add_generation_prompt=True,
-    )
-    ids = tokenizer(chat, return_tensors="pt").input_ids
-    timed = speed_strategies()
-    times: dict[str, list[float]] = {name: [] for name in timed}
-    for round_ in range(args.repeats + 1):
-        for name, strategy in timed.items():
-            start = time.perf_counter()
-            lenssample.generate(
-                model, ids, strategy=strategy, max_new_tokens=args.new_tokens, eos_token_id=[]
-            )
-            if round_:  # round 0 is the warm-up
-                times[name].append((time.perf_counter() - start) / args.new_tokens * 1000)
-    base = statistics.median(times["final"])
-    results["speed_ms_per_token"] = {
-        name: {"median": statistics.median(t), "ratio_vs_final": statistics.median(t) / base, "runs": t}
-        for name, t in times.items()
-    }
-    print(
-        "speed",
-        {k: round(v["ratio_vs_final"], 3) for k, v in results["speed_ms_per_token"].items()},
-        flush=True,
-    )
+    results["speed_ms_per_token"] = measure_speed(model, tokenizer, args)
 
     # A few generations side by side.
     shown = {
