@@ -134,6 +134,43 @@ def main() -> None:
     ratios: dict[str, list[float]] = {name: [] for name in variants}
     last: dict[str, lenssample.GenerateOutput] = {}
     lenssample.generate(model, ids, max_new_tokens=4, eos_token_id=[])  # warm-up
+
+    def write_results() -> None:
+        results = {}
+        greedy_quality = full_model_quality(model, ids.shape[1], greedy_seq)
+        for name, out in last.items():
+            row = {
+                "ms_per_token_median": statistics.median(times[name]) * 1000,
+                "speedup_vs_greedy_median": statistics.median(ratios[name]),
+                "speedups_per_round": ratios[name],
+                "identical_to_greedy": bool(torch.equal(out.sequences, greedy_seq)),
+                "blocks_per_token": out.trace.blocks_per_step,
+            }
+            if hasattr(out.trace, "acceptance_rate"):
+                row.update(
+                    drafted=out.trace.drafted, accepted=out.trace.accepted, acceptance_rate=out.trace.acceptance_rate,
+                    accept_histogram=out.trace.accept_histogram, plain_steps=out.trace.plain_steps,
+                )  # fmt: skip
+            if name.startswith("early_exit"):
+                row.update(full_model_quality(model, ids.shape[1], out.sequences))
+                row["mean_exit_layer"] = float(out.trace.info["exit_layer"].float().mean())
+            if name == "greedy":
+                row.update(greedy_quality)
+            results[name] = row
+            print(name, json.dumps({k: v for k, v in row.items() if k != "speedups_per_round"}))
+        record = {
+            "model": args.model or "smollm2-135m-instruct",
+            "num_layers": L,
+            "new_tokens": n,
+            "rounds_completed": len(times["greedy"]),
+            "prompt": PROMPT,
+            "machine": f"{platform.machine()} {platform.processor()} torch threads={torch.get_num_threads()}, shared and loaded",
+            "searches": searches,
+            "results": results,
+        }
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(record, indent=1))
+
     for round_index in range(1, args.rounds + 1):
         round_times = {}
         order = list(variants) if round_index % 2 == 1 else list(reversed(variants))
@@ -141,45 +178,13 @@ def main() -> None:
             start = time.perf_counter()
             last[name] = variants[name]()
             round_times[name] = (time.perf_counter() - start) / n
+            print(f"  {name}: {round_times[name] * 1000:.1f} ms/token", flush=True)
         for name, value in round_times.items():
             times[name].append(value)
             ratios[name].append(round_times["greedy"] / value)
         print(f"round {round_index}: " + ", ".join(f"{k}={v * 1000:.1f}ms" for k, v in round_times.items()))
+        write_results()  # after every round, so that a slow machine still leaves results
 
-    results = {}
-    greedy_quality = full_model_quality(model, ids.shape[1], greedy_seq)
-    for name, out in last.items():
-        row = {
-            "ms_per_token_median": statistics.median(times[name]) * 1000,
-            "speedup_vs_greedy_median": statistics.median(ratios[name]),
-            "speedups_per_round": ratios[name],
-            "identical_to_greedy": bool(torch.equal(out.sequences, greedy_seq)),
-            "blocks_per_token": out.trace.blocks_per_step,
-        }
-        if hasattr(out.trace, "acceptance_rate"):
-            row.update(
-                drafted=out.trace.drafted, accepted=out.trace.accepted, acceptance_rate=out.trace.acceptance_rate,
-                accept_histogram=out.trace.accept_histogram, plain_steps=out.trace.plain_steps,
-            )  # fmt: skip
-        if name.startswith("early_exit"):
-            row.update(full_model_quality(model, ids.shape[1], out.sequences))
-            row["mean_exit_layer"] = float(out.trace.info["exit_layer"].float().mean())
-        if name == "greedy":
-            row.update(greedy_quality)
-        results[name] = row
-        print(name, json.dumps({k: v for k, v in row.items() if k != "speedups_per_round"}))
-    record = {
-        "model": args.model or "smollm2-135m-instruct",
-        "num_layers": L,
-        "new_tokens": n,
-        "rounds": args.rounds,
-        "prompt": PROMPT,
-        "machine": f"{platform.machine()} {platform.processor()} torch threads={torch.get_num_threads()}, shared and loaded",
-        "searches": searches,
-        "results": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1))
     print("wrote", args.out)
 
 
