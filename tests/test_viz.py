@@ -245,3 +245,22 @@ def test_lens_and_trace_cli_on_default_model(real_model, capsys, tmp_path, monke
     assert imread(tmp_path / "t.png")[..., :3].std() > 0.05
     assert main(["trace", "Hi", "--max-new-tokens", "2", "--out", str(tmp_path / "u.png")]) == 2
     assert "records no per-token decisions" in capsys.readouterr().err
+
+
+def test_lens_cli_positions_window():
+    from argparse import Namespace
+
+    from lenssample.cli.lens import choose_positions
+
+    def args(last=None, start=None, end=None):
+        return Namespace(last=last, start=start, end=end)
+
+    assert choose_positions(args(), 100, "image") == list(range(76, 100))  # long text: the last 24 by default
+    assert choose_positions(args(), 5, "text") == list(range(5))
+    assert choose_positions(args(last=3), 10, "image") == [7, 8, 9]
+    assert choose_positions(args(start=-4, end=-1), 10, "image") == [6, 7, 8]
+    assert choose_positions(args(start=2), 10, "html") == list(range(2, 10))
+    with pytest.raises(ValueError, match="selects no position"):
+        choose_positions(args(start=8, end=3), 10, "image")
+    with pytest.raises(ValueError, match="too many for image output"):
+        choose_positions(args(start=0), 500, "image")

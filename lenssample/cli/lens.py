@@ -68,28 +68,52 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load(args)
     lens = lens_from_args(args, model)
     ids = tokenizer(args.text, return_tensors="pt").input_ids[0]
-    seq = len(ids)
+    kind = output_kind(args.out)
+    positions = choose_positions(args, len(ids), kind)
+    traj = trajectory(model, tokenizer, ids, lens=lens, layers=layers, positions=positions, top_k=args.top_k)
+    if kind == "text":
+        print(text_table(traj, get_statistic(args.stat)))
+    elif kind == "html":
+        trajectory_html(traj, stat=args.stat, path=args.out, max_positions=len(positions))
+    else:
+        plot_trajectory(traj, stat=args.stat, path=args.out, max_positions=len(positions))
+    if kind != "text":
+        print(f"wrote {args.out} (positions {positions[0]}..{positions[-1]} of {len(ids)} tokens)")
+    return 0
+
+
+# Columns shown when no window is asked for, and the most an explicit window may ask for, per output kind: a PNG
+# cell needs ~0.7 inch to stay readable, a browser scrolls.
+DEFAULT_COLUMNS = {"text": 8, "image": 24, "html": 200}
+MAX_COLUMNS = {"text": 40, "image": 120, "html": 2000}
+
+
+def output_kind(out: str | None) -> str:
+    if out is None:
+        return "text"
+    return "html" if out.lower().endswith((".html", ".htm")) else "image"
+
+
+def choose_positions(args: argparse.Namespace, seq: int, kind: str) -> list[int]:
+    """The positions to show: ``--last N``, ``--start/--end``, or by default the last few (long texts)."""
     if args.last is not None:
         positions = list(range(max(0, seq - args.last), seq))
-    else:
+    elif args.start is not None or args.end is not None:
         start, end = slice(args.start, args.end).indices(seq)[:2]
         positions = list(range(start, end))
-        if not positions:
-            raise ValueError(
-                f"--start {args.start} --end {args.end} selects no position of the text's {seq} tokens; "
-                f"pick a range inside 0..{seq}"
-            )
-    traj = trajectory(model, tokenizer, ids, lens=lens, layers=layers, positions=positions, top_k=args.top_k)
-    if args.out is None:
-        print(text_table(traj, get_statistic(args.stat)))
-    elif args.out.lower().endswith((".html", ".htm")):
-        trajectory_html(traj, stat=args.stat, path=args.out)
-        print(f"wrote {args.out}")
     else:
-        # The CLI draws every selected position; the library's default cap is for unasked-for long texts.
-        plot_trajectory(traj, stat=args.stat, path=args.out, max_positions=max(1, len(traj.positions)))
-        print(f"wrote {args.out}")
-    return 0
+        positions = list(range(max(0, seq - DEFAULT_COLUMNS[kind]), seq))
+    if not positions:
+        raise ValueError(
+            f"--start {args.start} --end {args.end} selects no position of the text's {seq} tokens; "
+            f"pick a range inside 0..{seq}"
+        )
+    if len(positions) > MAX_COLUMNS[kind]:
+        raise ValueError(
+            f"{len(positions)} positions are too many for {kind} output (at most {MAX_COLUMNS[kind]}); "
+            "pass a smaller window with --last or --start/--end, or write .html"
+        )
+    return positions
 
 
 def text_table(traj, statistic, width: int = 12) -> str:
