@@ -114,32 +114,41 @@ class Lens(nn.Module):
         return logits
 
 
-# On CPU, MKL's matrix-vector product with an [vocab, d_model] row-major weight (what nn.Linear computes for one
-# row) runs at about half the memory bandwidth of the same product against the transposed, contiguous
-# [d_model, vocab] copy; from ~8 rows on, the plain GEMM is faster again. Decoding projects 1-4 rows per step, so
-# the unembedding keeps a transposed copy (one extra copy of the unembedding matrix) for that case. The sums are
-# the same, so the logits are the same.
-_SMALL_ROWS = 4
+# On CPU, MKL multiplies a few rows by the [vocab, d_model] unembedding (what nn.Linear computes) at a fraction of
+# the memory bandwidth it reaches with other layouts of the same product, and decoding is bandwidth bound:
+# - one row (FinalLayer decoding at batch 1): against a transposed, contiguous [d_model, vocab] copy of the weight
+#   it runs about twice as fast;
+# - a few rows (a strategy reading several layers, small batches): ``W @ x.T`` (a GEMM with a narrow right-hand
+#   side) runs about twice as fast as ``x @ W.T``.
+# Both sum in another order than nn.Linear: logits differ at float32 rounding level (tested against the module;
+# greedy tokens equal model.generate's in the tests).
+# Past ~64 rows (scoring, big batches) the plain GEMM is compute bound and as good as any.
+_ONE_ROW, _FEW_ROWS = 1, 64
 
 
 def unembed(parts: ModelParts, hidden: torch.Tensor) -> torch.Tensor:
-    """``hidden: [..., d_model] -> [..., vocab]`` through the model's unembedding (fast path for few rows on CPU)."""
+    """``hidden: [..., d_model] -> [..., vocab]`` through the model's unembedding (fast paths for few rows on CPU)."""
     module = parts.unembed
     rows = hidden.numel() // hidden.shape[-1]
     if (
-        rows > _SMALL_ROWS
+        rows > _FEW_ROWS
         or hidden.device.type != "cpu"
         or type(module) is not nn.Linear
         or torch.is_grad_enabled()
     ):
         return module(hidden)
     weight = module.weight
-    key = (weight.data_ptr(), weight._version, weight.dtype)
-    cached = parts.model.__dict__.get("_lenssample_unembed_t")
-    if cached is None or cached[0] != key:
-        cached = (key, weight.detach().t().contiguous())
-        parts.model.__dict__["_lenssample_unembed_t"] = cached
-    out = hidden.to(weight.dtype) @ cached[1]
+    x = hidden.to(weight.dtype)
+    if rows == _ONE_ROW:
+        key = (weight.data_ptr(), weight._version, weight.dtype)
+        cached = parts.model.__dict__.get("_lenssample_unembed_t")
+        if cached is None or cached[0] != key:
+            cached = (key, weight.detach().t().contiguous())
+            parts.model.__dict__["_lenssample_unembed_t"] = cached
+        out = x @ cached[1]
+    else:
+        flat = x.reshape(rows, x.shape[-1])
+        out = (weight @ flat.t()).t().reshape(*x.shape[:-1], weight.shape[0])
     return out + module.bias if module.bias is not None else out
 
 
