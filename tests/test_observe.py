@@ -78,6 +78,9 @@ class CharTokenizer:
 
         return Encoded()
 
+    def decode(self, ids, **kwargs):
+        return "".join(chr(96 + int(i) % 26) for i in ids)
+
 
 def test_runner_end_to_end_on_tiny_model(tmp_path):
     run = _runner()
@@ -93,3 +96,5 @@ def test_runner_end_to_end_on_tiny_model(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "Observation 1" in report and "| 0 |" in report
     assert (tmp_path / "curves_tiny.png").stat().st_size > 10_000
+    assert (tmp_path / "heatmap_tiny_logit.png").stat().st_size > 10_000
+    assert "heatmap_tiny_logit.png" in report

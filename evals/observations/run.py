@@ -187,6 +187,26 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[str]:
     return written
 
 
+def plot_heatmaps(config: dict[str, Any], out: Path, *, model_override: Any = None) -> dict[str, list[str]]:
+    """One logit-lens heatmap (and one tuned-lens heatmap when a tuned lens exists) per model, on a sample passage:
+    the first ``sample_chars`` characters of the first held-out article."""
+    from lenssample.models import load_model
+    from lenssample.trajectory import trajectory
+    from lenssample.viz import plot_trajectory
+
+    passage = wikipedia("heldout")[0].text[: int(config.get("sample_chars", 120))]
+    written: dict[str, list[str]] = {}
+    for spec in config["models"]:
+        model, tokenizer = model_override if model_override is not None else load_model(spec["name"])
+        for lens_name, lens in lenses_for(model, spec).items():
+            traj = trajectory(model, tokenizer, passage, lens=lens)
+            path = out / f"heatmap_{spec['name']}_{lens_name}.png"
+            plot_trajectory(traj, stat="prob", max_positions=24, path=path,
+                            title=f"{spec['name']}, {lens_name} lens: top-1 token per layer (colour: its probability)")  # fmt: skip
+            written.setdefault(spec["name"], []).append(path.name)
+    return written
+
+
 def render_report(results: dict[str, Any]) -> str:
     lines = ["# Logit-lens observations on the shipped models", "",
              "Produced by `python evals/observations/run.py` from `evals/observations/config.toml`; every number "
@@ -250,8 +270,9 @@ def run(config: dict[str, Any], out: Path, *, model_override: Any = None) -> dic
         results["models"][spec["name"]] = per_lens
     out.mkdir(parents=True, exist_ok=True)
     figures = plot_curves(results, out)
+    heatmaps = plot_heatmaps(config, out, model_override=model_override)
     for model_name, figure in zip(results["models"], figures):
-        results["models"][model_name]["figures"] = [figure]
+        results["models"][model_name]["figures"] = [figure, *heatmaps.get(model_name, [])]
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "report.md").write_text(render_report(results) + "\n")
     return results
@@ -263,8 +284,22 @@ def main() -> None:
     )
     parser.add_argument("--config", default=str(HERE / "config.toml"))
     parser.add_argument("--out", default=str(HERE))
+    parser.add_argument(
+        "--heatmaps-only",
+        action="store_true",
+        help="only redraw the heatmaps and add them to an existing report",
+    )
     args = parser.parse_args()
     config = tomllib.loads(Path(args.config).read_text())
+    if args.heatmaps_only:
+        out = Path(args.out)
+        results = json.loads((out / "results.json").read_text())
+        for model_name, names in plot_heatmaps(config, out).items():
+            figures = results["models"][model_name].setdefault("figures", [])
+            figures[:] = [f for f in figures if not f.startswith("heatmap_")] + names
+        (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        (out / "report.md").write_text(render_report(results) + "\n")
+        return
     results = run(config, Path(args.out))
     for model_name, per_lens in results["models"].items():
         for lens_name, verdict in per_lens["verdicts"].items():
