@@ -22,7 +22,11 @@ def test_gemma_install_command_lists_all_chunks():
 
 
 def test_hub_id_offline_gives_a_clear_error(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable at import: set its constant too, so no network call is attempted.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(
         OSError, match="could not load model='someone/no-such-model' from the Hugging Face hub"
     ):
