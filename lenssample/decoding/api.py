@@ -134,22 +134,8 @@ def generate(
         eos_token_id = gen_config.eos_token_id
     if pad_token_id is None and gen_config is not None:
         pad_token_id = gen_config.pad_token_id
-    if schedule is not None:
-        return schedule.decode(
-            model,
-            prompt,
-            lens=lens,
-            picker=TokenPicker(processors=processors, do_sample=do_sample, generator=generator),
-            max_new_tokens=max_new_tokens,
-            eos_token_ids=eos_ids_tensor(eos_token_id, device),
-            pad_token_id=pad_token_id,
-            stopping_criteria=criteria,
-            streamer=streamer,
-        )
-    return decode(
-        model,
-        prompt,
-        strategy=strategy,
+    # The per-token loop and a compute schedule take the same decoding settings.
+    settings = dict(
         lens=lens,
         picker=TokenPicker(processors=processors, do_sample=do_sample, generator=generator),
         max_new_tokens=max_new_tokens,
@@ -157,5 +143,7 @@ def generate(
         pad_token_id=pad_token_id,
         stopping_criteria=criteria,
         streamer=streamer,
-        use_cache=use_cache,
     )
+    if schedule is not None:
+        return schedule.decode(model, prompt, **settings)
+    return decode(model, prompt, strategy=strategy, use_cache=use_cache, **settings)
