@@ -51,6 +51,12 @@ class Adapter:
             (OPT-350m's ``project_out``), or ``None``.
         logits_transform: builds, from the config, the function the model applies to its logits after the
             unembedding (soft-capping, scaling); ``None`` when there is none.
+        attention: path from a block to its self-attention module (``"self_attn"``), whose ``forward`` takes the
+            block's own keyword arguments (masks, position embeddings, cache) and appends to the cache; ``None``
+            when unknown (early exit's ``skipped_kv="propagate"`` is then refused).
+        attention_norm: path from a block to the norm its attention input passes through (``"input_layernorm"``),
+            ``None`` when the raw residual stream goes in (OLMo-2 normalises after attention), or a function
+            ``block -> norm module or None`` for architectures where it depends on the config (OPT-350m).
     """
 
     base: str
@@ -59,6 +65,8 @@ class Adapter:
     unembed: str
     pre_unembed: str | None = None
     logits_transform: Callable[[object], LogitsTransform | None] | None = None
+    attention: str | None = None
+    attention_norm: str | Callable[[nn.Module], nn.Module | None] | None = None
 
 
 def _softcap(config: object) -> LogitsTransform | None:
@@ -77,9 +85,19 @@ def _logit_scale(config: object) -> LogitsTransform | None:
     return lambda logits: logits * scale
 
 
-_LLAMA_LIKE = Adapter(base="model", blocks="layers", final_norm="norm", unembed="lm_head")
+# Most decoder blocks normalise with `input_layernorm` and then call `self_attn` (read from transformers'
+# modeling_*.py files of each architecture).
+_PRE_NORM_ATTENTION = {"attention": "self_attn", "attention_norm": "input_layernorm"}
+_LLAMA_LIKE = Adapter(
+    base="model", blocks="layers", final_norm="norm", unembed="lm_head", **_PRE_NORM_ATTENTION
+)
 _GEMMA_LIKE = Adapter(
-    base="model", blocks="layers", final_norm="norm", unembed="lm_head", logits_transform=_softcap
+    base="model",
+    blocks="layers",
+    final_norm="norm",
+    unembed="lm_head",
+    logits_transform=_softcap,
+    **_PRE_NORM_ATTENTION,
 )
 
 ADAPTERS: dict[str, Adapter] = {
@@ -88,7 +106,10 @@ ADAPTERS: dict[str, Adapter] = {
     "qwen2": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
     "phi3": _LLAMA_LIKE,
-    "olmo2": _LLAMA_LIKE,
+    # OLMo-2 normalises the attention *output* (post_attention_layernorm); its attention reads the raw stream.
+    "olmo2": Adapter(
+        base="model", blocks="layers", final_norm="norm", unembed="lm_head", attention="self_attn"
+    ),
     "granite": Adapter(
         base="model",
         blocks="layers",
@@ -98,21 +119,44 @@ ADAPTERS: dict[str, Adapter] = {
         logits_transform=lambda c: (
             (lambda x, s=float(c.logits_scaling): x / s) if getattr(c, "logits_scaling", 1.0) != 1.0 else None
         ),
+        **_PRE_NORM_ATTENTION,
     ),
     "cohere": Adapter(
-        base="model", blocks="layers", final_norm="norm", unembed="lm_head", logits_transform=_logit_scale
+        base="model",
+        blocks="layers",
+        final_norm="norm",
+        unembed="lm_head",
+        logits_transform=_logit_scale,
+        **_PRE_NORM_ATTENTION,
     ),
     "gemma": _GEMMA_LIKE,
     "gemma2": _GEMMA_LIKE,
     "gemma3_text": _GEMMA_LIKE,
-    "gpt2": Adapter(base="transformer", blocks="h", final_norm="ln_f", unembed="lm_head"),
-    "gpt_neox": Adapter(base="gpt_neox", blocks="layers", final_norm="final_layer_norm", unembed="embed_out"),
+    "gpt2": Adapter(
+        base="transformer",
+        blocks="h",
+        final_norm="ln_f",
+        unembed="lm_head",
+        attention="attn",
+        attention_norm="ln_1",
+    ),
+    "gpt_neox": Adapter(
+        base="gpt_neox",
+        blocks="layers",
+        final_norm="final_layer_norm",
+        unembed="embed_out",
+        attention="attention",
+        attention_norm="input_layernorm",
+    ),
     "opt": Adapter(
         base="model.decoder",
         blocks="layers",
         final_norm="final_layer_norm",
         unembed="lm_head",
         pre_unembed="project_out",
+        attention="self_attn",
+        # OPT-350m (do_layer_norm_before=False) normalises after attention; the other sizes before.
+        attention_norm=lambda block: block.self_attn_layer_norm if block.do_layer_norm_before else None,
     ),
 }
 
@@ -211,3 +255,38 @@ def model_parts(model: nn.Module) -> ModelParts:
     )
     object.__setattr__(model, "_lenssample_parts", parts)
     return parts
+
+
+@dataclass(frozen=True)
+class BlockAttention:
+    """One block's self-attention module and the norm its input passes through first (``None``: identity)."""
+
+    attention: nn.Module
+    norm: nn.Module | None
+
+
+def block_attentions(parts: ModelParts) -> list[BlockAttention]:
+    """Per block, its self-attention module and pre-attention norm, from the adapter's ``attention`` fields.
+
+    Raises:
+        ValueError: when the adapter names no attention module, or its paths do not fit the model.
+    """
+    adapter = adapter_for(parts.model.config)
+    model_type = parts.model.config.model_type
+    if adapter.attention is None:
+        raise ValueError(
+            f"model_type={model_type!r}: its adapter names no attention module (Adapter(attention=..., "
+            "attention_norm=...))"
+        )
+    found = []
+    for index, block in enumerate(parts.blocks):
+        attention = _resolve(block, adapter.attention)
+        norm_path = adapter.attention_norm
+        norm = norm_path(block) if callable(norm_path) else _resolve(block, norm_path)
+        if attention is None or (isinstance(norm_path, str) and norm is None):
+            raise ValueError(
+                f"model_type={model_type!r}: block {index} has no {adapter.attention!r} / {norm_path!r} module; "
+                "the adapter's attention paths do not fit this model"
+            )
+        found.append(BlockAttention(attention=attention, norm=norm))
+    return found

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -12,6 +12,7 @@ from torch import nn
 from lenssample.adapters import ModelParts, model_parts
 from lenssample.decoding.loop import Prompt
 from lenssample.decoding.outputs import GenerateOutput
+from lenssample.decoding.propagate import StatePropagation
 from lenssample.decoding.sampling import TokenPicker
 from lenssample.decoding.schedule import RowWriter, decode_rows
 from lenssample.decoding.speculative import crop_to
@@ -88,14 +89,22 @@ def decode_early_exit(
     streamer: Any = None,
     **_: Any,
 ) -> GenerateOutput:
-    """Decode with early exit; ``trace.info["exit_layer"]`` is ``[batch, steps]``."""
+    """Decode with early exit; ``trace.info["exit_layer"]`` is ``[batch, steps]``.
+
+    ``trace.info["pending"]`` counts the positions waiting for deep keys/values (``skipped_kv="recompute"``);
+    ``trace.info["propagated"]`` the attention-only calls that filled skipped layers (``"propagate"``: ``L - e``
+    per exit). ``trace.blocks_per_step`` counts whole blocks run per token (the exit layers); the propagated
+    attention calls are not blocks and are not in it.
+    """
     parts = model_parts(model)
     schedule.check_model(parts.num_layers)
     num_layers = parts.num_layers
     lens = lens.with_final_norm(True)
+    # Built (and validated: architecture, layer types) before any decoding.
+    propagation = StatePropagation(parts, schedule.min_layer) if schedule.skipped_kv == "propagate" else None
 
     def decode_row(writer: RowWriter) -> dict[str, list[float]]:
-        trace: dict[str, list[float]] = {"exit_layer": [], "pending": []}
+        trace: dict[str, list[float]] = {"exit_layer": [], "pending": [], "propagated": []}
         device = writer.prompt_ids.device
         pending = writer.prompt_ids[0].tolist()  # tokens whose keys/values are missing in some layer
         complete = 0  # positions held by every cache layer
@@ -106,9 +115,10 @@ def decode_early_exit(
                     crop_to(cache, complete)  # drop the partial keys/values of pending positions
                 ids = torch.tensor([pending], dtype=torch.long, device=device)
                 positions = torch.arange(complete, complete + len(pending), device=device)[None]
-                full = len(pending) > schedule.max_pending
+                full = len(pending) > schedule.max_pending or not writer.tokens
+                propagated = 0
                 try:
-                    with exit_hooks(parts, schedule, lens) if not full and writer.tokens else _no_hooks():
+                    with _early_exit_hooks(parts, schedule, lens, propagation, enabled=not full):
                         out = run_layers(model, ids, (num_layers,), position_ids=positions, cache=cache)
                     layer, hidden = num_layers, out.hidden[0, -1, 0]
                     cache = out.cache
@@ -117,8 +127,15 @@ def decode_early_exit(
                 except _Exit as stop:
                     layer, hidden = stop.layer, stop.hidden
                     assert cache is not None, "the prompt pass runs without exit hooks"
+                    if propagation is not None:
+                        # The cache is complete after every propagate step, so this pass fed one position.
+                        assert len(pending) == 1
+                        propagated = propagation.fill(hidden[None, None], layer)
+                        complete += 1
+                        pending = []
                 trace["exit_layer"].append(layer)
                 trace["pending"].append(len(pending))
+                trace["propagated"].append(propagated)
                 logits = lens(hidden[None, None], (layer,))[:, 0]
                 token = int(picker.pick(picker.process(writer.sequence(), logits))[0])
                 pending.append(token)
@@ -139,5 +156,17 @@ def decode_early_exit(
 
 
 @contextmanager
-def _no_hooks() -> Iterator[None]:
-    yield
+def _early_exit_hooks(
+    parts: ModelParts,
+    schedule: EarlyExit,
+    lens: Lens,
+    propagation: StatePropagation | None,
+    *,
+    enabled: bool,
+) -> Iterator[None]:
+    """The exit hooks (and, for ``skipped_kv="propagate"``, the kwargs capture) of one pass, or nothing."""
+    if not enabled:
+        yield
+        return
+    with exit_hooks(parts, schedule, lens), propagation.capture() if propagation else nullcontext():
+        yield

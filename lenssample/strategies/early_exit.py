@@ -5,15 +5,25 @@ looks at the lens distribution of the new position (or at its hidden state) and,
 there: the blocks above are not run, and the token is picked from the lens at the exit layer.
 
 Keys and values of the skipped layers. Later tokens attend to every earlier position in every layer, so a position
-that exited at layer ``l`` lacks keys/values in layers ``l..L-1``. CALM fills them by copying the exited hidden state
-up and running only the skipped layers' key/value projections on it: cheap, but the later tokens then attend to
-approximations. lenssample implements the other standard option, *lazy recomputation*: positions that exited early
-stay *pending* and are fed again with the next token, so the next pass that reaches a layer computes that layer's
-keys and values for them from their true hidden states (a pass that reaches ``L`` completes them all). It is exact
-(no approximated keys/values; with a never-confident measure it is plain decoding) and, decoding being memory
-bound, the extra positions cost little; the price is that the layers below the exit run again for the pending
-positions, and ``max_pending`` bounds that by forcing a full-depth step. The copy option is not implemented (it
-needs each architecture's attention internals, which lenssample deliberately never re-implements).
+that exited at layer ``e`` lacks keys/values in layers ``e..L-1``. Both standard options are implemented, chosen by
+``EarlyExit(skipped_kv=...)``:
+
+- ``"recompute"`` (default), *lazy recomputation*: positions that exited early stay *pending* and are fed again with
+  the next token, so the next pass that reaches a layer computes that layer's keys and values for them from their
+  true hidden states (a pass that reaches ``L`` completes them all). Exact: no approximated keys/values, and with a
+  never-confident measure it is plain decoding. The price: the layers below the exit run again for the pending
+  positions (cheap per position while decoding is memory bound, but not free), and ``max_pending`` bounds that by
+  forcing a full-depth step.
+- ``"propagate"``, CALM's *state propagation* (:mod:`lenssample.decoding.propagate`): the exited hidden state is
+  copied up, and each skipped block's own attention module runs on it (after that block's pre-attention norm),
+  which appends its keys/values to the cache; the skipped MLPs never run and nothing is re-run later, so the cache
+  is complete after every step and each step costs only its exit depth plus ``L - e`` attention calls of one
+  position. The price is quality: later tokens attend, in the skipped layers, to keys/values of an approximate
+  state (the hidden state of layer ``e``, not of layer ``j``), and the errors add up over a generation. The query and
+  output projections of those attention calls are wasted work (CALM computes only the key/value projections);
+  lenssample accepts that rather than re-implement each architecture's attention. ``max_pending`` has no effect.
+  Supported for the architectures whose adapter names their attention module (every built-in one); for a
+  ``layer_types`` model (Gemma-2/3), ``min_layer`` must leave a block of every attention type below it.
 
 The exit is a compute schedule, not a strategy: pass it as ``lenssample.generate(..., schedule=EarlyExit(...))``.
 """
@@ -26,6 +36,9 @@ from typing import Any, ClassVar
 import torch
 
 from lenssample.decoding.schedule import Schedule
+
+SKIPPED_KV = ("recompute", "propagate")
+"""The options of ``EarlyExit(skipped_kv=...)`` (see the module docstring)."""
 
 
 def _check_threshold(owner: str, value: float, low: float, high: float | None) -> None:
@@ -133,13 +146,17 @@ class EarlyExit(Schedule):
     Args:
         measure: a :class:`Confidence` (``MaxProb``, ``Margin``, ``Entropy``, ``Saturation``, ``Agreement``).
         min_layer: first layer at which an exit is allowed (``1..L``; ``L`` means never exit early).
-        max_pending: positions that may wait for their deep keys/values before a full-depth step is forced.
+        max_pending: positions that may wait for their deep keys/values before a full-depth step is forced
+            (``skipped_kv="recompute"`` only).
+        skipped_kv: how the skipped layers get keys/values for an exited position: ``"recompute"`` (lazily, exact)
+            or ``"propagate"`` (CALM's copied state, cheaper, approximate); see the module docstring.
     """
 
     name: ClassVar[str] = "early-exit"
     measure: Confidence
     min_layer: int = 1
     max_pending: int = 16
+    skipped_kv: str = "recompute"
 
     def __post_init__(self) -> None:
         if not isinstance(self.measure, Confidence):
@@ -151,6 +168,10 @@ class EarlyExit(Schedule):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"EarlyExit({name}={value!r}): must be an integer >= {low}")
+        if self.skipped_kv not in SKIPPED_KV:
+            raise ValueError(
+                f"EarlyExit(skipped_kv={self.skipped_kv!r}): choose one of {', '.join(map(repr, SKIPPED_KV))}"
+            )
 
     def check_model(self, num_layers: int) -> None:
         if self.min_layer > num_layers:
@@ -166,6 +187,7 @@ class EarlyExit(Schedule):
             "measure": measure,
             "min_layer": self.min_layer,
             "max_pending": self.max_pending,
+            "skipped_kv": self.skipped_kv,
         }
 
     def decode(self, model, prompt, **kwargs):
