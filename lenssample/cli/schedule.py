@@ -1,7 +1,8 @@
 """``--schedule NAME --schedule-set KEY=VALUE``: build an early-exit or self-speculative schedule from the CLI.
 
 - ``--schedule early-exit --schedule-set measure=max-prob --schedule-set threshold=0.9 --schedule-set min_layer=20``
-  (measures: max-prob, margin, entropy, saturation, agreement (with ``count=``); also ``max_pending=``).
+  (measures: max-prob, margin, entropy, saturation, agreement (with ``count=``); also ``max_pending=`` and
+  ``skipped_kv=recompute|propagate``).
 - ``--schedule speculative --schedule-set draft_layer=20 --schedule-set k=4`` (layer drafts through ``--lens``), or
   ``--schedule-set skip=15,25`` (skip-layer drafts); also ``adaptive=true``, ``max_k=``.
 """
@@ -50,7 +51,9 @@ def schedule_from_args(args: argparse.Namespace) -> Any:
     if name == "early-exit":
         from lenssample.strategies.early_exit import MEASURES, EarlyExit
 
-        _pop_unknown(name, params, {"measure", "threshold", "count", "min_layer", "max_pending"})
+        _pop_unknown(
+            name, params, {"measure", "threshold", "count", "min_layer", "max_pending", "skipped_kv"}
+        )
         measure_name = params.pop("measure", "max-prob")
         if measure_name not in MEASURES:
             raise ValueError(f"--schedule-set measure={measure_name!r}: choose one of {', '.join(MEASURES)}")
