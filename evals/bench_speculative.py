@@ -8,11 +8,13 @@ Self-speculative (lossless): the search (:func:`choose_self_speculative`) on the
 draft and ``k``; besides its choice, fixed layer drafts and skip-layer drafts are timed, and tuned-lens layer
 drafts when ``--tuned-lens DIR`` is given. Each run's tokens are checked to equal greedy's.
 
-Early exit (lossy): for several max-prob thresholds, time per token, blocks per token and quality. Quality cannot be
-the perplexity of ``lenssample.score`` (a teacher-forced score of one fixed strategy, while early exit's layer
-depends on each step's confidence), so it is measured on what early exit generates: the full model's negative
-log-likelihood per token of the early-exit text (lower is better; greedy's own text is the reference) and the
-fraction of steps where the early-exit token equals the full model's argmax given the same prefix.
+Early exit (lossy): for several max-prob and saturation thresholds, and both ways of filling the skipped layers'
+keys/values (``skipped_kv="recompute"``, the default, and CALM's ``"propagate"``): time per token, blocks per token
+and quality. Quality cannot be the perplexity of ``lenssample.score`` (a teacher-forced score of one fixed strategy,
+while early exit's layer depends on each step's confidence), so it is measured on what early exit generates: the full
+model's negative log-likelihood per token of the early-exit text (lower is better; greedy's own text is the
+reference) and the fraction of steps where the early-exit token equals the full model's argmax given the same
+prefix.
 
     python evals/bench_speculative.py --out evals/results/speculative.json
 """
@@ -32,7 +34,7 @@ import torch
 import lenssample
 from lenssample.decoding.speculative import LayerDraft, SelfSpeculative, SkipDraft
 from lenssample.decoding.speculative_search import choose_self_speculative
-from lenssample.strategies.early_exit import EarlyExit, MaxProb
+from lenssample.strategies.early_exit import SKIPPED_KV, EarlyExit, MaxProb, Saturation
 
 PROMPT = "Explain, step by step, how a bill becomes a law in the United States."
 
@@ -129,6 +131,23 @@ def main() -> None:
             f"early_exit_maxprob_{threshold}",
             schedule=EarlyExit(measure=MaxProb(threshold=threshold), min_layer=L // 2),
         )
+        add(
+            f"early_exit_maxprob_{threshold}_propagate",
+            schedule=EarlyExit(
+                measure=MaxProb(threshold=threshold), min_layer=L // 2, skipped_kv="propagate"
+            ),
+        )
+    # Saturation needs no vocabulary projection per layer (only at the exit), so its per-layer checks are cheap. On
+    # the default model the cosine of consecutive layers (15..30) is ~0.95-0.98 with a 90th percentile of ~0.98
+    # (a prose passage), so lower thresholds would exit at min_layer every time.
+    for threshold in (0.98, 0.99):
+        for skipped_kv in SKIPPED_KV:
+            add(
+                f"early_exit_saturation_{threshold}_{skipped_kv}",
+                schedule=EarlyExit(
+                    measure=Saturation(threshold=threshold), min_layer=L // 2, skipped_kv=skipped_kv
+                ),
+            )
 
     times: dict[str, list[float]] = {name: [] for name in variants}
     ratios: dict[str, list[float]] = {name: [] for name in variants}
@@ -154,6 +173,8 @@ def main() -> None:
             if name.startswith("early_exit"):
                 row.update(full_model_quality(model, ids.shape[1], out.sequences))
                 row["mean_exit_layer"] = float(out.trace.info["exit_layer"].float().mean())
+                # Attention-only calls that filled skipped layers (skipped_kv="propagate"), per token.
+                row["propagated_attention_per_token"] = float(out.trace.info["propagated"].float().mean())
             if name == "greedy":
                 row.update(greedy_quality)
             results[name] = row
