@@ -138,4 +138,5 @@ class StatePropagation:
             found = self.attentions[index]
             normed = found.norm(hidden) if found.norm is not None else hidden
             found.attention(normed, **kwargs)  # appends to the cache; the attention output is not needed
+        self._kwargs.clear()  # holds this pass's masks and cache; the next pass captures its own
         return len(self.blocks) - layer
