@@ -13,7 +13,7 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 from transformers.cache_utils import Cache
 
 import lenssample
@@ -23,6 +23,7 @@ from lenssample.cli.schedule import schedule_from_args
 from lenssample.hf import decoder
 from lenssample.strategies.early_exit import EarlyExit, Entropy, MaxProb
 from tests.conftest import _COMMON, LAYERS, TINY_CONFIGS, make_tiny_model
+from tests.test_early_exit import _Boom  # raises on its third call
 
 NEW = 8
 MIXED = ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]
@@ -218,17 +219,6 @@ def test_blocks_per_token_counts_only_blocks_that_ran(case, threshold):
     assert attentions.calls == LAYERS * NEW  # every position has keys/values in every layer
     assert int(out.trace.info["propagated"].sum()) == int((LAYERS - exits).sum())
     assert out.trace.blocks_per_step == pytest.approx(float(exits.sum()) / NEW)
-
-
-class _Boom(LogitsProcessor):
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, input_ids, scores):
-        self.calls += 1
-        if self.calls == 3:
-            raise RuntimeError("boom")
-        return scores
 
 
 def _no_hooks_anywhere(model) -> bool:
