@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from unittest import mock
 
 import pytest
 import torch
@@ -52,9 +53,9 @@ EXTRA_CONFIGS = {
 
 def _model(case: str):
     arch = "opt" if case.startswith("opt") else case
-    if arch in EXTRA_CONFIGS and arch not in TINY_CONFIGS:
-        TINY_CONFIGS[arch] = EXTRA_CONFIGS[arch]  # additive: the shared fixture's own entries are untouched
-    return make_tiny_model(arch, **CASES[case])
+    # The shared table is extended only while this model is built.
+    with mock.patch.dict(TINY_CONFIGS, {arch: EXTRA_CONFIGS[arch]} if arch in EXTRA_CONFIGS else {}):
+        return make_tiny_model(arch, **CASES[case])
 
 
 def _lowest_min_layer(model) -> int:
