@@ -10,8 +10,9 @@ position's keys/values to cache layer ``j`` as it always does; its output is thr
 Where this departs from CALM: CALM runs only the key/value projections of the skipped layers. Calling the whole
 attention module also computes the query and output projections and the attention of one position over the cache,
 which are wasted; in exchange lenssample never re-implements any architecture's attention (rotary embeddings,
-q/k norms, sliding windows, soft-capping stay the model's business). The skipped blocks' MLPs, which dominate a
-block's cost, are never run.
+q/k norms, sliding windows, soft-capping stay the model's business). The waste is small next to what is saved: the
+skipped blocks' MLPs never run (on the default model a block's q and o projections hold 0.66 M weights, its MLP
+2.65 M, and decoding is bound by reading weights).
 
 Which kwargs a skipped block gets: those of the latest block that ran in this pass *with the same layer type*
 (``config.layer_types``; Gemma-2/3 alternate sliding-window and full attention with different masks and rotary
