@@ -32,8 +32,8 @@ def _ids(seed: int, n: int = 12, batch: int = 2) -> torch.Tensor:
     return torch.randint(3, VOCAB, (batch, n), generator=torch.Generator().manual_seed(seed))
 
 
-def _random_lens(model, seed: int = 0) -> TunedLens:
-    lens = TunedLens(model)
+def _random_lens(model, seed: int = 0, placement: str = "before_norm") -> TunedLens:
+    lens = TunedLens(model, placement=placement)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         lens.weight.copy_(0.1 * torch.randn(lens.weight.shape, generator=gen))
@@ -46,10 +46,11 @@ def _texts(seed: int, docs: int = 6, length: int = 200) -> list[torch.Tensor]:
     return [torch.randint(3, VOCAB, (length,), generator=gen) for _ in range(docs)]
 
 
-def test_fresh_tuned_lens_equals_logit_lens_exactly(tiny_model):
+@pytest.mark.parametrize("placement", ["before_norm", "after_norm"])
+def test_fresh_tuned_lens_equals_logit_lens_exactly(tiny_model, placement):
     layers = list(range(LAYERS + 1))
     hidden = run_layers(tiny_model, _ids(0), layers, use_cache=False, keep=None).hidden
-    tuned = TunedLens(tiny_model)
+    tuned = TunedLens(tiny_model, placement=placement)
     assert torch.equal(tuned(hidden, layers), LogitLens(tiny_model)(hidden, layers))
     assert sum(p.numel() for p in tuned.parameters()) == LAYERS * (tuned.d_model**2 + tuned.d_model)
 
@@ -78,6 +79,63 @@ def test_translate_is_the_per_layer_affine_map_in_any_layer_order():
     torch.testing.assert_close(logits, model(_ids(2)).logits)
     with pytest.raises(ValueError, match="layer slices"):
         lens.translate(hidden, layers[:2])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3_text"])
+def test_after_norm_lens_translates_the_final_normed_state(arch):
+    model = make_tiny_model(arch)
+    lens = _random_lens(model, placement="after_norm")
+    before = _random_lens(model, placement="before_norm")  # same weights, other placement
+    layers = [1, LAYERS, 0]
+    hidden = run_layers(model, _ids(3), layers, use_cache=False, keep=None).hidden
+    parts = lens.parts
+    normed = parts.final_norm(hidden)
+    logits = lens(hidden, layers)
+    for i, layer in enumerate(layers):
+        x = normed[..., i, :]
+        translated = x if layer == LAYERS else x + x @ lens.weight[layer].T + lens.bias[layer]
+        expected = parts.unembed(translated)
+        if parts.logits_transform is not None:
+            expected = parts.logits_transform(expected)
+        torch.testing.assert_close(logits[..., i, :], expected.float(), rtol=1e-4, atol=1e-4)
+    # at L both placements are the model's own logits; below L they differ
+    assert torch.equal(logits[..., 1, :], before(hidden, layers)[..., 1, :])
+    assert not torch.allclose(logits[..., 0, :], before(hidden, layers)[..., 0, :])
+    torch.testing.assert_close(logits[..., 1, :], model(_ids(3)).logits)
+
+
+def test_after_norm_lens_refuses_to_skip_the_final_norm():
+    model = make_tiny_model("llama")
+    with pytest.raises(ValueError, match="apply_final_norm must be True"):
+        TunedLens(model, placement="after_norm", apply_final_norm=False)
+    with pytest.raises(ValueError, match="cannot be used with apply_final_norm=False"):
+        TunedLens(model, placement="after_norm").with_final_norm(False)
+    with pytest.raises(ValueError, match="placement='middle'"):
+        TunedLens(model, placement="middle")
+    with pytest.raises(ValueError, match="placement='middle'"):
+        train_tuned_lens(model, _texts(0), placement="middle", progress=False)
+    # the paper's placement may skip the norm (transformers-parity strategies)
+    assert TunedLens(model).with_final_norm(False).apply_final_norm is False
+
+
+@pytest.mark.parametrize("placement", ["before_norm", "after_norm"])
+def test_save_load_keeps_the_placement(tmp_path, placement):
+    model = make_tiny_model("llama")
+    lens = _random_lens(model, placement=placement)
+    folder = lens.save(tmp_path / "lens")
+    loaded = TunedLens.load(folder, model)
+    assert loaded.placement == placement
+    hidden = torch.randn(3, LAYERS + 1, lens.d_model)
+    assert torch.equal(loaded(hidden, range(LAYERS + 1)), lens(hidden, range(LAYERS + 1)))
+    config = json.loads((folder / "config.json").read_text())
+    assert config["placement"] == placement
+    del config["placement"]  # a lens saved before placements existed is a before-norm lens
+    (folder / "config.json").write_text(json.dumps(config))
+    assert TunedLens.load(folder, model).placement == "before_norm"
+    config["placement"] = "sideways"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="placement 'sideways'"):
+        TunedLens.load(folder, model)
 
 
 def test_save_load_round_trip_is_exact(tmp_path):
@@ -166,12 +224,14 @@ def test_failed_save_leaves_nothing_half_written(tmp_path, monkeypatch):
         first.save(tmp_path / "other")
 
 
+@pytest.mark.parametrize("placement", ["after_norm", "before_norm"])
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_training_lowers_heldout_kl_at_every_layer(arch):
+def test_training_lowers_heldout_kl_at_every_layer(arch, placement):
     model = make_tiny_model(arch)
     lens = train_tuned_lens(
         model,
         _texts(0),
+        placement=placement,
         steps=20,
         lr=3e-3,
         seq_len=32,
@@ -221,6 +281,7 @@ def test_interrupted_training_resumes_to_the_same_lens(tmp_path):
     assert torch.equal(resumed.weight, reference.weight) and torch.equal(resumed.bias, reference.bias)
     start = closed_form_lens(tmp_path / "a", model)  # the ridge start, read back without a model pass
     assert start.weight.abs().sum() > 0 and not torch.equal(start.weight, reference.weight)
+    assert start.placement == reference.placement == "after_norm"
     # a checkpoint of other settings is not silently reused
     with pytest.raises(ValueError, match="other settings"):
         train_tuned_lens(
@@ -292,5 +353,6 @@ def test_real_model_cli_generate_and_lens_eval_through_a_saved_lens(real_model, 
     )
     result = json.loads(out.read_text())
     assert result["positions"] == 6 and out.with_suffix(".png").is_file()
+    assert out.with_suffix(".md").read_text().startswith("| layer | logit kl | tuned kl |")
     assert result["metrics"]["tuned"]["kl"] == result["metrics"]["logit"]["kl"]
     assert main(["generate", "Hi", "--lens", str(tmp_path / "missing")]) == 2

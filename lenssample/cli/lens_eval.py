@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     )
     plot = Path(args.plot) if args.plot else out.with_suffix(".png")
     result.plot(plot, title=f"{model.config.model_type}, {result.positions} held-out positions")
-    print(result.markdown())
-    print(f"\nresults: {out}\nplot: {plot}")
+    table = result.markdown()
+    out.with_suffix(".md").write_text(table + "\n")
+    print(table)
+    print(f"\nresults: {out} (table: {out.with_suffix('.md')})\nplot: {plot}")
     return 0

@@ -24,15 +24,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output folder (default: ~/.cache/lenssample/lenses/<model>, used by demo)",
     )
     parser.add_argument(
-        "--steps", type=int, default=100, help="KL fine-tuning steps after the closed-form fit"
+        "--steps", type=int, default=250, help="KL fine-tuning steps after the closed-form fit"
     )
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument(
         "--batch-positions", type=int, default=16, help="positions per step (all layers each)"
     )
-    parser.add_argument("--max-tokens", type=int, default=16384, help="training tokens run through the model")
+    parser.add_argument("--max-tokens", type=int, default=32768, help="training tokens run through the model")
+    parser.add_argument(
+        "--cache-positions", type=int, default=8192, help="positions kept (all layers) for the KL fine-tuning"
+    )
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--placement",
+        choices=("after-norm", "before-norm"),
+        default="after-norm",
+        help="translate the final-normed state (default) or the raw residual stream (the tuned-lens paper)",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=25)
     parser.add_argument(
         "--checkpoint-dir",
@@ -66,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from lenssample.lens.train import closed_form_lens, train_tuned_lens
     from lenssample.lens.tuned import default_lens_path
 
-    for name in ("steps", "batch_positions", "max_tokens", "seq_len", "checkpoint_every"):
+    for name in ("steps", "batch_positions", "max_tokens", "cache_positions", "seq_len", "checkpoint_every"):
         minimum = 0 if name == "steps" else 1
         if getattr(args, name) < minimum:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {minimum}")
@@ -84,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         batch_positions=args.batch_positions,
         max_tokens=args.max_tokens,
+        cache_positions=args.cache_positions,
         seq_len=args.seq_len,
         seed=args.seed,
+        placement=args.placement.replace("-", "_"),
         checkpoint_dir=checkpoints,
         checkpoint_every=args.checkpoint_every,
         resume=not args.no_resume,

@@ -5,7 +5,8 @@ A lens receives the *pre-norm* residual stream (see :mod:`lenssample.lens.captur
 
     logits = transform(unembed(pre_unembed(final_norm(translate(h)))))
 
-where ``translate`` is the identity for the logit lens and a learned affine map for the tuned lens, and
+where ``translate`` is the identity for the logit lens and a learned affine map for the tuned lens (which may
+instead act after the final norm, ``translate(final_norm(h))``: see ``translates_after_norm``), and
 ``transform`` is the model's own post-processing of logits (e.g. Gemma-2's soft-cap). At layer ``L`` the
 translation is always the identity and the final norm is always applied, so the lens at ``L`` *is*
 ``model(...).logits``. Many layers are projected in one matrix product: the unembedding sees
@@ -42,6 +43,8 @@ class Lens(nn.Module):
         self.apply_final_norm = bool(apply_final_norm)
 
     parts: ModelParts
+    #: Whether :meth:`translate` acts on the final-normed state (after the norm) instead of the raw residual stream.
+    translates_after_norm: bool = False
 
     @property
     def num_layers(self) -> int:
@@ -67,12 +70,17 @@ class Lens(nn.Module):
         """This lens, or a shallow copy sharing its parameters with another ``apply_final_norm``."""
         if apply_final_norm == self.apply_final_norm:
             return self
+        if self.translates_after_norm and not apply_final_norm:
+            raise ValueError(
+                f"{type(self).__name__} translates final-normed states, so it cannot be used with "
+                "apply_final_norm=False (a strategy in transformers-parity mode); use the logit lens for that"
+            )
         other = copy.copy(self)
         other.apply_final_norm = bool(apply_final_norm)
         return other
 
     def translate(self, hidden: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
-        """Per-layer correction of the residual stream before the final norm (identity here).
+        """Per-layer correction of the residual stream (identity here), before or after the final norm.
 
         Args:
             hidden: ``[..., n_layers, d_model]``.
@@ -104,8 +112,11 @@ class Lens(nn.Module):
         Returns:
             ``logits: [..., n_layers, vocab]`` in float32.
         """
-        hidden = self.translate(hidden, layers)
+        if not self.translates_after_norm:
+            hidden = self.translate(hidden, layers)
         hidden = self.normalize(hidden, layers)
+        if self.translates_after_norm:
+            hidden = self.translate(hidden, layers)
         if self.parts.pre_unembed is not None:
             hidden = self.parts.pre_unembed(hidden)
         logits = unembed(self.parts, hidden).float()

@@ -4,7 +4,10 @@ The model's forward pass is the expensive part of training on a CPU, so it runs 
 we (1) accumulate the normal equations of a ridge regression per layer and (2) keep the residual streams of a random
 subsample of positions for the KL fine-tuning that follows.
 
-The closed form. The final norm sits *after* the translator and (for RMSNorm and LayerNorm) ignores the scale of its
+The closed form, translator after the final norm (``TunedLens(placement="after_norm")``): an ordinary ridge regression
+of ``norm(h_L) - x`` on ``[x, 1]`` with ``x = norm(h_l)``, in the very space the unembedding reads.
+
+The closed form, translator before the final norm (the paper's placement): the final norm sits *after* it and (for RMSNorm and LayerNorm) ignores the scale of its
 input, so the translator only has to point in the right direction: we want ``T_l(h) = h + W h + b`` proportional to
 the final layer's state ``h_L``. Dividing by ``r = rms(h)`` gives ``T_l(h) / r = x + W x + b / r`` with
 ``x = h / r``, which is linear in the features ``[x, 1 / r]``. So we regress the target ``y - x`` with
@@ -94,25 +97,33 @@ class Collected:
     tokens: int
 
 
-def regression_pairs(hidden: torch.Tensor, scale_free: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def regression_pairs(
+    hidden: torch.Tensor, final_norm: nn.Module | None, *, after_norm: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and targets of the closed-form fit (see the module docstring).
 
     Args:
         hidden: ``[n, L+1, d]`` residual streams of all layers.
-        scale_free: whether the final norm ignores the input's scale (any RMSNorm or LayerNorm).
+        final_norm: the model's final norm (``None`` when it has none).
+        after_norm: fit a translator of final-normed states (``TunedLens(placement="after_norm")``): features
+            ``[norm(h_l), 1]``, target ``norm(h_L) - norm(h_l)``.
 
     Returns:
         ``features: [L, n, d+1]`` and ``targets: [L, n, d]`` float32.
     """
     hidden = hidden.float()
-    inner, final = hidden[:, :-1], hidden[:, -1:]
-    if scale_free:
+    if after_norm and final_norm is not None:
+        normed = final_norm(hidden).float()
+        x, y, extra = normed[:, :-1], normed[:, -1:], torch.ones_like(normed[:, :-1, :1])
+    elif final_norm is not None:
+        inner, final = hidden[:, :-1], hidden[:, -1:]
         rms = inner.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-6)
         x = inner / rms
         y = final / final.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-6)
         extra = 1.0 / rms
     else:
-        x, y, extra = inner, final, torch.ones_like(inner[..., :1])
+        x, y = hidden[:, :-1], hidden[:, -1:]
+        extra = torch.ones_like(x[..., :1])
     features = torch.cat([x, extra], dim=-1).transpose(0, 1)
     targets = (y - x).transpose(0, 1)
     return features, targets
@@ -129,16 +140,17 @@ def collect(
     batch_windows: int,
     generator: torch.Generator,
     cache_dtype: torch.dtype,
+    after_norm: bool = False,
     progress: Any = None,
 ) -> Collected:
     """Run the frozen model once over every window; accumulate the fit and sample positions to keep.
 
     Position 0 of each window is skipped (an attention sink whose state is unlike any later position).
+    ``after_norm`` fits translators of final-normed states (see :func:`regression_pairs`).
     """
     parts = model_parts(model)
     num_layers = parts.num_layers
     layers = list(range(num_layers + 1))
-    scale_free = parts.final_norm is not None
     device = parts.unembed.weight.device
 
     def _pass(windows: Sequence[torch.Tensor], keep_total: int, heldout: bool):
@@ -157,7 +169,7 @@ def collect(
             offset += n
             tokens += n
             kept.append(hidden[mask.to(hidden.device)].to("cpu", cache_dtype))
-            features, targets = regression_pairs(hidden, scale_free)
+            features, targets = regression_pairs(hidden, parts.final_norm, after_norm=after_norm)
             g = torch.bmm(features.transpose(1, 2), features).double()
             c = torch.bmm(features.transpose(1, 2), targets).double()
             gram = g if gram is None else gram + g

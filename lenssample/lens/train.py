@@ -36,7 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lenssample.lens.fit import collect, solve_ridge, token_windows
-from lenssample.lens.tuned import TunedLens, model_identity
+from lenssample.lens.tuned import PLACEMENTS, TunedLens, model_identity
 
 
 @contextmanager
@@ -128,12 +128,12 @@ def train_tuned_lens(
     texts: Sequence[Any],
     *,
     tokenizer: Any = None,
-    steps: int = 100,
+    steps: int = 250,
     lr: float = 1e-4,
     batch_positions: int = 16,
     seq_len: int = 256,
-    max_tokens: int = 16384,
-    cache_positions: int = 4096,
+    max_tokens: int = 32768,
+    cache_positions: int = 8192,
     heldout_fraction: float = 0.1,
     heldout_positions: int = 384,
     batch_windows: int = 8,
@@ -141,6 +141,7 @@ def train_tuned_lens(
     max_grad_norm: float = 1.0,
     warmup: int | None = None,
     closed_form: bool = True,
+    placement: str = "after_norm",
     seed: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 25,
@@ -167,6 +168,9 @@ def train_tuned_lens(
         max_grad_norm: gradient clipping threshold.
         warmup: warm-up steps (default ``steps // 10``).
         closed_form: start from the ridge fit (``False``: from the identity, i.e. the logit lens).
+        placement: where the translators act, ``"after_norm"`` (default: on the final-normed state) or
+            ``"before_norm"`` (on the raw residual stream, as in the tuned-lens paper); see
+            :mod:`lenssample.lens.tuned`.
         seed: seeds window split, position sampling and batch order.
         checkpoint_dir: folder for resumable checkpoints (``None``: no checkpoints).
         checkpoint_every: steps between checkpoints.
@@ -190,6 +194,8 @@ def train_tuned_lens(
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr={lr!r}: pass a positive learning rate")
     warmup = max(1, steps // 10) if warmup is None else _check_int("warmup", warmup, 1)
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement={placement!r}: pass one of {', '.join(map(repr, PLACEMENTS))}")
     wall0, cpu0 = time.perf_counter(), time.process_time()
 
     windows = token_windows(texts, tokenizer, seq_len=seq_len)
@@ -218,7 +224,7 @@ def train_tuned_lens(
         "steps": steps, "lr": lr, "batch_positions": batch_positions, "seq_len": seq_len, "max_tokens": max_tokens,
         "cache_positions": cache_positions, "heldout_fraction": heldout_fraction, "heldout_positions": heldout_positions,
         "weight_decay": weight_decay, "max_grad_norm": max_grad_norm, "warmup": warmup, "closed_form": closed_form,
-        "seed": seed,
+        "placement": placement, "seed": seed,
     }  # fmt: skip
     digest = hashlib.sha256(json.dumps([settings, model_identity(model)], sort_keys=True).encode())
     for w in train_windows + heldout_windows:
@@ -231,7 +237,7 @@ def train_tuned_lens(
         if not resume:
             for name in ("data.safetensors", "state.safetensors"):
                 (folder / name).unlink(missing_ok=True)
-    lens = TunedLens(model)
+    lens = TunedLens(model, placement=placement)
     device = lens.weight.device
 
     with frozen(model):
@@ -241,7 +247,9 @@ def train_tuned_lens(
                 model, lens, train_windows, heldout_windows, settings, data_gen, batch_windows, progress
             )
             if folder is not None:
-                _save_atomic(data, folder / "data.safetensors", {"fingerprint": fingerprint})
+                _save_atomic(
+                    data, folder / "data.safetensors", {"fingerprint": fingerprint, "placement": placement}
+                )
         train_hidden, heldout_hidden = data["train_hidden"], data["heldout_hidden"]
         with torch.no_grad():
             lens.weight.copy_(data["start_weight"])
@@ -326,6 +334,7 @@ def _collect_and_fit(
         batch_windows=batch_windows,
         generator=generator,
         cache_dtype=torch.float32,
+        after_norm=settings["placement"] == "after_norm",
         progress=bar,
     )
     bar.close()
@@ -413,8 +422,12 @@ def closed_form_lens(checkpoint_dir: str | os.PathLike, model: nn.Module) -> Tun
     path = Path(checkpoint_dir) / "data.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} is missing; pass the checkpoint_dir of a training run")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        placement = (handle.metadata() or {}).get("placement", "before_norm")
     data = load_file(str(path))
-    lens = TunedLens(model)
+    lens = TunedLens(model, placement=placement)
     if tuple(data["start_weight"].shape) != tuple(lens.weight.shape):
         raise ValueError(
             f"{str(path)!r} holds translators of shape {tuple(data['start_weight'].shape)}, not for this model"
