@@ -137,6 +137,15 @@ def main() -> None:
                 measure=MaxProb(threshold=threshold), min_layer=L // 2, skipped_kv="propagate"
             ),
         )
+    if "tuned" in lenses:  # a better lens at the exit layer: same thresholds, quality should improve
+        for threshold in (0.7, 0.9):
+            add(
+                f"early_exit_maxprob_{threshold}_propagate_tuned",
+                lens=lenses["tuned"],
+                schedule=EarlyExit(
+                    measure=MaxProb(threshold=threshold), min_layer=L // 2, skipped_kv="propagate"
+                ),
+            )
     # Saturation needs no vocabulary projection per layer (only at the exit), so its per-layer checks are cheap. On
     # the default model the cosine of consecutive layers (15..30) is ~0.95-0.98 with a 90th percentile of ~0.98
     # (a prose passage), so lower thresholds would exit at min_layer every time.

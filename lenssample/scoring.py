@@ -8,6 +8,7 @@ over chunks of positions, so memory stays bounded by ``max_chunk_bytes`` whateve
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -17,7 +18,48 @@ from lenssample.adapters import model_parts
 from lenssample.decoding.loop import position_ids_from_mask
 from lenssample.lens.base import Lens, as_lens
 from lenssample.lens.capture import run_layers
-from lenssample.strategies.base import FinalLayer, Strategy
+from lenssample.strategies.base import FinalLayer, Strategy, StrategyOutput
+
+
+def selected_decisions(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    select: torch.Tensor,
+    strategy: Strategy,
+    *,
+    lens: Lens | None,
+    attention_mask: torch.Tensor | None,
+    max_chunk_bytes: int,
+) -> Iterator[tuple[int, int, StrategyOutput]]:
+    """The strategy's output at the selected positions: one model pass, then lens and strategy over chunks.
+
+    Args:
+        input_ids: ``[batch, seq]`` on the model's device; ``attention_mask`` the same shape (or ``None``).
+        select: ``[batch, seq]`` bool on the model's device, the positions to decide at.
+        max_chunk_bytes: memory budget of one chunk (positions x layers x vocab x 4 bytes x 3).
+
+    Yields:
+        ``(start, stop, output)``: rows ``start:stop`` of the selected positions in row-major order, and the
+        strategy's :class:`~lenssample.strategies.base.StrategyOutput` for them (``logits [stop - start, vocab]``).
+    """
+    parts = model_parts(model)
+    lens = as_lens(model, lens).with_final_norm(strategy.apply_final_norm)
+    layers = strategy.check_model(parts.num_layers)
+    position_ids = position_ids_from_mask(attention_mask) if attention_mask is not None else None
+    out = run_layers(
+        model,
+        input_ids,
+        layers,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+        keep=None,
+    )
+    hidden = out.hidden[select]  # [rows, n_layers, d_model]: only the positions asked for
+    chunk = max(1, int(max_chunk_bytes // (len(layers) * parts.vocab_size * 4 * 3)))
+    for start in range(0, hidden.shape[0], chunk):
+        stop = min(hidden.shape[0], start + chunk)
+        yield start, stop, strategy(lens(hidden[start:stop], layers), layers)
 
 
 @dataclass
@@ -67,7 +109,6 @@ def score(
     strategy = FinalLayer() if strategy is None else strategy
     if not isinstance(strategy, Strategy):
         raise TypeError(f"strategy must be a lenssample Strategy, got {type(strategy).__name__}")
-    lens = as_lens(model, lens).with_final_norm(strategy.apply_final_norm)
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
     if input_ids.dim() != 2 or input_ids.shape[1] < 2:
@@ -76,38 +117,31 @@ def score(
         )
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
-    position_ids = None
     if attention_mask is not None:
         attention_mask = attention_mask.to(device)
         if attention_mask.shape != input_ids.shape:
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}"
             )
-        position_ids = position_ids_from_mask(attention_mask)
-    layers = strategy.check_model(parts.num_layers)
-    out = run_layers(
-        model,
-        input_ids,
-        layers,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-        keep=None,
-    )
     batch, seq = input_ids.shape
-    hidden = out.hidden[:, :-1].reshape(batch * (seq - 1), len(layers), -1)  # [rows, n_layers, d_model]
+    select = torch.ones_like(input_ids, dtype=torch.bool)
+    select[:, -1] = False  # the last position has no target
     targets = input_ids[:, 1:].reshape(-1)
-    rows = hidden.shape[0]
-    per_row = len(layers) * parts.vocab_size * 4 * 3
-    chunk = max(1, int(max_chunk_bytes // per_row))
+    rows = targets.numel()
     token_lp = torch.empty(rows, dtype=torch.float32, device=device)
     full = (
         torch.empty(rows, parts.vocab_size, dtype=torch.float32, device=device) if return_log_probs else None
     )
     info: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, rows, chunk):
-        stop = min(rows, start + chunk)
-        decision = strategy(lens(hidden[start:stop], layers), layers)
+    for start, stop, decision in selected_decisions(
+        model,
+        input_ids,
+        select,
+        strategy,
+        lens=lens,
+        attention_mask=attention_mask,
+        max_chunk_bytes=max_chunk_bytes,
+    ):
         log_probs = torch.log_softmax(decision.logits.float(), dim=-1)
         token_lp[start:stop] = log_probs.gather(-1, targets[start:stop, None]).squeeze(-1)
         if full is not None:

@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lenssample.adapters import model_parts
-from lenssample.decoding.loop import position_ids_from_mask
-from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.capture import run_layers
+from lenssample.lens.base import Lens
+from lenssample.scoring import selected_decisions
 from lenssample.strategies.base import Strategy
 
 
@@ -73,34 +71,24 @@ def target_scores(
     Returns:
         :class:`TargetScores`.
     """
-    parts = model_parts(model)
-    lens = as_lens(model, lens).with_final_norm(strategy.apply_final_norm)
-    layers = strategy.check_model(parts.num_layers)
     device = next(model.parameters()).device
     input_ids, target_ids, select = input_ids.to(device), target_ids.to(device), select.to(device).bool()
-    position_ids = None
     if attention_mask is not None:
         attention_mask = attention_mask.to(device)
-        position_ids = position_ids_from_mask(attention_mask)
-    out = run_layers(
-        model,
-        input_ids,
-        layers,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-        keep=None,
-    )
-    hidden = out.hidden[select]  # [rows, n_layers, d_model]: only the positions we score
     targets = target_ids[select]
-    rows = hidden.shape[0]
-    chunk = max(1, int(max_chunk_bytes // (len(layers) * parts.vocab_size * 4 * 3)))
+    rows = targets.numel()
     picked = torch.empty(rows, dtype=torch.float32, device=device)
     top = torch.empty(rows, dtype=torch.bool, device=device)
     info: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, rows, chunk):
-        stop = min(rows, start + chunk)
-        decision = strategy(lens(hidden[start:stop], layers), layers)
+    for start, stop, decision in selected_decisions(
+        model,
+        input_ids,
+        select,
+        strategy,
+        lens=lens,
+        attention_mask=attention_mask,
+        max_chunk_bytes=max_chunk_bytes,
+    ):
         logits = decision.logits.float()
         if post_softmax:
             logits = torch.log_softmax(logits, dim=-1)
