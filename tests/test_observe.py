@@ -98,3 +98,29 @@ def test_runner_end_to_end_on_tiny_model(tmp_path):
     assert (tmp_path / "curves_tiny.png").stat().st_size > 10_000
     assert (tmp_path / "heatmap_tiny_logit.png").stat().st_size > 10_000
     assert "heatmap_tiny_logit.png" in report
+
+
+def test_runner_reports_a_tuned_lens_and_how_it_was_made(tmp_path):
+    from lenssample.lens.tuned import TunedLens
+
+    run = _runner()
+    model = make_tiny_model("llama")
+    lens = TunedLens(model, placement="after_norm")
+    with torch.no_grad():
+        lens.weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(0))
+    lens.training_info = {"steps": 7, "train_tokens": 123, "lr": 0.001}
+    folder = lens.save(tmp_path / "lens")
+    config = {
+        "n_tokens": 200,
+        "window": 100,
+        "n_frequent": 10,
+        "models": [{"name": "tiny", "tuned_lens": str(folder)}],
+    }
+    results = run.run(config, tmp_path / "out", model_override=(model, CharTokenizer()))
+    per_lens = results["models"]["tiny"]
+    assert set(per_lens["lenses"]) == {"logit", "tuned"}
+    assert per_lens["tuned_lens"] == {"placement": "after_norm", "steps": 7, "train_tokens": 123, "lr": 0.001}
+    # the tuned lens's statistics are its own (a random translator changes every layer below L)
+    assert per_lens["lenses"]["tuned"]["kl"][1] != per_lens["lenses"]["logit"]["kl"][1]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Observation 4 (tuned lens)" in report and "placement after_norm, steps 7" in report

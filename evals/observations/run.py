@@ -222,7 +222,9 @@ def render_report(results: dict[str, Any]) -> str:
             lines.append("")
         if "tuned_vs_logit" in per_lens:
             item = per_lens["tuned_vs_logit"]
-            lines += [f"- **Observation 4 (tuned lens): {item['verdict']}.** {item['evidence']}.", ""]
+            made = ", ".join(f"{k} {v}" for k, v in per_lens.get("tuned_lens", {}).items())
+            lines += [f"- **Observation 4 (tuned lens): {item['verdict']}.** {item['evidence']}.",
+                      f"  (Tuned lens made by `lenssample train-lens --model {model_name}`: {made}.)", ""]  # fmt: skip
         for lens_name, summary in per_lens["lenses"].items():
             lines += [f"Per layer, {lens_name} lens:", "",
                       "| layer | KL | agree final | next top-1 | next rank (median) | frequent | input top-1 | input rank (median) |",
@@ -253,14 +255,22 @@ def run(config: dict[str, Any], out: Path, *, model_override: Any = None) -> dic
             raise ValueError("the corpus gave no text to score")
         frequent = frequent_tokens(windows, int(config["n_frequent"]))
         per_lens: dict[str, Any] = {"lenses": {}, "verdicts": {}}
-        for lens_name, lens in lenses_for(model, spec).items():
+        lenses = lenses_for(model, spec)
+        for lens_name, lens in lenses.items():
             stats = LayerStatistics.concatenate(
                 [layer_statistics(model, w, lens=lens, frequent=frequent) for w in windows]
             )
             summary = summarize(stats)
             per_lens["lenses"][lens_name] = summary
             per_lens["verdicts"][lens_name] = verdicts(summary)
-        if "tuned" in per_lens["lenses"]:
+        tuned = lenses.get("tuned")
+        if tuned is not None:  # how the lens was made, so a reader can retrain it (the lens is not committed)
+            record = tuned.training_info
+            per_lens["tuned_lens"] = {"placement": tuned.placement} | {
+                key: record[key]
+                for key in ("steps", "train_tokens", "lr", "batch_positions", "wall_seconds")
+                if key in record
+            }
             per_lens["tuned_vs_logit"] = compare_lenses(
                 per_lens["lenses"]["logit"], per_lens["lenses"]["tuned"]
             )
