@@ -25,6 +25,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,83 @@ def full_model_quality(model, prompt_len: int, sequences: torch.Tensor) -> dict:
     nll = -log_probs[torch.arange(len(targets)), targets].mean()
     agree = (logits.argmax(-1) == targets).float().mean()
     return {"full_model_nll": float(nll), "full_model_argmax_agreement": float(agree)}
+
+
+def markdown(record: dict, argv: str) -> str:
+    """The results as markdown tables (timed variants, then each lens's search)."""
+
+    def cell(value, fmt="{:.2f}") -> str:
+        return "" if value is None else fmt.format(value)
+
+    lines = [
+        f"# Self-speculative decoding and early exit on {record['model']} ({record['num_layers']} layers)",
+        "",
+        f"`python evals/bench_speculative.py {argv}`: batch 1, greedy, {record['new_tokens']} new tokens, "
+        f"{record['rounds_completed']} timed round(s) in alternating order after a warm-up; speed-up = greedy "
+        "time / variant time within a round, median over rounds. NLL = the full model's negative log-likelihood "
+        "per generated token; agreement = how often a token is the full model's argmax.",
+        "",
+        "| variant | ms/token | speed-up | identical to greedy | blocks/token | mean exit layer | acceptance "
+        "| accept histogram | NLL/token | agreement |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in record["results"].items():
+        acceptance = ""
+        if "acceptance_rate" in row:
+            acceptance = f"{row['acceptance_rate']:.2f} ({row['accepted']}/{row['drafted']})"
+        lines.append(
+            f"| {name} | {row['ms_per_token_median']:.1f} | {row['speedup_vs_greedy_median']:.2f} | "
+            f"{row['identical_to_greedy']} | {cell(row.get('blocks_per_token'), '{:.1f}')} | "
+            f"{cell(row.get('mean_exit_layer'), '{:.1f}')} | {acceptance} | {row.get('accept_histogram', '')} | "
+            f"{cell(row.get('full_model_nll'), '{:.3f}')} | {cell(row.get('full_model_argmax_agreement'))} |"
+        )
+    for lens_name, search in record["searches"].items():
+        lines += ["", f"Search ({lens_name} lens): chosen {json.dumps(search['chosen'])} (null = plain decoding), "
+                  f"predicted speed-up {search['predicted_speedup']:.2f}.", "",
+                  "| draft | acceptance | best k | predicted speed-up |", "|---|---|---|---|"]  # fmt: skip
+        for row in search["table"]:
+            lines.append(
+                f"| {row.get('draft')} | {cell(row.get('acceptance'))} | {row.get('best_k', '')} | "
+                f"{cell(row.get('predicted_speedup'))} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_early_exit(record: dict, path: Path) -> Path:
+    """The early-exit curve: speed-up vs quality (full-model NLL per token) per measure and key/value option."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[float, float, float, str]]] = {}
+    for name, row in record["results"].items():
+        if not name.startswith("early_exit_"):
+            continue
+        parts = name.removeprefix("early_exit_").split("_")  # measure, threshold, [kv], [lens]
+        measure, threshold = parts[0], parts[1]
+        kv = "propagate" if "propagate" in parts else "recompute"
+        label = f"{measure}, {kv}" + (", tuned lens" if "tuned" in parts else "")
+        point = (row["speedup_vs_greedy_median"], row["full_model_nll"], row["blocks_per_token"], threshold)
+        series.setdefault(label, []).append(point)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for label, points in sorted(series.items()):
+        points.sort(key=lambda p: p[0])
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        for speed, nll, blocks, threshold in points:
+            ax.annotate(f"{threshold} ({blocks:.0f}b)", (speed, nll), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+    greedy = record["results"]["greedy"]
+    ax.scatter([1.0], [greedy["full_model_nll"]], marker="*", s=150, color="black", zorder=5, label="greedy")
+    ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("speed-up vs greedy (median of rounds)")
+    ax.set_ylabel("full-model NLL per generated token")
+    ax.set_title(f"Early exit on {record['model']}: threshold (blocks/token) per point", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def main() -> None:
@@ -194,12 +272,14 @@ def main() -> None:
             "new_tokens": n,
             "rounds_completed": len(times["greedy"]),
             "prompt": PROMPT,
-            "machine": f"{platform.machine()} {platform.processor()} torch threads={torch.get_num_threads()}, shared and loaded",
+            "machine": f"{platform.machine()} {platform.processor()} torch threads={torch.get_num_threads()}, 2-core CPU",
             "searches": searches,
             "results": results,
         }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(record, indent=1))
+        Path(args.out).with_suffix(".md").write_text(markdown(record, " ".join(sys.argv[1:])))
+        plot_early_exit(record, Path(args.out).with_name(Path(args.out).stem + "_early_exit.png"))
 
     for round_index in range(1, args.rounds + 1):
         round_times = {}
