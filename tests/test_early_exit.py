@@ -101,9 +101,10 @@ def test_measures_run_and_exit_between_min_layer_and_L(measure):
     assert out.new_tokens.shape == (1, 12)
 
 
-def test_batched_rows_equal_single_rows():
+@pytest.mark.parametrize("skipped_kv", ["recompute", "propagate"])
+def test_batched_rows_equal_single_rows(skipped_kv):
     model = make_tiny_model("llama")
-    schedule = EarlyExit(measure=Saturation(threshold=0.5), min_layer=2)
+    schedule = EarlyExit(measure=Entropy(threshold=4.0), min_layer=2, skipped_kv=skipped_kv)
     a, b = _ids(0), _ids(1)[:, :4]
     batch = lenssample.generate(
         model, torch.cat([a, torch.cat([torch.zeros(1, 2, dtype=torch.long), b], 1)]),
@@ -112,6 +113,9 @@ def test_batched_rows_equal_single_rows():
     for row, ids in enumerate((a, b)):
         single = lenssample.generate(model, ids, max_new_tokens=8, eos_token_id=[], schedule=schedule)
         assert torch.equal(batch.new_tokens[row], single.new_tokens[0])
+        assert torch.equal(batch.trace.info["exit_layer"][row], single.trace.info["exit_layer"][0])
+    exits = batch.trace.info["exit_layer"][:, 1:]
+    assert bool((exits < LAYERS).any()) and bool((exits > 2).any())  # a mixture of exit depths
 
 
 class _Boom(LogitsProcessor):

@@ -260,20 +260,10 @@ def test_model_intact_after_exception(where):
     assert torch.equal(_gen(model, ids).sequences, reference.sequences)
 
 
-def test_batched_rows_and_custom_generate_equal_generate():
+def test_custom_generate_equals_generate():
     model = _model("llama")
     schedule = _propagate(measure=Entropy(threshold=4.0), min_layer=2)
-    a, b = _ids(0), _ids(1)[:, :4]
-    batch = lenssample.generate(
-        model, torch.cat([a, torch.cat([torch.zeros(1, 2, dtype=torch.long), b], 1)]),
-        attention_mask=torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]]), max_new_tokens=8, eos_token_id=[], schedule=schedule,
-    )  # fmt: skip
-    for row, ids in enumerate((a, b)):
-        single = _gen(model, ids, max_new_tokens=8, schedule=schedule)
-        assert torch.equal(batch.new_tokens[row], single.new_tokens[0])
-        assert torch.equal(batch.trace.info["exit_layer"][row], single.trace.info["exit_layer"][0])
-    exits = batch.trace.info["exit_layer"][:, 1:]
-    assert bool((exits < LAYERS).any()) and bool((exits > 2).any())  # a mixture of exit depths
+    a = _ids(0)
     ours = lenssample.generate(model, a, max_new_tokens=8, schedule=schedule)
     theirs = model.generate(a, max_new_tokens=8, do_sample=False, custom_generate=decoder(schedule=schedule))
     assert torch.equal(theirs, ours.sequences)
