@@ -222,9 +222,13 @@ def render_report(results: dict[str, Any]) -> str:
             lines.append("")
         if "tuned_vs_logit" in per_lens:
             item = per_lens["tuned_vs_logit"]
-            made = ", ".join(f"{k} {v}" for k, v in per_lens.get("tuned_lens", {}).items())
+            made = per_lens.get("tuned_lens", {})
+            command = f"lenssample train-lens --model {model_name}" + (
+                f" --steps {made['steps']}" if "steps" in made else ""
+            )
+            record = ", ".join(f"{k} {v}" for k, v in made.items())
             lines += [f"- **Observation 4 (tuned lens): {item['verdict']}.** {item['evidence']}.",
-                      f"  (Tuned lens made by `lenssample train-lens --model {model_name}`: {made}.)", ""]  # fmt: skip
+                      f"  (Tuned lens made by `{command}`: {record}.)", ""]  # fmt: skip
         for lens_name, summary in per_lens["lenses"].items():
             lines += [f"Per layer, {lens_name} lens:", "",
                       "| layer | KL | agree final | next top-1 | next rank (median) | frequent | input top-1 | input rank (median) |",
