@@ -116,6 +116,12 @@ def test_after_norm_lens_refuses_to_skip_the_final_norm():
         train_tuned_lens(model, _texts(0), placement="middle", progress=False)
     # the paper's placement may skip the norm (transformers-parity strategies)
     assert TunedLens(model).with_final_norm(False).apply_final_norm is False
+    # ... and a transformers-parity strategy through an after-norm lens is refused before decoding
+    from lenssample.strategies.dola import DoLaReference
+
+    parity = DoLaReference.for_model(model, layers=[0, 2])
+    with pytest.raises(ValueError, match="cannot be used with apply_final_norm=False"):
+        generate(model, _ids(4, batch=1), strategy=parity, lens=TunedLens(model, placement="after_norm"))
 
 
 @pytest.mark.parametrize("placement", ["before_norm", "after_norm"])
