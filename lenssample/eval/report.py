@@ -153,14 +153,7 @@ MAIN_METRICS = {
     "perplexity": ["perplexity", "nll_per_token", "bits_per_byte", "excluded_fraction", "tokens"],
     "multiple_choice": ["acc", "acc_norm", "mc1", "mc2", "mc3", "items"],
     "generation": ["exact_match", "contains", "repetition_rate", "distinct_2", "mean_length", "items"],
-    "speed": [
-        "ms_per_token",
-        "tokens_per_s",
-        "ttft_ms",
-        "blocks_per_token",
-        "acceptance_rate",
-        "peak_memory_mb",
-    ],
+    "speed": list(SPEED_KEYS),
 }
 
 

@@ -30,7 +30,7 @@ from lenssample.strategies.fields import (
     floored_log_softmax,
     masked_scores,
     plausible,
-    resolve_layers,
+    premature_and_mature,
 )
 
 
@@ -38,15 +38,7 @@ def _amateur(strategy: Strategy, amateur_layer: int | None, num_layers: int) -> 
     """``(amateur, L)`` for a model of ``num_layers`` blocks (default amateur: ``L // 2``)."""
     if amateur_layer is None:
         return (num_layers // 2, num_layers)
-    (layer,) = resolve_layers(
-        (amateur_layer,),
-        num_layers,
-        field="amateur_layer",
-        owner=strategy.name,
-        presets={},
-        allow_final=False,
-    )
-    return (layer, num_layers)
+    return premature_and_mature(amateur_layer, num_layers, field="amateur_layer", owner=strategy.name)
 
 
 def _check_amateur(value: object, owner: str) -> None:

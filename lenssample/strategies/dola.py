@@ -34,6 +34,7 @@ from lenssample.strategies.fields import (
     floored_log_softmax,
     masked_scores,
     plausible,
+    premature_and_mature,
     resolve_layers,
 )
 
@@ -164,15 +165,9 @@ class DoLaStatic(Strategy):
         object.__setattr__(self, "excluded_logit", check_excluded_logit(self.excluded_logit, owner=self.name))
 
     def layers(self, num_layers: int) -> tuple[int, ...]:
-        (layer,) = resolve_layers(
-            (self.premature_layer,),
-            num_layers,
-            field="premature_layer",
-            owner=self.name,
-            presets={},
-            allow_final=False,
+        return premature_and_mature(
+            self.premature_layer, num_layers, field="premature_layer", owner=self.name
         )
-        return (layer, num_layers)
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
         log_probs = floored_log_softmax(lens_logits)

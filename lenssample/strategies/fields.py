@@ -108,6 +108,14 @@ def resolve_layers(
     return tuple(resolved)
 
 
+def premature_and_mature(layer: int, num_layers: int, *, field: str, owner: str) -> tuple[int, int]:
+    """``(premature, L)``: one layer below ``L`` (negative counts from the end) and the final layer."""
+    (premature,) = resolve_layers(
+        (layer,), num_layers, field=field, owner=owner, presets={}, allow_final=False
+    )
+    return (premature, num_layers)
+
+
 def check_number(
     value: Any,
     *,
