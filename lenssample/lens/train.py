@@ -36,7 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lenssample.lens.fit import collect, solve_ridge, token_windows
-from lenssample.lens.tuned import PLACEMENTS, TunedLens, model_identity
+from lenssample.lens.tuned import TunedLens, check_placement, model_identity
 
 
 @contextmanager
@@ -194,8 +194,7 @@ def train_tuned_lens(
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr={lr!r}: pass a positive learning rate")
     warmup = max(1, steps // 10) if warmup is None else _check_int("warmup", warmup, 1)
-    if placement not in PLACEMENTS:
-        raise ValueError(f"placement={placement!r}: pass one of {', '.join(map(repr, PLACEMENTS))}")
+    check_placement(placement)  # before the texts are tokenized
     wall0, cpu0 = time.perf_counter(), time.process_time()
 
     windows = token_windows(texts, tokenizer, seq_len=seq_len)

@@ -55,6 +55,13 @@ README_FILE = "README.md"
 PLACEMENTS = ("before_norm", "after_norm")
 
 
+def check_placement(placement: Any) -> str:
+    """``placement`` if it is one of :data:`PLACEMENTS`, else a ``ValueError`` naming the choices."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement={placement!r}: pass one of {', '.join(map(repr, PLACEMENTS))}")
+    return placement
+
+
 def hidden_size(model: nn.Module) -> int:
     """The width of the residual stream, ``d_model``."""
     size = getattr(model.config, "hidden_size", None)
@@ -123,8 +130,7 @@ class TunedLens(Lens):
         self, model: nn.Module, *, apply_final_norm: bool = True, placement: str = "before_norm"
     ) -> None:
         super().__init__(model, apply_final_norm=apply_final_norm)
-        if placement not in PLACEMENTS:
-            raise ValueError(f"placement={placement!r}: pass one of {', '.join(map(repr, PLACEMENTS))}")
+        check_placement(placement)
         if placement == "after_norm" and not apply_final_norm:
             raise ValueError(
                 "placement='after_norm' translates final-normed states, so apply_final_norm must be True"
