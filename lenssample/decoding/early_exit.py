@@ -24,9 +24,10 @@ from lenssample.strategies.early_exit import Agreement, EarlyExit
 class _Exit(Exception):
     """Raised by a block hook to stop the forward pass at a confident layer (private control flow)."""
 
-    def __init__(self, layer: int, hidden: torch.Tensor) -> None:
+    def __init__(self, layer: int, hidden: torch.Tensor, logits: torch.Tensor | None) -> None:
         super().__init__(layer)
-        self.layer, self.hidden = layer, hidden
+        # logits: [1, vocab] the lens at the exit layer when the measure computed it (reused to pick the token).
+        self.layer, self.hidden, self.logits = layer, hidden, logits
 
 
 @contextmanager
@@ -44,9 +45,10 @@ def exit_hooks(parts: ModelParts, schedule: EarlyExit, lens: Lens) -> Iterator[N
         hidden = (output[0] if isinstance(output, tuple) else output)[0, -1]
         if layer == first:
             state.clear()
-        log_probs = None
+        logits = log_probs = None
         if measure.needs_logits:
-            log_probs = torch.log_softmax(lens(hidden[None, None], (layer,))[0, 0], dim=-1)
+            logits = lens(hidden[None, None], (layer,))[:, 0]  # [1, vocab]
+            log_probs = torch.log_softmax(logits[0], dim=-1)
         if layer >= schedule.min_layer:
             if isinstance(measure, Agreement):
                 top = int(log_probs.argmax())
@@ -56,7 +58,7 @@ def exit_hooks(parts: ModelParts, schedule: EarlyExit, lens: Lens) -> Iterator[N
             else:
                 confident = measure.confident(log_probs, state.get("log_probs"), hidden, state.get("hidden"))
             if confident:
-                raise _Exit(layer, hidden)
+                raise _Exit(layer, hidden, logits)
         elif isinstance(measure, Agreement):
             state["run"], state["top"] = 1, int(log_probs.argmax())
         state["log_probs"], state["hidden"] = log_probs, hidden
@@ -120,12 +122,12 @@ def decode_early_exit(
                 try:
                     with _early_exit_hooks(parts, schedule, lens, propagation, enabled=not full):
                         out = run_layers(model, ids, (num_layers,), position_ids=positions, cache=cache)
-                    layer, hidden = num_layers, out.hidden[0, -1, 0]
+                    layer, hidden, logits = num_layers, out.hidden[0, -1, 0], None
                     cache = out.cache
                     complete += len(pending)
                     pending = []
                 except _Exit as stop:
-                    layer, hidden = stop.layer, stop.hidden
+                    layer, hidden, logits = stop.layer, stop.hidden, stop.logits
                     assert cache is not None, "the prompt pass runs without exit hooks"
                     if propagation is not None:
                         # The cache is complete after every propagate step, so this pass fed one position.
@@ -136,7 +138,8 @@ def decode_early_exit(
                 trace["exit_layer"].append(layer)
                 trace["pending"].append(len(pending))
                 trace["propagated"].append(propagated)
-                logits = lens(hidden[None, None], (layer,))[:, 0]
+                if logits is None:  # a full-depth pass, or a measure that needs no lens (Saturation)
+                    logits = lens(hidden[None, None], (layer,))[:, 0]
                 token = int(picker.pick(picker.process(writer.sequence(), logits))[0])
                 pending.append(token)
                 writer.emit(token)
