@@ -12,7 +12,7 @@ from lenssample.decoding.api import generate
 from lenssample.lens.apply import apply_lens
 from lenssample.lens.base import LogitLens
 from lenssample.lens.capture import run_layers
-from lenssample.lens.evaluate import compare_lenses
+from lenssample.lens.evaluate import compare_lenses, spread_windows
 from lenssample.lens.train import closed_form_lens, train_tuned_lens
 from lenssample.lens.tuned import TunedLens, default_lens_path, model_identity
 from lenssample.strategies.base import SingleLayer
@@ -256,6 +256,30 @@ def test_training_lowers_heldout_kl_at_every_layer(arch, placement):
     )
     info = lens.training_info
     assert all(t <= c for t, c in zip(info["heldout_kl_tuned"], info["heldout_kl_closed_form"]))
+
+
+def test_spread_windows_covers_every_part_of_the_list():
+    # 40 windows of 10 tokens (9 predicting positions each), as if cut in order from 4 documents of 10 windows
+    windows = [torch.full((10,), i) for i in range(40)]
+    picked = spread_windows(windows, 45)
+    ids = [int(w[0]) for w in picked]
+    assert sum(w.numel() - 1 for w in picked) >= 45
+    assert len(ids) == 5 and ids == sorted(ids) and len(set(ids)) == 5
+    assert {i // 10 for i in ids} == {0, 1, 2, 3}  # every document, not only the first
+    assert spread_windows(windows, 10_000) == windows  # all of them when they hold fewer positions
+    assert [int(w[0]) for w in spread_windows(windows, 1)] == [0]
+
+
+def test_compare_lenses_uses_the_spread_windows():
+    model = make_tiny_model("llama")
+    lenses = {"logit": LogitLens(model)}
+    windows = [w for t in _texts(5, docs=4, length=64) for w in t.split(16)]  # 16 windows, 15 positions each
+    spread = compare_lenses(model, lenses, windows, max_positions=60)
+    by_hand = compare_lenses(model, lenses, spread_windows(windows, 60), max_positions=60)
+    first = compare_lenses(model, lenses, windows[:4], max_positions=60)
+    assert spread.positions == by_hand.positions == 60
+    assert spread.metrics == by_hand.metrics
+    assert spread.metrics != first.metrics
 
 
 def test_interrupted_training_resumes_to_the_same_lens(tmp_path):

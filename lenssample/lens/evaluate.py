@@ -104,7 +104,10 @@ def compare_lenses(
     max_positions: int = 1024,
     chunk_positions: int = 16,
 ) -> LensComparison:
-    """Evaluate ``lenses`` on every layer over the first ``max_positions`` predicting positions of ``windows``.
+    """Evaluate ``lenses`` on every layer over ``max_positions`` predicting positions of ``windows``.
+
+    When ``windows`` hold more positions than that, whole windows evenly spaced over the list are used (see
+    :func:`spread_windows`), so a sample of held-out text covers all of its documents, not only the first one.
 
     Args:
         model: the causal LM.
@@ -128,6 +131,7 @@ def compare_lenses(
     windows = [w for w in windows if w.numel() >= 2]
     if not windows:
         raise ValueError("windows holds no window of at least 2 tokens; pass more held-out text")
+    windows = spread_windows(windows, max_positions)
     for window in windows:
         if seen >= max_positions:
             break
@@ -142,6 +146,23 @@ def compare_lenses(
                 _accumulate(sums[name], lens(h, layers), tgt)
     metrics = {name: {m: (values / seen).tolist() for m, values in per.items()} for name, per in sums.items()}
     return LensComparison(layers=layers, positions=seen, metrics=metrics)
+
+
+def spread_windows(windows: Sequence[torch.Tensor], max_positions: int) -> list[torch.Tensor]:
+    """The fewest evenly spaced windows (in list order) that together hold ``max_positions`` predicting positions.
+
+    Windows cut from documents in order (:func:`~lenssample.lens.fit.token_windows`) are grouped by document; taking
+    the first ones would evaluate on the first document only. All windows are returned when they hold fewer.
+    """
+    sizes = [w.numel() - 1 for w in windows]
+    if sum(sizes) <= max_positions:
+        return list(windows)
+    count = max(1, min(len(windows), max_positions // max(1, max(sizes))))
+    while True:
+        picks = [int(i * len(windows) / count) for i in range(count)]
+        if count == len(windows) or sum(sizes[i] for i in picks) >= max_positions:
+            return [windows[i] for i in picks]
+        count += 1
 
 
 def _accumulate(sums: dict[str, torch.Tensor], logits: torch.Tensor, targets: torch.Tensor) -> None:
