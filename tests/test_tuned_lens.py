@@ -335,7 +335,9 @@ def test_bad_training_input_is_refused():
 
 def test_cli_errors_exit_2(tmp_path, capsys):
     assert main(["train-lens", "--data", str(tmp_path / "missing.txt")]) == 2
-    assert "missing.txt" in capsys.readouterr().err
+    assert main(["lens-eval", "--lens", str(tmp_path), "--data", "gutenberg"]) == 2
+    err = capsys.readouterr().err
+    assert "missing.txt" in err and "'gutenberg': not a packaged corpus (books, wikipedia, mixed)" in err
     assert main(["train-lens", "--steps", "-1"]) == 2
     assert main(["lens-eval", "--lens", "x", "--compare", "nodir"]) == 2
     assert "NAME=DIR" in capsys.readouterr().err

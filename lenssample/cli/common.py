@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from lenssample.strategies.base import Strategy, parse_assignments, strategy_from_name
@@ -58,3 +59,16 @@ def lens_from_args(args: argparse.Namespace, model: Any) -> Any:
     except ImportError as err:
         raise ValueError(f"--lens {spec!r}: tuned lenses are not available in this version") from err
     return TunedLens.load(spec, model)
+
+
+def texts_from_arg(data: str, split: str) -> list:
+    """``--data``: a packaged corpus name (its ``split``) or a UTF-8 text file (whole)."""
+    from lenssample.data import CORPORA, corpus, read_text_file
+
+    if data in CORPORA:
+        return corpus(data, split)
+    if not Path(data).is_file():
+        raise FileNotFoundError(
+            f"--data {data!r}: not a packaged corpus ({', '.join(CORPORA)}) and not an existing text file"
+        )
+    return read_text_file(data)

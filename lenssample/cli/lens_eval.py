@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lenssample.cli.common import add_model_args, load
+from lenssample.cli.common import add_model_args, load, texts_from_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--data",
         default="wikipedia",
-        help="'wikipedia' (default: the held-out articles) or a UTF-8 text file",
+        help="a packaged corpus (held-out split): 'books', 'wikipedia' (default) or 'mixed'; or a UTF-8 text file",
     )
     parser.add_argument("--positions", type=int, default=1024, help="positions to average over")
     parser.add_argument("--seq-len", type=int, default=256)
@@ -32,7 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenssample.data import read_text_file, wikipedia
     from lenssample.lens.base import LogitLens
     from lenssample.lens.evaluate import compare_lenses
     from lenssample.lens.fit import token_windows
@@ -46,10 +45,7 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not name or not folder:
             raise ValueError(f"--compare {spec!r}: write NAME=DIR, e.g. closed-form=lenses/ridge")
         compare.append((name, folder))
-    if args.data == "wikipedia":
-        texts = wikipedia("heldout")
-    else:
-        texts = read_text_file(args.data)
+    texts = texts_from_arg(args.data, "heldout")
     model, tokenizer = load(args)
     lenses = {"logit": LogitLens(model), "tuned": TunedLens.load(args.lens, model)}
     for name, folder in compare:

