@@ -124,4 +124,4 @@ def test_runner_reports_a_tuned_lens_and_how_it_was_made(tmp_path):
     assert per_lens["lenses"]["tuned"]["kl"][1] != per_lens["lenses"]["logit"]["kl"][1]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Observation 4 (tuned lens)" in report and "placement after_norm, steps 7" in report
-    assert "`lenssample train-lens --model tiny --steps 7`" in report
+    assert "`lenssample train-lens --model tiny --data wikipedia --steps 7`" in report

@@ -223,7 +223,8 @@ def render_report(results: dict[str, Any]) -> str:
         if "tuned_vs_logit" in per_lens:
             item = per_lens["tuned_vs_logit"]
             made = per_lens.get("tuned_lens", {})
-            command = f"lenssample train-lens --model {model_name}" + (
+            # lenses made before train-lens recorded its --data were all trained on Wikipedia
+            command = f"lenssample train-lens --model {model_name} --data {made.get('data', 'wikipedia')}" + (
                 f" --steps {made['steps']}" if "steps" in made else ""
             )
             record = ", ".join(f"{k} {v}" for k, v in made.items())
@@ -272,7 +273,7 @@ def run(config: dict[str, Any], out: Path, *, model_override: Any = None) -> dic
             record = tuned.training_info
             per_lens["tuned_lens"] = {"placement": tuned.placement} | {
                 key: record[key]
-                for key in ("steps", "train_tokens", "lr", "batch_positions", "wall_seconds")
+                for key in ("data", "steps", "train_tokens", "lr", "batch_positions", "wall_seconds")
                 if key in record
             }
             per_lens["tuned_vs_logit"] = compare_lenses(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lenssample.cli.common import add_model_args, load, texts_from_arg
 
-DEFAULT_TRAIN_DATA = "mixed"
+DEFAULT_TRAIN_DATA = "books"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         resume=not args.no_resume,
     )
+    lens.training_info["data"] = args.data  # which corpus (or file) the lens was trained on
     lens.save(out, dtype=torch.float16 if args.half else torch.float32)
     if args.save_closed_form:
         closed_form_lens(checkpoints, model).save(args.save_closed_form)
