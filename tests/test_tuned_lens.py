@@ -258,6 +258,32 @@ def test_training_lowers_heldout_kl_at_every_layer(arch, placement):
     assert all(t <= c for t, c in zip(info["heldout_kl_tuned"], info["heldout_kl_closed_form"]))
 
 
+def test_training_kl_equals_the_plain_formula_and_its_gradient():
+    # The training loss skips log_softmax; its value and gradient must be those of the textbook KL, including
+    # vocabulary entries the final layer gives probability exactly 0 (log p = -inf).
+    from lenssample.lens.train import _KLFromLogits
+
+    gen = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(4, 3, 11, generator=gen, dtype=torch.float64)).requires_grad_()
+    final = 3 * torch.randn(4, 11, generator=gen, dtype=torch.float64)
+    final[0, :4] = float("-inf")
+    log_p = torch.log_softmax(final, -1)
+    weights = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    fused = _KLFromLogits.apply(logits, log_p)
+    (fused * weights).sum().backward()
+    grad_fused = logits.grad.clone()
+    logits.grad = None
+    p = log_p.exp()[:, None]
+    plain = torch.where(p > 0, p * (log_p[:, None] - torch.log_softmax(logits, -1)), 0.0).sum(-1)
+    (plain * weights).sum().backward()
+    assert torch.isfinite(fused).all()
+    torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_fused, logits.grad, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda x: _KLFromLogits.apply(x, log_p), (logits.detach().requires_grad_(),)
+    )
+
+
 def test_spread_windows_covers_every_part_of_the_list():
     # 40 windows of 10 tokens (9 predicting positions each), as if cut in order from 4 documents of 10 windows
     windows = [torch.full((10,), i) for i in range(40)]
@@ -280,6 +306,21 @@ def test_compare_lenses_uses_the_spread_windows():
     assert spread.positions == by_hand.positions == 60
     assert spread.metrics == by_hand.metrics
     assert spread.metrics != first.metrics
+
+
+def test_comparison_table_has_the_fraction_of_the_logit_lens_kl():
+    from lenssample.lens.evaluate import LensComparison
+
+    per = lambda kl: {"kl": kl, "agreement": [0.5, 1.0], "cross_entropy": [3.0, 2.0], "entropy": [1.0, 1.0]}  # noqa: E731
+    table = LensComparison(
+        layers=[0, 1], positions=4, metrics={"logit": per([8.0, 0.0]), "tuned": per([1.0, 0.0])}
+    )
+    lines = table.markdown().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[:4] == ["layer", "logit kl", "tuned kl", "tuned kl / logit"]
+    assert [c.strip() for c in lines[2].strip("|").split("|")][:4] == ["0", "8.00", "1.00", "0.125"]
+    assert [c.strip() for c in lines[3].strip("|").split("|")][3] == "-"  # last layer: both 0, no ratio
+    assert "/" not in table.markdown(baseline=None).splitlines()[0]
 
 
 def test_interrupted_training_resumes_to_the_same_lens(tmp_path):

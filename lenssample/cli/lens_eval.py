@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--data",
-        default="wikipedia",
-        help="a packaged corpus (held-out split): 'books', 'wikipedia' (default) or 'mixed'; or a UTF-8 text file",
+        default="mixed",
+        help="a packaged corpus (held-out split): 'books', 'wikipedia' or 'mixed' (default: both); or a UTF-8 text file",
     )
     parser.add_argument("--positions", type=int, default=1024, help="positions to average over")
     parser.add_argument("--seq-len", type=int, default=256)
@@ -60,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
         training=lenses["tuned"].training_info,
     )
     plot = Path(args.plot) if args.plot else out.with_suffix(".png")
-    result.plot(plot, title=f"{model.config.model_type}, {result.positions} held-out positions")
+    from lenssample.models import DEFAULT_MODEL
+
+    name = f"{args.model or DEFAULT_MODEL} ({model.config.model_type})"
+    result.plot(plot, title=f"{name}, {result.positions} held-out positions of {args.data}")
     table = result.markdown()
     out.with_suffix(".md").write_text(table + "\n")
     print(table)

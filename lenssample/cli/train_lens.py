@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lenssample.cli.common import add_model_args, load, texts_from_arg
 
-DEFAULT_TRAIN_DATA = "books"
+DEFAULT_TRAIN_DATA = "mixed"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument(
-        "--batch-positions", type=int, default=16, help="positions per step (all layers each)"
+        "--batch-positions", type=int, default=32, help="positions per step (all layers each)"
     )
     parser.add_argument("--max-tokens", type=int, default=32768, help="training tokens run through the model")
     parser.add_argument(

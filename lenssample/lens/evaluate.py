@@ -51,10 +51,26 @@ class LensComparison:
         path.write_text(json.dumps({**extra, **self.to_dict()}, indent=1) + "\n")
         return path
 
-    def markdown(self, metrics: Sequence[str] = ("kl", "agreement", "cross_entropy", "entropy")) -> str:
-        """A markdown table: one row per layer, one column per (lens, metric)."""
+    def markdown(
+        self,
+        metrics: Sequence[str] = ("kl", "agreement", "cross_entropy", "entropy"),
+        baseline: str | None = "logit",
+    ) -> str:
+        """A markdown table: one row per layer, one column per (lens, metric).
+
+        With a ``baseline`` lens among the compared ones (default ``"logit"``), a ``NAME kl / BASELINE`` column per
+        other lens follows the KL columns: the fraction of the baseline's KL that is left (``-`` where the
+        baseline's KL is 0, at the last layer).
+        """
         names = list(self.metrics)
-        header = ["layer"] + [f"{name} {metric}" for metric in metrics for name in names]
+        ratio_names = (
+            [n for n in names if n != baseline] if baseline in self.metrics and "kl" in metrics else []
+        )
+        header = ["layer"]
+        for metric in metrics:
+            header += [f"{name} {metric}" for name in names]
+            if metric == "kl":
+                header += [f"{name} kl / {baseline}" for name in ratio_names]
         rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for i, layer in enumerate(self.layers):
             cells = [str(layer)]
@@ -62,6 +78,11 @@ class LensComparison:
                 for name in names:
                     value = self.metrics[name][metric][i]
                     cells.append(f"{value:.2f}" if metric != "agreement" else f"{value:.3f}")
+                if metric == "kl":
+                    base = self.metrics[baseline]["kl"][i] if ratio_names else 0.0
+                    for name in ratio_names:
+                        ratio = self.metrics[name]["kl"][i] / base if base > 1e-9 else None
+                        cells.append(f"{ratio:.3f}" if ratio is not None else "-")
             rows.append("| " + " | ".join(cells) + " |")
         return "\n".join(rows)
 

@@ -11,7 +11,7 @@ the norm, the map is plainly affine from the normed state to the final normed st
 ordinary ridge regression in the space the unembedding reads, and it can soften or sharpen. On SmolLM2-135M the
 after-norm closed-form fit has 20% lower held-out KL than the before-norm one at layer 10, and the trained after-norm
 lens beats a before-norm lens (trained on half the tokens and steps) at every layer by 6-17%
-(``evals/results/tuned_lens_eval.md``), so ``lenssample train-lens`` uses it by default.
+(``evals/results/tuned_lens_placements.md``, Wikipedia-trained lenses), so ``lenssample train-lens`` uses it by default.
 
 The model's final norm and unembedding are used frozen and are not part of the lens (see :class:`~lenssample.lens.base.Lens`): a lens holds only ``weight
 [L, d, d]`` and ``bias [L, d]``. Both start at zero, so a fresh lens *is* the logit lens, and weight decay on the
