@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from lenssample.lens.evaluate import compare_lenses
     from lenssample.lens.fit import token_windows
     from lenssample.lens.tuned import TunedLens
+    from lenssample.models import DEFAULT_MODEL
 
     if args.positions < 1:
         raise ValueError(f"--positions {args.positions}: must be >= 1")
@@ -60,10 +61,8 @@ def run(args: argparse.Namespace) -> int:
         training=lenses["tuned"].training_info,
     )
     plot = Path(args.plot) if args.plot else out.with_suffix(".png")
-    from lenssample.models import DEFAULT_MODEL
-
-    name = f"{args.model or DEFAULT_MODEL} ({model.config.model_type})"
-    result.plot(plot, title=f"{name}, {result.positions} held-out positions of {args.data}")
+    model_name = f"{args.model or DEFAULT_MODEL} ({model.config.model_type})"
+    result.plot(plot, title=f"{model_name}, {result.positions} held-out positions of {args.data}")
     table = result.markdown()
     out.with_suffix(".md").write_text(table + "\n")
     print(table)

@@ -78,11 +78,10 @@ class LensComparison:
                 for name in names:
                     value = self.metrics[name][metric][i]
                     cells.append(f"{value:.2f}" if metric != "agreement" else f"{value:.3f}")
-                if metric == "kl":
-                    base = self.metrics[baseline]["kl"][i] if ratio_names else 0.0
+                if metric == "kl" and ratio_names:
+                    base = self.metrics[baseline]["kl"][i]
                     for name in ratio_names:
-                        ratio = self.metrics[name]["kl"][i] / base if base > 1e-9 else None
-                        cells.append(f"{ratio:.3f}" if ratio is not None else "-")
+                        cells.append(f"{self.metrics[name]['kl'][i] / base:.3f}" if base > 1e-9 else "-")
             rows.append("| " + " | ".join(cells) + " |")
         return "\n".join(rows)
 
