@@ -3,7 +3,7 @@
 Variants (batch 1, greedy, EOS ignored so every run makes exactly ``--new-tokens`` tokens):
   hf_generate        transformers ``model.generate``
   final              ``lenssample.generate(strategy=FinalLayer())``
-  custom_generate    ``model.generate(custom_generate=lenssample.hf.decoder(FinalLayer()))``
+  custom_generate    ``model.generate(custom_generate=lenssample.integrations.transformers.decoder(FinalLayer()))``
   all_layers         a strategy that reads all L+1 layers through the lens (one stacked projection per step) and
                      returns the final layer: the cost of reading every layer
 
@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
+from lenssample.integrations.transformers import decoder
 from transformers import GenerationConfig
 
 import lenssample
-from lenssample.hf import decoder
 from lenssample.strategies.base import Strategy, StrategyOutput
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
@@ -106,7 +106,7 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in times.items()}
     base = medians["hf_generate"]
     result = {
-        "model": args.model or lenssample.models.DEFAULT_MODEL,
+        "model": args.model or lenssample.model.loading.DEFAULT_MODEL,
         "new_tokens": n,
         "prompt_tokens": ids.shape[1],
         "repeats": args.repeats,

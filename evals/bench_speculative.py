@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 
 import lenssample
-from lenssample.decoding.speculative import LayerDraft, SelfSpeculative, SkipDraft
-from lenssample.decoding.speculative_search import choose_self_speculative
-from lenssample.strategies.early_exit import SKIPPED_KV, EarlyExit, MaxProb, Saturation
+from lenssample.schedules.early_exit import SKIPPED_KV, EarlyExit, MaxProb, Saturation
+from lenssample.schedules.search import choose_self_speculative
+from lenssample.schedules.speculative import LayerDraft, SelfSpeculative, SkipDraft
 
 PROMPT = "Explain, step by step, how a bill becomes a law in the United States."
 
@@ -145,7 +145,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     model, tokenizer = lenssample.load_model(args.model)
-    L = lenssample.adapters.model_parts(model).num_layers
+    L = lenssample.model.adapters.model_parts(model).num_layers
     chat = tokenizer.apply_chat_template(
         [{"role": "user", "content": PROMPT}], tokenize=False, add_generation_prompt=True
     )

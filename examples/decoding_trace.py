@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 import lenssample
+from lenssample.plotting.figures import plot_trace
 from lenssample.strategies.base import Strategy, StrategyOutput
-from lenssample.viz import plot_trace
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import lenssample
-from lenssample.viz import plot_layer_curves
+from lenssample.plotting.figures import plot_layer_curves
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images")
 model, tokenizer = lenssample.load_model()
@@ -26,7 +26,7 @@ if len(sys.argv) > 2:
     lenses["tuned"] = TunedLens.load(sys.argv[2], model)
 curves = {}
 for name, lens in lenses.items():
-    traj = lenssample.trajectory(model, tokenizer, text, lens=lens)
+    traj = lenssample.analysis.trajectory(model, tokenizer, text, lens=lens)
     curves[name] = {"layers": traj.layers, **traj.layer_summary()}
     kl = ", ".join(f"{layer}: {value:.1f}" for layer, value in zip(traj.layers[::5], curves[name]["kl"][::5]))
     print(f"{name} lens, KL(final || lens) by layer: {kl}")

@@ -1,65 +1,68 @@
-"""Teacher-forced scoring: a strategy's log-probability of every token of a text.
+"""Teacher-forced scoring: a strategy's score of every next token of a text (:func:`score`), or of chosen targets
+at chosen positions (:func:`target_scores`, what the evaluation harness and lm-eval need).
 
 The same strategy object that picks tokens in generation scores a given text here: position ``t``'s lens outputs
-(of the strategy's layers) are combined into a distribution over token ``t + 1``. One forward pass reads the
-residual stream of the strategy's layers at every position; the vocabulary projection and the strategy then run
-over chunks of positions, so memory stays bounded by ``max_chunk_bytes`` whatever the text length.
+(of the strategy's layers) are combined into a distribution over token ``t + 1``. One :func:`~lenssample.lens.passes
+.lens_pass` reads the residual stream of the strategy's layers at the positions asked for; the vocabulary projection
+and the strategy run over chunks of positions, so memory stays bounded by ``max_chunk_bytes`` whatever the length.
+
+Excluded tokens: a strategy with a plausibility cut-off (DoLa, layer contrast) gives ``-inf`` to every token outside
+its plausible set, so the observed token can have log-probability ``-inf``. Both functions report where that
+happened (``excluded``); set the strategy's ``excluded_logit`` (e.g. ``-1000``, as the DoLa paper does for
+likelihoods) for finite scores, or use :mod:`lenssample.eval.perplexity`, which reports the perplexity over the
+kept tokens and the excluded fraction.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from lenssample.adapters import model_parts
-from lenssample.decoding.loop import position_ids_from_mask
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.capture import run_layers
-from lenssample.strategies.base import FinalLayer, Strategy, StrategyOutput
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
+from lenssample.strategies.base import Strategy, StrategyOutput, as_strategy
+from lenssample.validation import check_attention_mask, check_next_token_logits, check_token_ids
 
 
-def selected_decisions(
+def strategy_decisions(
     model: nn.Module,
     input_ids: torch.Tensor,
-    select: torch.Tensor,
     strategy: Strategy,
     *,
     lens: Lens | None,
     attention_mask: torch.Tensor | None,
-    max_chunk_bytes: int,
+    select: torch.Tensor,
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> Iterator[tuple[int, int, StrategyOutput]]:
-    """The strategy's output at the selected positions: one model pass, then lens and strategy over chunks.
+    """The strategy's output at the selected positions: one lens pass, then lens and strategy over chunks.
 
     Args:
         input_ids: ``[batch, seq]`` on the model's device; ``attention_mask`` the same shape (or ``None``).
-        select: ``[batch, seq]`` bool on the model's device, the positions to decide at.
+        select: ``[batch, seq]`` bool, the positions to decide at.
         max_chunk_bytes: memory budget of one chunk (positions x layers x vocab x 4 bytes x 3).
 
     Yields:
         ``(start, stop, output)``: rows ``start:stop`` of the selected positions in row-major order, and the
         strategy's :class:`~lenssample.strategies.base.StrategyOutput` for them (``logits [stop - start, vocab]``).
     """
-    parts = model_parts(model)
     lens = as_lens(model, lens).with_final_norm(strategy.apply_final_norm)
-    layers = strategy.check_model(parts.num_layers)
-    position_ids = position_ids_from_mask(attention_mask) if attention_mask is not None else None
-    out = run_layers(
-        model,
-        input_ids,
-        layers,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-        keep=None,
-    )
-    hidden = out.hidden[select]  # [rows, n_layers, d_model]: only the positions asked for
-    chunk = max(1, int(max_chunk_bytes // (len(layers) * parts.vocab_size * 4 * 3)))
-    for start in range(0, hidden.shape[0], chunk):
-        stop = min(hidden.shape[0], start + chunk)
-        yield start, stop, strategy(lens(hidden[start:stop], layers), layers)
+    layers = strategy.check_model(lens.num_layers)
+    passed = lens_pass(model, input_ids, layers, attention_mask=attention_mask, select=select)
+    for chunk in passed.chunks(lens, max_chunk_bytes=max_chunk_bytes):
+        decision = strategy(chunk.logits, layers)
+        check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
+        yield chunk.start, chunk.stop, decision
+
+
+def _prepare(model: nn.Module, input_ids: Any, attention_mask: Any, min_length: int) -> tuple:
+    vocab = as_lens(model, None).vocab_size
+    ids = check_token_ids(input_ids, vocab, min_length=min_length).to(next(model.parameters()).device)
+    return ids, check_attention_mask(attention_mask, ids)
 
 
 @dataclass
@@ -68,14 +71,16 @@ class ScoreOutput:
 
     Attributes:
         token_log_probs: ``[batch, seq - 1]`` log-probability of ``input_ids[:, t + 1]`` given ``input_ids[:, :t+1]``
-            (``-inf`` where the strategy excludes the observed token; 0 at padded targets).
+            (``-inf`` where the strategy excludes the observed token, see ``excluded``; 0 at padded targets).
+        target_mask: ``[batch, seq - 1]`` True where the target is a real (non-padding) token.
+        excluded: ``[batch, seq - 1]`` True where the strategy excluded the observed token (``-inf``).
         log_probs: ``[batch, seq - 1, vocab]`` full distributions, only when asked for.
         info: the strategy's per-position decisions, each ``[batch, seq - 1]``.
-        target_mask: ``[batch, seq - 1]`` True where the target is a real (non-padding) token.
     """
 
     token_log_probs: torch.Tensor
     target_mask: torch.Tensor
+    excluded: torch.Tensor
     log_probs: torch.Tensor | None = None
     info: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -84,79 +89,146 @@ class ScoreOutput:
 def score(
     model: nn.Module,
     input_ids: torch.Tensor,
-    strategy: Strategy | None = None,
+    strategy: Strategy | str | None = None,
     *,
     lens: Lens | None = None,
     attention_mask: torch.Tensor | None = None,
     return_log_probs: bool = False,
-    max_chunk_bytes: int = 256 * 2**20,
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> ScoreOutput:
     """Score every next token of ``input_ids`` under ``strategy``.
 
     Args:
         model: a supported causal LM.
         input_ids: ``[batch, seq]`` (or ``[seq]``), seq >= 2; right or left padding allowed with ``attention_mask``.
-        strategy: default :class:`~lenssample.FinalLayer` (the model's own log-probs).
+        strategy: a strategy or a spec (``"dola:layers=high"``); default ``FinalLayer`` (the model's own log-probs).
         lens: default the logit lens.
-        attention_mask: ``[batch, seq]``.
+        attention_mask: ``[batch, seq]`` of 0/1.
         return_log_probs: also return the full ``[batch, seq - 1, vocab]`` log-probs.
         max_chunk_bytes: memory budget for one chunk of lens logits (positions x layers x vocab x 4 bytes x 3).
 
     Returns:
-        :class:`ScoreOutput`.
+        :class:`ScoreOutput`. A warning says how many targets the strategy excluded (``-inf``), if any.
     """
-    parts = model_parts(model)
-    strategy = FinalLayer() if strategy is None else strategy
-    if not isinstance(strategy, Strategy):
-        raise TypeError(f"strategy must be a lenssample Strategy, got {type(strategy).__name__}")
-    if input_ids.dim() == 1:
-        input_ids = input_ids[None]
-    if input_ids.dim() != 2 or input_ids.shape[1] < 2:
-        raise ValueError(
-            f"input_ids has shape {tuple(input_ids.shape)}; scoring needs [batch, seq] with seq >= 2 tokens"
-        )
-    device = next(model.parameters()).device
-    input_ids = input_ids.to(device)
-    if attention_mask is not None:
-        attention_mask = attention_mask.to(device)
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}"
-            )
+    strategy = as_strategy(strategy)
+    input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=2)
     batch, seq = input_ids.shape
     select = torch.ones_like(input_ids, dtype=torch.bool)
     select[:, -1] = False  # the last position has no target
     targets = input_ids[:, 1:].reshape(-1)
-    rows = targets.numel()
-    token_lp = torch.empty(rows, dtype=torch.float32, device=device)
-    full = (
-        torch.empty(rows, parts.vocab_size, dtype=torch.float32, device=device) if return_log_probs else None
-    )
+    token_lp = torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device)
+    full = torch.empty(targets.numel(), as_lens(model, lens).vocab_size) if return_log_probs else None
     info: dict[str, list[torch.Tensor]] = {}
-    for start, stop, decision in selected_decisions(
-        model,
-        input_ids,
-        select,
-        strategy,
-        lens=lens,
-        attention_mask=attention_mask,
+    for start, stop, decision in strategy_decisions(
+        model, input_ids, strategy, lens=lens, attention_mask=attention_mask, select=select,
         max_chunk_bytes=max_chunk_bytes,
-    ):
+    ):  # fmt: skip
         log_probs = torch.log_softmax(decision.logits.float(), dim=-1)
         token_lp[start:stop] = log_probs.gather(-1, targets[start:stop, None]).squeeze(-1)
         if full is not None:
-            full[start:stop] = log_probs
+            full[start:stop] = log_probs.to(full.device)
         for key, value in decision.info.items():
             info.setdefault(key, []).append(value.reshape(-1))
     target_mask = (
-        attention_mask[:, 1:].bool()
-        if attention_mask is not None
-        else torch.ones_like(input_ids[:, 1:], dtype=torch.bool)
+        attention_mask[:, 1:].bool() if attention_mask is not None else torch.ones_like(select[:, 1:])
     )
     token_lp = token_lp.reshape(batch, seq - 1).masked_fill(~target_mask, 0.0)
+    excluded = torch.isneginf(token_lp)
+    if bool(excluded.any()):
+        warnings.warn(
+            f"strategy {strategy.to_spec()!r} excluded {int(excluded.sum())} of {int(target_mask.sum())} observed "
+            "tokens (log-probability -inf: outside its plausible set); ScoreOutput.excluded marks them. Set its "
+            "excluded_logit (e.g. -1000) for finite scores",
+            stacklevel=2,
+        )
     return ScoreOutput(
         token_log_probs=token_lp,
         target_mask=target_mask,
+        excluded=excluded,
         log_probs=full.reshape(batch, seq - 1, -1) if full is not None else None,
         info={key: torch.cat(values).reshape(batch, seq - 1) for key, values in info.items()},
+    )
+
+
+@dataclass
+class TargetScores:
+    """Scores of the selected targets.
+
+    Attributes:
+        values: ``[batch, seq]`` score of ``target_ids`` at selected positions (log-probability, or the strategy's
+            raw logit when ``post_softmax=False``); 0 elsewhere. ``-inf`` where the strategy excludes the token,
+            unless ``excluded_value`` replaced it.
+        excluded: ``[batch, seq]`` True where the strategy put ``-inf`` on the observed target.
+        greedy: ``[batch, seq]`` True where the target is the strategy's top token (lm-eval's ``is_greedy``).
+        info: the strategy's per-position decisions (e.g. ``premature_layer``), each ``[n_selected]`` float, in
+            row-major order of the selected positions.
+    """
+
+    values: torch.Tensor
+    excluded: torch.Tensor
+    greedy: torch.Tensor
+    info: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@torch.inference_mode()
+def target_scores(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    target_ids: torch.Tensor,
+    select: torch.Tensor,
+    strategy: Strategy,
+    *,
+    lens: Lens | None = None,
+    attention_mask: torch.Tensor | None = None,
+    post_softmax: bool = True,
+    excluded_value: float | None = None,
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> TargetScores:
+    """Score ``target_ids[b, t]`` given ``input_ids[b, : t + 1]`` at the positions where ``select`` is True.
+
+    Args:
+        model: a supported causal LM.
+        input_ids: ``[batch, seq]`` model inputs, right-padded (``attention_mask`` 0 on the padding).
+        target_ids: ``[batch, seq]`` the token expected after each input position.
+        select: ``[batch, seq]`` bool, positions to score (never on padding).
+        strategy: any registered :class:`~lenssample.strategies.base.Strategy`.
+        lens: the lens the strategy reads through (default the logit lens).
+        attention_mask: ``[batch, seq]``.
+        post_softmax: score with ``log_softmax`` of the strategy's logits (a log-probability). ``False`` scores
+            with the raw logits, as DoLa's ``lm_score(post_softmax=False)`` does for its contrast scores.
+        excluded_value: replace ``-inf`` scores by this value (DoLa's convention is ``-1000``); ``None`` keeps
+            ``-inf`` and the caller must handle it (see ``excluded``).
+        max_chunk_bytes: memory budget for one chunk of lens logits.
+    """
+    input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=1)
+    target_ids, select = target_ids.to(input_ids.device), select.to(input_ids.device).bool()
+    targets = target_ids[select]
+    picked = torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device)
+    top = torch.empty(targets.numel(), dtype=torch.bool, device=input_ids.device)
+    info: dict[str, list[torch.Tensor]] = {}
+    for start, stop, decision in strategy_decisions(
+        model, input_ids, strategy, lens=lens, attention_mask=attention_mask, select=select,
+        max_chunk_bytes=max_chunk_bytes,
+    ):  # fmt: skip
+        logits = decision.logits.float()
+        if post_softmax:
+            logits = torch.log_softmax(logits, dim=-1)
+        picked[start:stop] = logits.gather(-1, targets[start:stop, None]).squeeze(-1)
+        top[start:stop] = picked[start:stop] >= logits.max(dim=-1).values
+        for key, value in decision.info.items():
+            info.setdefault(key, []).append(value.reshape(-1).float())
+    excluded_rows = torch.isneginf(picked)
+    if excluded_value is not None:
+        picked = picked.masked_fill(excluded_rows, float(excluded_value))
+
+    def spread(values: torch.Tensor, fill: Any) -> torch.Tensor:
+        out = torch.full(select.shape, fill, dtype=values.dtype, device=values.device)
+        out[select] = values
+        return out.cpu()
+
+    return TargetScores(
+        values=spread(picked, 0.0),
+        excluded=spread(excluded_rows, False),
+        greedy=spread(top, False),
+        info={key: torch.cat(parts).cpu() for key, parts in info.items()},
     )

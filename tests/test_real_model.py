@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lenssample import FinalLayer, apply_lens, generate, score
-from lenssample.adapters import model_parts
-from lenssample.hf import decoder
+from lenssample.api import decoder
+from lenssample.model.adapters import model_parts
 
 pytestmark = pytest.mark.real
 

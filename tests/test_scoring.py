@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from lenssample import FinalLayer, SingleLayer, apply_lens, score
-
-from .conftest import VOCAB, make_tiny_model
+from tests.conftest import VOCAB, make_tiny_model
 
 
 def test_final_layer_score_equals_model_log_probs():

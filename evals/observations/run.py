@@ -24,9 +24,9 @@ import numpy as np
 import tomllib
 import torch
 
+from lenssample.analysis.layer_stats import LayerStatistics, frequent_tokens, layer_statistics
 from lenssample.data import wikipedia
 from lenssample.lens.base import LogitLens
-from lenssample.observe import LayerStatistics, frequent_tokens, layer_statistics
 
 HERE = Path(__file__).resolve().parent
 SUMMARY = ("kl", "agree_final", "next_top1", "frequent", "input_top1", "entropy")
@@ -190,9 +190,9 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[str]:
 def plot_heatmaps(config: dict[str, Any], out: Path, *, model_override: Any = None) -> dict[str, list[str]]:
     """One logit-lens heatmap (and one tuned-lens heatmap when a tuned lens exists) per model, on a sample passage:
     the first ``sample_chars`` characters of the first held-out article."""
-    from lenssample.models import load_model
-    from lenssample.trajectory import trajectory
-    from lenssample.viz import plot_trajectory
+    from lenssample.analysis.trajectory import trajectory
+    from lenssample.model.loading import load_model
+    from lenssample.plotting.figures import plot_trajectory
 
     passage = wikipedia("heldout")[0].text[: int(config.get("sample_chars", 120))]
     written: dict[str, list[str]] = {}
@@ -249,7 +249,7 @@ def render_report(results: dict[str, Any]) -> str:
 
 def run(config: dict[str, Any], out: Path, *, model_override: Any = None) -> dict[str, Any]:
     """Compute everything for every model in ``config``; ``model_override`` = ``(model, tokenizer)`` for tests."""
-    from lenssample.models import load_model
+    from lenssample.model.loading import load_model
 
     results: dict[str, Any] = {"config": config, "models": {}}
     for spec in config["models"]:

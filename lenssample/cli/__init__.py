@@ -30,7 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 bad input)."""
+    """Run the CLI; returns the exit status (0 ok, 2 an error, 130 interrupted).
+
+    Every error is one line on stderr naming the problem; ``--debug`` (anywhere on the line) shows the traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -38,8 +44,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError) as err:
-        print(f"lenssample {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        hint = getattr(args, "resume_hint", "")
+        print(f"\nlenssample {args.command}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the command line reports every failure in one line
+        if debug:
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        kind = (
+            "" if isinstance(err, (ValueError, TypeError, FileNotFoundError)) else f"{type(err).__name__}: "
+        )
+        print(f"lenssample {args.command}: error: {kind}{message} (rerun with --debug for the traceback)"
+              if kind else f"lenssample {args.command}: error: {message}", file=sys.stderr)  # fmt: skip
         return 2
 
 

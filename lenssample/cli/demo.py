@@ -8,6 +8,7 @@ import time
 from lenssample.cli.common import add_model_args, load
 
 DEMO_PROMPT = "The capital of France is"
+DEMO_STRATEGIES = ("final", "dola:layers=high", "window", "layer:layer=-3")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,69 +19,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def demo_strategies(num_layers: int) -> list:
-    """The strategies the demo compares: the model itself and lens decoders reading intermediate layers."""
-    from lenssample.strategies.base import FinalLayer, SingleLayer
-    from lenssample.strategies.dola import DoLa
-    from lenssample.strategies.ensemble import LayerWindow
+def table_layers(num_layers: int) -> list[int]:
+    """Every ~L/8 layers and the final one: the rows of the demo's tables."""
+    return sorted(set(range(0, num_layers, max(1, num_layers // 8))) | {num_layers})
 
-    return [FinalLayer(), DoLa(layers="high"), LayerWindow(), SingleLayer(layer=num_layers - 2)]
+
+def show(model, tokenizer, prompt: str, max_new_tokens: int, lens=None, strategies=DEMO_STRATEGIES) -> None:
+    """The lens table of ``prompt`` (last 6 positions) and one generation per strategy, with its speed."""
+    from lenssample.analysis.trajectory import trajectory
+    from lenssample.api import generate
+    from lenssample.plotting.text import text_table
+
+    num_layers = model.config.num_hidden_layers
+    ids = tokenizer(prompt, return_tensors="pt").input_ids[0]
+    positions = range(max(0, len(ids) - 6), len(ids))
+    traj = trajectory(model, tokenizer, ids, lens=lens, layers=table_layers(num_layers), positions=positions)
+    print(text_table(traj, "prob", width=10))
+    print()
+    for spec in strategies:
+        start = time.perf_counter()
+        out = generate(model, prompt, spec, tokenizer=tokenizer, lens=lens, max_new_tokens=max_new_tokens)
+        per_token = 1000 * (time.perf_counter() - start) / out.new_tokens.shape[1]
+        print(f"{spec:<18} ({per_token:3.0f} ms/token)  {prompt}{out.texts(tokenizer)[0]!r}")
+    print()
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenssample.adapters import model_parts
-    from lenssample.decoding.api import generate
-    from lenssample.lens.table import lens_table
+    from lenssample.lens.tuned import TunedLens, default_lens_path
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens {args.max_new_tokens}: must be >= 1")
+    if not args.prompt:
+        raise ValueError("--prompt is empty; pass some text")
     start = time.perf_counter()
     model, tokenizer = load(args)
-    num_layers = model_parts(model).num_layers
+    num_layers = model.config.num_hidden_layers
     print(
         f"model: {model.config.model_type}, {num_layers} layers (loaded in {time.perf_counter() - start:.1f} s)\n"
     )
-    print(f"Logit lens on {args.prompt!r}: top-1 token and its probability, per layer (rows) and position:\n")
-    print(lens_table(model, tokenizer, args.prompt))
-    print()
-    for strategy in demo_strategies(num_layers):
-        start = time.perf_counter()
-        out = generate(
-            model, args.prompt, tokenizer=tokenizer, strategy=strategy, max_new_tokens=args.max_new_tokens
-        )
-        elapsed = time.perf_counter() - start
-        per_token = 1000 * elapsed / out.new_tokens.shape[1]
-        print(f"[{strategy.to_dict()}] ({per_token:.0f} ms/token)")
-        print(f"  {args.prompt}{out.texts(tokenizer)[0]!r}\n")
-    show_tuned_lens(args, model, tokenizer, num_layers)
-    return 0
-
-
-def show_tuned_lens(args: argparse.Namespace, model, tokenizer, num_layers: int) -> None:
-    """When a tuned lens was trained for this model (``lenssample train-lens``), decode through it too."""
-    from lenssample.decoding.api import generate
-    from lenssample.lens.table import lens_table
-    from lenssample.lens.tuned import TunedLens, default_lens_path
-    from lenssample.strategies.base import SingleLayer
-
+    print(
+        f"Logit lens on {args.prompt!r}: each layer's top-1 token and its probability at the last positions:\n"
+    )
+    show(model, tokenizer, args.prompt, args.max_new_tokens)
     path = default_lens_path(args.model)
     if not path.is_dir():
         print(
             f"(no tuned lens at {path}; `lenssample train-lens` trains one in minutes and the demo uses it)"
         )
-        return
-    lens = TunedLens.load(path, model)
+        return 0
     print(f"Tuned lens ({path}) on {args.prompt!r}:\n")
-    print(lens_table(model, tokenizer, args.prompt, lens=lens))
-    print()
-    strategy = SingleLayer(layer=num_layers * 3 // 4)
-    out = generate(
-        model,
-        args.prompt,
-        tokenizer=tokenizer,
-        strategy=strategy,
-        lens=lens,
-        max_new_tokens=args.max_new_tokens,
-    )
-    print(f"[{strategy.to_dict()} through the tuned lens]")
-    print(f"  {args.prompt}{out.texts(tokenizer)[0]!r}\n")
+    show(model, tokenizer, args.prompt, args.max_new_tokens, lens=TunedLens.load(path, model),
+         strategies=(f"layer:layer={num_layers * 3 // 4}",))  # fmt: skip
+    return 0

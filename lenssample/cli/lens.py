@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """Every check that needs no model, so bad input fails before the model loads."""
-    from lenssample.viz import check_output_path, get_statistic
+    from lenssample.plotting.figures import check_output_path, get_statistic
 
     if not args.text:
         raise ValueError("text is empty; pass some text to look at")
@@ -59,9 +59,10 @@ def parse_layers(text: str | None) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lenssample.trajectory import trajectory
-    from lenssample.viz import get_statistic, plot_trajectory
-    from lenssample.viz_html import trajectory_html
+    from lenssample.analysis.trajectory import trajectory
+    from lenssample.plotting.figures import plot_trajectory
+    from lenssample.plotting.html import trajectory_html
+    from lenssample.plotting.text import text_table
 
     check_args(args)
     layers = parse_layers(args.layers)
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     positions = choose_positions(args, len(ids), kind)
     traj = trajectory(model, tokenizer, ids, lens=lens, layers=layers, positions=positions, top_k=args.top_k)
     if kind == "text":
-        print(text_table(traj, get_statistic(args.stat)))
+        print(text_table(traj, args.stat))
     elif kind == "html":
         trajectory_html(traj, stat=args.stat, path=args.out, max_positions=len(positions))
     else:
@@ -114,22 +115,3 @@ def choose_positions(args: argparse.Namespace, seq: int, kind: str) -> list[int]
             "pass a smaller window with --last or --start/--end, or write .html"
         )
     return positions
-
-
-def text_table(traj, statistic, width: int = 12) -> str:
-    """Top-1 token and the chosen statistic per layer (rows, final on top) and position (columns)."""
-    values = statistic.values(traj)
-    cell = width + 7
-    lines = [
-        "layer".rjust(6) + "".join(t.rjust(cell) for t in traj.input_tokens),
-        "next".rjust(6)
-        + "".join((t + ("*" if m else "")).rjust(cell) for t, m in zip(traj.next_tokens, traj.matches)),
-    ]
-    for r in sorted(range(len(traj.layers)), key=lambda i: -traj.layers[i]):
-        cells = [
-            f"{traj.top_tokens[r, c]} {statistic.fmt.format(values[r, c])}".rjust(cell)
-            for c in range(len(traj.positions))
-        ]
-        lines.append(str(traj.layers[r]).rjust(6) + "".join(cells))
-    lines.append(f"({statistic.label}; * = the final layer predicts the next token)")
-    return "\n".join(lines)

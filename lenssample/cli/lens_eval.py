@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from lenssample.cli.common import add_model_args, load, texts_from_arg
 
@@ -32,11 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lenssample.analysis.lens_eval import compare_lenses
+    from lenssample.data.windows import token_windows
     from lenssample.lens.base import LogitLens
-    from lenssample.lens.evaluate import compare_lenses
-    from lenssample.lens.fit import token_windows
     from lenssample.lens.tuned import TunedLens
-    from lenssample.models import DEFAULT_MODEL
+    from lenssample.model.loading import DEFAULT_MODEL
+    from lenssample.plotting.figures import plot_layer_curves
+    from lenssample.validation import check_output_file
 
     if args.positions < 1:
         raise ValueError(f"--positions {args.positions}: must be >= 1")
@@ -46,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not name or not folder:
             raise ValueError(f"--compare {spec!r}: write NAME=DIR, e.g. closed-form=lenses/ridge")
         compare.append((name, folder))
+    out = check_output_file(args.out, suffixes=(".json",), field="--out")  # before any work
+    plot = check_output_file(args.plot or out.with_suffix(".png"), suffixes=(".png", ".svg", ".pdf"),
+                             field="--plot")  # fmt: skip
     texts = texts_from_arg(args.data, "heldout")
     model, tokenizer = load(args)
     lenses = {"logit": LogitLens(model), "tuned": TunedLens.load(args.lens, model)}
@@ -53,16 +57,16 @@ def run(args: argparse.Namespace) -> int:
         lenses[name] = TunedLens.load(folder, model)
     windows = token_windows(texts, tokenizer, seq_len=args.seq_len)
     result = compare_lenses(model, lenses, windows, max_positions=args.positions)
-    out = result.save_json(
+    result.save_json(
         args.out,
         model=str(getattr(model.config, "_name_or_path", "")),
         data=args.data,
         lens=str(args.lens),
         training=lenses["tuned"].training_info,
     )
-    plot = Path(args.plot) if args.plot else out.with_suffix(".png")
     model_name = f"{args.model or DEFAULT_MODEL} ({model.config.model_type})"
-    result.plot(plot, title=f"{model_name}, {result.positions} held-out positions of {args.data}")
+    plot_layer_curves(result.metrics, layers=result.layers, metrics=("kl", "agreement"), path=plot,
+                      title=f"{model_name}, {result.positions} held-out positions of {args.data}")  # fmt: skip
     table = result.markdown()
     out.with_suffix(".md").write_text(table + "\n")
     print(table)

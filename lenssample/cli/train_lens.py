@@ -7,12 +7,20 @@ import json
 import shutil
 from pathlib import Path
 
-from lenssample.cli.common import add_model_args, load, texts_from_arg
+from lenssample.cli.common import (
+    add_dataclass_args,
+    add_model_args,
+    dataclass_from_args,
+    load,
+    texts_from_arg,
+)
 
 DEFAULT_TRAIN_DATA = "mixed"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from lenssample.lens.train import TrainConfig
+
     parser = subparsers.add_parser("train-lens", help="train a tuned lens (CPU, minutes) and save it")
     add_model_args(parser)
     parser.add_argument(
@@ -26,26 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="output folder (default: ~/.cache/lenssample/lenses/<model>, used by demo)",
     )
-    parser.add_argument(
-        "--steps", type=int, default=250, help="KL fine-tuning steps after the closed-form fit"
-    )
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument(
-        "--batch-positions", type=int, default=32, help="positions per step (all layers each)"
-    )
-    parser.add_argument("--max-tokens", type=int, default=32768, help="training tokens run through the model")
-    parser.add_argument(
-        "--cache-positions", type=int, default=8192, help="positions kept (all layers) for the KL fine-tuning"
-    )
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--placement",
-        choices=("after-norm", "before-norm"),
-        default="after-norm",
-        help="translate the final-normed state (default) or the raw residual stream (the tuned-lens paper)",
-    )
-    parser.add_argument("--checkpoint-every", type=int, default=25)
+    add_dataclass_args(parser, TrainConfig)  # the recipe: --steps, --lr, --placement, ...
     parser.add_argument(
         "--checkpoint-dir",
         default=None,
@@ -65,35 +54,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from lenssample.lens.train import closed_form_lens, train_tuned_lens
+    from lenssample.lens.train import TrainConfig, closed_form_lens, train_tuned_lens
     from lenssample.lens.tuned import default_lens_path
 
-    for name in ("steps", "batch_positions", "max_tokens", "cache_positions", "seq_len", "checkpoint_every"):
-        minimum = 0 if name == "steps" else 1
-        if getattr(args, name) < minimum:
-            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {minimum}")
-    texts = texts_from_arg(args.data, "train")  # checked before the model loads
+    config = dataclass_from_args(args, TrainConfig)  # validated before the model loads
+    texts = texts_from_arg(args.data, "train")
     out = Path(args.out) if args.out else default_lens_path(args.model)
     checkpoints = (
         Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".checkpoints")
     )
     model, tokenizer = load(args)
-    lens = train_tuned_lens(
-        model,
-        texts,
-        tokenizer=tokenizer,
-        steps=args.steps,
-        lr=args.lr,
-        batch_positions=args.batch_positions,
-        max_tokens=args.max_tokens,
-        cache_positions=args.cache_positions,
-        seq_len=args.seq_len,
-        seed=args.seed,
-        placement=args.placement.replace("-", "_"),
-        checkpoint_dir=checkpoints,
-        checkpoint_every=args.checkpoint_every,
-        resume=not args.no_resume,
-    )
+    lens = train_tuned_lens(model, texts, config, tokenizer=tokenizer, checkpoint_dir=checkpoints,
+                            resume=not args.no_resume)  # fmt: skip
     lens.training_info["data"] = args.data  # which corpus (or file) the lens was trained on
     lens.save(out, dtype=torch.float16 if args.half else torch.float32)
     if args.save_closed_form:

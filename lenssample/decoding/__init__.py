@@ -1,17 +1,24 @@
-"""The decoding loop and its outputs."""
+"""The per-token decoding loop and what every loop shares: settings, prompt, token picking, emission, outputs.
 
-from lenssample.decoding.api import generate
-from lenssample.decoding.loop import Prompt, decode, prepare_prompt
+Compute schedules that own the loop (early exit, self-speculative decoding) live in :mod:`lenssample.schedules`;
+:func:`lenssample.generate` (:mod:`lenssample.api`) runs one or the other.
+"""
+
+from lenssample.decoding.emission import EmissionPolicy, Emitter
+from lenssample.decoding.loop import decode
 from lenssample.decoding.outputs import GenerateOutput, Trace
-from lenssample.decoding.sampling import TokenPicker, build_processors
+from lenssample.decoding.prompt import Prompt, prepare_prompt
+from lenssample.decoding.sampling import TokenPicker
+from lenssample.decoding.settings import DecodingSettings
 
 __all__ = [
-    "generate",
+    "DecodingSettings",
+    "EmissionPolicy",
+    "Emitter",
+    "GenerateOutput",
+    "Prompt",
+    "TokenPicker",
+    "Trace",
     "decode",
     "prepare_prompt",
-    "Prompt",
-    "GenerateOutput",
-    "Trace",
-    "TokenPicker",
-    "build_processors",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -22,6 +23,20 @@ class Trace:
     layers: tuple[int, ...]
     info: dict[str, torch.Tensor] = field(default_factory=dict)
     blocks_per_step: float = 0.0
+
+    @staticmethod
+    def row_info(rows: list[dict[str, list[float]]]) -> dict[str, torch.Tensor]:
+        """Per-row step records (``{key: [values]}``, rows of unequal length) as ``[batch, steps]`` tensors,
+        rows with fewer steps filled with ``-1``."""
+        info = {}
+        for key in sorted({key for row in rows for key in row}):
+            steps = max(len(row.get(key, [])) for row in rows)
+            table = torch.full((len(rows), steps), -1.0)
+            for index, row in enumerate(rows):
+                values = row.get(key, [])
+                table[index, : len(values)] = torch.tensor(values, dtype=torch.float32)
+            info[key] = table
+        return info
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -48,6 +63,25 @@ class GenerateOutput:
     prompt_length: int
     trace: Trace
     attention_mask: torch.Tensor | None = None
+
+    @classmethod
+    def from_rows(
+        cls, prompt: Any, rows: list[torch.Tensor], pad_token_id: int, trace: Trace
+    ) -> GenerateOutput:
+        """Rows decoded one at a time (``rows``: each row's generated tokens ``[n_new]``) after the padded prompt,
+        shorter rows filled with ``pad_token_id``."""
+        longest = max(len(row) for row in rows)
+        new = torch.full(
+            (len(rows), longest), int(pad_token_id), dtype=torch.long, device=prompt.input_ids.device
+        )
+        for index, row in enumerate(rows):
+            new[index, : len(row)] = row
+        return cls(
+            sequences=torch.cat([prompt.input_ids, new], dim=-1),
+            prompt_length=prompt.input_ids.shape[1],
+            trace=trace,
+            attention_mask=prompt.attention_mask,
+        )
 
     @property
     def new_tokens(self) -> torch.Tensor:

@@ -1,23 +1,26 @@
-"""Sweep configuration: a TOML file of models x lenses x strategies x tasks.
+"""Sweep configuration: a TOML file of models x lenses x variants x tasks.
 
 Example (``evals/configs/default.toml`` is a full one)::
 
     out = "evals/results/default"        # records.jsonl, summary.json, summary.md, plots go here
     models = ["smollm2-135m-instruct"]   # load_model names, folders, or "factory:module:function"
     lenses = ["logit"]                   # "logit" or a saved tuned-lens folder
-    strategies = ["final", "layer:layer=24"]   # or [[strategies]] tables: {name = "layer", layer = 24}
+    variants = ["final", "dola:layers=high", "early-exit:measure=max-prob,threshold=0.9"]
     baseline = "final"                   # differences (with bootstrap intervals) are taken against it
+
+    [[variants]]                         # a table: the same spec as a TOML table, with an optional label
+    name = "ensemble"
+    label = "ensemble-fitted"
+    fit = { source = "wikipedia:train", max_tokens = 2048, window = 256 }   # weights fitted per model and lens
 
     [[tasks]]
     name = "wiki"
     kind = "perplexity"                  # perplexity | multiple_choice | generation | speed
     source = "wikipedia:heldout"
-    window = 512
-    stride = 256
-    max_tokens = 4096
 
-A strategy string is ``name`` or ``name:key=value:key=value`` (values parsed like ``--set``); its label (used in
-tables) is the string itself unless a table gives ``label``.
+A variant is a strategy or a schedule, written in the one spec syntax (:mod:`lenssample.specs`); its label (used in
+tables and records) is the string itself unless a table gives ``label``. ``strategies`` is accepted for
+``variants``.
 """
 
 from __future__ import annotations
@@ -28,13 +31,17 @@ from typing import Any
 
 import tomllib
 
-from lenssample.strategies.base import Strategy, _did_you_mean, parse_value
+from lenssample.schedules.base import SCHEDULES, Schedule
+from lenssample.specs import parse_spec, split_specs
+from lenssample.strategies.base import STRATEGIES, FinalLayer, Strategy
+from lenssample.validation import check_int, check_number, did_you_mean
 
 TASK_KINDS = ("perplexity", "multiple_choice", "generation", "speed")
 TOP_LEVEL = (
     "out",
     "models",
     "lenses",
+    "variants",
     "strategies",
     "baseline",
     "tasks",
@@ -43,56 +50,86 @@ TOP_LEVEL = (
     "confidence",
     "threads",
 )
+FIT_KEYS = ("source", "max_tokens", "window")
 
 
-def split_strategy_list(text: str) -> list[str]:
-    """``"final,layer:layer=24,dola:layers=[2,4]"`` -> its strategy strings (commas inside brackets kept)."""
-    items, depth, current = [], 0, ""
-    for char in text:
-        depth += char in "[{("
-        depth -= char in "]})"
-        if char == "," and depth == 0:
-            items.append(current.strip())
-            current = ""
-        else:
-            current += char
-    items.append(current.strip())
-    return [item for item in items if item]
-
-
-def parse_strategy(text: str) -> dict[str, Any]:
-    """``"layer:layer=24"`` -> ``{"name": "layer", "layer": 24}``."""
-    name, *assignments = text.split(":")
-    spec: dict[str, Any] = {"name": name.strip()}
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"strategy {text!r}: {item!r} is not key=value; write e.g. 'layer:layer=24'")
-        spec[key.strip()] = parse_value(value.strip())
-    return spec
+def split_variant_list(text: str) -> list[str]:
+    """``"final,layer:layer=24,dola:layers=2,4"`` -> its variant specs (a part naming a strategy or schedule, or
+    ``name:...``, starts a new one)."""
+    return split_specs(text, [*STRATEGIES, *SCHEDULES])
 
 
 @dataclass(frozen=True)
-class StrategyEntry:
-    """A strategy of the sweep with its table label."""
+class Variant:
+    """One variant of a sweep: a strategy, or a schedule (which decodes from the final layer), with its label.
+
+    Attributes:
+        label: the name in tables and records.
+        strategy: the strategy (``FinalLayer`` for a schedule).
+        schedule: the compute schedule, or ``None``.
+        fit: for a fitted ensemble, how its weights are fitted (``source``, ``max_tokens``, ``window``), once per
+            model and lens, before the tasks run.
+    """
 
     label: str
-    strategy: Strategy
+    strategy: Strategy = field(default_factory=FinalLayer)
+    schedule: Schedule | None = None
+    fit: dict[str, Any] | None = None
+
+    @property
+    def spec(self) -> Strategy | Schedule:
+        return self.schedule or self.strategy
 
 
-def strategy_entry(item: str | dict[str, Any]) -> StrategyEntry:
-    """Build a strategy from a string or a table (unknown names and fields raise with a "did you mean")."""
+def variant_entry(item: str | dict[str, Any]) -> Variant:
+    """Build a variant from a spec string or a table (unknown names and fields raise with a "did you mean")."""
     if isinstance(item, str):
-        return StrategyEntry(label=item, strategy=Strategy.from_dict(parse_strategy(item)))
-    if isinstance(item, dict):
+        label, spec, fit = item.strip(), item, None
+        name = parse_spec(item)[0]
+    elif isinstance(item, dict):
         spec = dict(item)
-        label = spec.pop("label", None)
-        strategy = Strategy.from_dict(spec)
-        if label is None:
-            params = ":".join(f"{k}={v}" for k, v in spec.items() if k != "name")
-            label = spec["name"] + (f":{params}" if params else "")
-        return StrategyEntry(label=str(label), strategy=strategy)
-    raise TypeError(f"strategy entry {item!r} must be a string like 'layer:layer=24' or a table with 'name'")
+        label, fit = spec.pop("label", None), spec.pop("fit", None)
+        name = spec.get("name")
+    else:
+        raise TypeError(f"variant {item!r} must be a spec like 'layer:layer=24' or a table with 'name'")
+    if name in SCHEDULES:
+        built = Variant(label="", schedule=SCHEDULES.build(spec))  # type: ignore[arg-type]
+    else:
+        built = Variant(label="", strategy=STRATEGIES.build(spec))  # type: ignore[arg-type]
+    if fit is not None:
+        fit = _fit_recipe(fit, built)
+    return Variant(label=str(label or built.spec.to_spec()), strategy=built.strategy, schedule=built.schedule,
+                   fit=fit)  # fmt: skip
+
+
+def as_variant(item: Any, label: str | None = None) -> Variant:
+    """A :class:`Variant` from a variant, a strategy or schedule object, or a spec (string or table)."""
+    if isinstance(item, Variant):
+        return item
+    if isinstance(item, Schedule):
+        return Variant(label=label or item.to_spec(), schedule=item)
+    if isinstance(item, Strategy):
+        return Variant(label=label or item.to_spec(), strategy=item)
+    built = variant_entry(item)
+    return Variant(
+        label=label or built.label, strategy=built.strategy, schedule=built.schedule, fit=built.fit
+    )
+
+
+def _fit_recipe(fit: Any, variant: Variant) -> dict[str, Any]:
+    if variant.strategy.name != "ensemble" or variant.schedule is not None:
+        raise ValueError(f"fit= applies to an ensemble (name = 'ensemble'); got {variant.spec.to_spec()!r}")
+    if not isinstance(fit, dict):
+        raise ValueError(f"fit={fit!r} must be a table, e.g. fit = {{ source = 'wikipedia:train' }}")
+    for key in fit:
+        if key not in FIT_KEYS:
+            raise ValueError(
+                f"fit has no key {key!r}.{did_you_mean(key, FIT_KEYS)} Keys: {', '.join(FIT_KEYS)}"
+            )
+    recipe = {"source": "wikipedia:train", "max_tokens": 2048, "window": 256, **fit}
+    check_int(recipe["max_tokens"], field="fit.max_tokens", low=1)
+    check_int(recipe["window"], field="fit.window", low=8)
+    return recipe
 
 
 @dataclass(frozen=True)
@@ -111,7 +148,7 @@ class SweepConfig:
     out: Path
     models: tuple[str, ...]
     lenses: tuple[str, ...]
-    strategies: tuple[StrategyEntry, ...]
+    variants: tuple[Variant, ...]
     tasks: tuple[TaskSpec, ...]
     baseline: str
     seed: int = 0
@@ -136,17 +173,20 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path | None = None) -> SweepC
     for key in raw:
         if key not in TOP_LEVEL:
             raise ValueError(
-                f"config key {key!r} is not known.{_did_you_mean(key, TOP_LEVEL)} Keys: {', '.join(TOP_LEVEL)}"
+                f"config key {key!r} is not known.{did_you_mean(key, TOP_LEVEL)} Keys: {', '.join(TOP_LEVEL)}"
             )
-    strategies = tuple(strategy_entry(item) for item in _require_list(raw, "strategies"))
-    labels = [s.label for s in strategies]
+    if "variants" in raw and "strategies" in raw:
+        raise ValueError(
+            "the config gives both 'variants' and 'strategies'; they are the same list: keep one"
+        )
+    key = "strategies" if "strategies" in raw else "variants"
+    variants = tuple(variant_entry(item) for item in _require_list(raw, key))
+    labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"strategy labels must be distinct, got {labels}; add 'label' to the duplicates")
+        raise ValueError(f"variant labels must be distinct, got {labels}; add 'label' to the duplicates")
     baseline = raw.get("baseline", labels[0])
     if baseline not in labels:
-        raise ValueError(
-            f"baseline={baseline!r} is not one of the strategies.{_did_you_mean(baseline, labels)}"
-        )
+        raise ValueError(f"baseline={baseline!r} is not one of the variants.{did_you_mean(baseline, labels)}")
     tasks = []
     for number, table in enumerate(_require_list(raw, "tasks"), start=1):
         if not isinstance(table, dict) or "kind" not in table:
@@ -155,28 +195,38 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path | None = None) -> SweepC
         kind = params.pop("kind")
         if kind not in TASK_KINDS:
             raise ValueError(
-                f"task #{number}: kind={kind!r} is not known.{_did_you_mean(kind, TASK_KINDS)} "
+                f"task #{number}: kind={kind!r} is not known.{did_you_mean(kind, TASK_KINDS)} "
                 f"Known: {', '.join(TASK_KINDS)}"
             )
-        name = str(params.pop("name", kind))
-        tasks.append(TaskSpec(name=name, kind=kind, params=params))
+        tasks.append(TaskSpec(name=str(params.pop("name", kind)), kind=kind, params=params))
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be distinct, got {names}; give each task a 'name'")
     out = Path(raw.get("out", "evals/results/run"))
     if base_dir is not None and not out.is_absolute():
         out = base_dir / out
+    threads = raw.get("threads")
     return SweepConfig(
         out=out,
         models=tuple(map(str, _require_list(raw, "models", ["smollm2-135m-instruct"]))),
         lenses=tuple(map(str, _require_list(raw, "lenses", ["logit"]))),
-        strategies=strategies,
+        variants=variants,
         tasks=tuple(tasks),
         baseline=baseline,
-        seed=int(raw.get("seed", 0)),
-        bootstrap_resamples=int(raw.get("bootstrap_resamples", 2000)),
-        confidence=float(raw.get("confidence", 0.95)),
-        threads=raw.get("threads"),
+        seed=check_int(raw.get("seed", 0), field="seed", low=0),
+        bootstrap_resamples=check_int(
+            raw.get("bootstrap_resamples", 2000), field="bootstrap_resamples", low=10
+        ),
+        confidence=check_number(
+            raw.get("confidence", 0.95),
+            field="confidence",
+            low=0.5,
+            high=1.0,
+            low_open=True,
+            high_open=True,
+            fix="Write a level such as 0.95.",
+        ),  # fmt: skip
+        threads=None if threads is None else check_int(threads, field="threads", low=1),
     )
 
 

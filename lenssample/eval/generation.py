@@ -17,14 +17,15 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from lenssample.decoding.api import generate
+from lenssample.api import generate
+from lenssample.data.sets import GenerationItem
 from lenssample.lens.base import Lens
+from lenssample.schedules.base import Schedule
 from lenssample.strategies.base import Strategy
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -76,15 +77,6 @@ def quality_stats(sequences: Sequence[Sequence[int]], n: int = 4) -> dict[str, f
     }
 
 
-@dataclass(frozen=True)
-class GenerationItem:
-    """One prompt; ``references`` empty for free generation (only quality statistics)."""
-
-    id: str
-    prompt: str
-    references: tuple[str, ...] = ()
-
-
 def first_line(text: str) -> str:
     """The answer part of a generation: its first non-empty line."""
     for line in text.strip().splitlines():
@@ -99,18 +91,21 @@ def evaluate_item(
     item: GenerationItem,
     strategy: Strategy,
     *,
+    schedule: Schedule | None = None,
     lens: Lens | None = None,
     max_new_tokens: int = 32,
     stop_at_newline: bool = True,
     eos_token_id: Any = None,
 ) -> dict[str, Any]:
-    """Greedy generation for one item (no repetition penalty): a JSON-ready record with the text, the generated
-    token ids, and ``exact_match`` / ``contains`` when the item has references."""
+    """Greedy generation for one item (no repetition penalty) with a strategy or a schedule: a JSON-ready record
+    with the text, the generated token ids, and ``exact_match`` / ``contains`` when the item has references."""
     ids = torch.tensor([tokenizer.encode(item.prompt, add_special_tokens=False)])
     if ids.shape[1] == 0:
         raise ValueError(f"item {item.id!r} has an empty prompt")
     kwargs = {} if eos_token_id is None else {"eos_token_id": eos_token_id}
-    out = generate(model, ids, strategy=strategy, lens=lens, max_new_tokens=max_new_tokens, **kwargs)
+    out = generate(
+        model, ids, strategy, schedule=schedule, lens=lens, max_new_tokens=max_new_tokens, **kwargs
+    )
     new = out.new_tokens[0].tolist()
     # a finished row is padded after its EOS: keep the tokens before the first EOS
     eos = eos_token_id if eos_token_id is not None else getattr(model.generation_config, "eos_token_id", None)

@@ -29,44 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from lenssample.eval.tokens import target_scores
+from lenssample.data.sets import ChoiceItem
 from lenssample.lens.base import Lens
+from lenssample.scoring import target_scores
 from lenssample.strategies.base import Strategy
-
-
-@dataclass(frozen=True)
-class ChoiceItem:
-    """One multiple-choice question.
-
-    Attributes:
-        id: a stable identifier (used to resume runs).
-        context: the text before each choice.
-        choices: the continuations; each is appended to ``context`` as it is (put a leading space in it if the
-            tokeniser needs one).
-        correct: indices of the true choices (at least one).
-        best: index of the best true choice (MC1); default ``correct[0]``.
-    """
-
-    id: str
-    context: str
-    choices: tuple[str, ...]
-    correct: tuple[int, ...]
-    best: int | None = None
-
-    def __post_init__(self) -> None:
-        if len(self.choices) < 2:
-            raise ValueError(f"item {self.id!r} has {len(self.choices)} choices; give at least two")
-        if not self.correct or any(not 0 <= i < len(self.choices) for i in self.correct):
-            raise ValueError(
-                f"item {self.id!r}: correct={self.correct!r} must be non-empty indices into its "
-                f"{len(self.choices)} choices"
-            )
-        if self.best is not None and self.best not in self.correct:
-            raise ValueError(f"item {self.id!r}: best={self.best} is not one of correct={self.correct}")
-        if len(self.correct) == len(self.choices):
-            raise ValueError(
-                f"item {self.id!r}: every choice is marked correct; give at least one false choice"
-            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ With ``stride=4`` (lm-eval's default): ``[P t0 t1 t2] -> t0..t3``, ``[t3 t4 t5 t
 Excluded tokens: a strategy with a plausibility cut-off (DoLa's relative top, say) can put ``-inf`` on the observed
 token, which would make the perplexity infinite. We never report a silent ``inf`` or NaN: each excluded token is
 counted (``excluded_fraction``) and charged ``floor_log_prob`` (default ``-20`` nats, probability ~2e-9) in
-``perplexity``; ``perplexity_finite`` is computed over the tokens that were not excluded.
+``perplexity``; ``perplexity_kept`` is computed over the tokens that were not excluded.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lenssample.eval.tokens import target_scores
 from lenssample.lens.base import Lens
+from lenssample.scoring import target_scores
 from lenssample.strategies.base import Strategy
 
 DEFAULT_FLOOR_LOG_PROB = -20.0
@@ -101,8 +101,8 @@ def rolling_windows(
 class PerplexityResult:
     """Aggregated perplexity figures (natural logs; ``bits_per_byte`` in bits).
 
-    ``perplexity`` and ``nll_per_token`` charge excluded tokens ``floor_log_prob``; ``perplexity_finite`` leaves
-    them out. When nothing is excluded the two agree.
+    ``perplexity`` and ``nll_per_token`` charge excluded tokens ``floor_log_prob``; ``perplexity_kept`` is over
+    the tokens the strategy keeps. When nothing is excluded the two agree.
     """
 
     tokens: int
@@ -112,7 +112,7 @@ class PerplexityResult:
     bits_per_byte: float
     excluded_tokens: int
     excluded_fraction: float
-    perplexity_finite: float
+    perplexity_kept: float
     floor_log_prob: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,7 +200,7 @@ def aggregate(
         bits_per_byte=nll / (math.log(2) * n_bytes) if n_bytes else float("nan"),
         excluded_tokens=excluded,
         excluded_fraction=excluded / tokens,
-        perplexity_finite=math.exp(nll_finite / finite_tokens) if finite_tokens else float("nan"),
+        perplexity_kept=math.exp(nll_finite / finite_tokens) if finite_tokens else float("nan"),
         floor_log_prob=floor_log_prob,
     )
 

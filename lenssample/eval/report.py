@@ -26,6 +26,9 @@ SPEED_KEYS = (
     "ttft_ms",
     "blocks_per_token",
     "acceptance_rate",
+    "identical_to_final",
+    "full_model_nll",
+    "full_model_agreement",
     "peak_memory_mb",
 )
 
@@ -60,13 +63,13 @@ def summarize(config: SweepConfig, records: list[dict[str, Any]]) -> dict[str, A
     for record in records:
         groups[(record["model"], record["lens"], record["task"], record["strategy"])].append(record)
     rows = []
-    labels = [e.label for e in config.strategies]
+    labels = [v.label for v in config.variants]
     for model in config.models:
         for lens in config.lenses:
             for spec in config.tasks:
                 task = build_task(spec)
                 if isinstance(task, SpeedTask):
-                    for label in [*labels, "final", "hf_generate"]:
+                    for label in [*labels, "final", "final_custom_generate", "hf_generate"]:
                         found = groups.get((model, lens, task.name, label))
                         if found and not any(
                             r["task"] == task.name and r["strategy"] == label
@@ -150,7 +153,14 @@ def _fmt(value: Any) -> str:
 
 
 MAIN_METRICS = {
-    "perplexity": ["perplexity", "nll_per_token", "bits_per_byte", "excluded_fraction", "tokens"],
+    "perplexity": [
+        "perplexity",
+        "perplexity_kept",
+        "excluded_fraction",
+        "nll_per_token",
+        "bits_per_byte",
+        "tokens",
+    ],
     "multiple_choice": ["acc", "acc_norm", "mc1", "mc2", "mc3", "items"],
     "generation": ["exact_match", "contains", "repetition_rate", "distinct_2", "mean_length", "items"],
     "speed": list(SPEED_KEYS),

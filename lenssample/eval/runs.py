@@ -12,19 +12,26 @@ the same summary as one uninterrupted process.
 
 from __future__ import annotations
 
-import argparse
 import importlib
+import json
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from lenssample.data.sets import documents
 from lenssample.eval import speed
-from lenssample.eval.config import SweepConfig
+from lenssample.eval.config import SweepConfig, Variant
 from lenssample.eval.records import RecordWriter, read_records, record_key
 from lenssample.eval.report import summarize, write_reports
-from lenssample.eval.tasks import Context, SpeedTask, build_task
+from lenssample.eval.tasks import Context, SpeedTask, build_task, scoring_strategy
+from lenssample.lens.tuned import load_lens
+from lenssample.model.loading import load_model
+from lenssample.strategies.base import STRATEGIES
+from lenssample.strategies.fit import fit_layer_weights
 
 Loader = Callable[[str], tuple[Any, Any]]
 
@@ -37,16 +44,28 @@ def load_by_name(name: str) -> tuple[Any, Any]:
         if not sep:
             raise ValueError(f"model {name!r}: write factory:package.module:function")
         return getattr(importlib.import_module(module), func)()
-    from lenssample.models import load_model
-
     return load_model(None if name in ("default", "") else name)
 
 
-def build_lens(spec: str, model: Any) -> Any:
-    """The lens named in the config, through the CLI's ``--lens`` logic (``logit`` or a tuned-lens folder)."""
-    from lenssample.cli.common import lens_from_args
-
-    return lens_from_args(argparse.Namespace(lens=spec), model)
+def fitted_variant(variant: Variant, ctx: Context, out: Path, model_name: str, lens_spec: str) -> Variant:
+    """A fitted ensemble's weights for this model and lens: read from ``OUT/fitted/`` or fitted (and saved) once."""
+    if variant.fit is None:
+        return variant
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model_name}--{lens_spec}--{variant.label}")
+    path = out / "fitted" / f"{safe}.json"
+    if path.is_file():
+        strategy = STRATEGIES.build(json.loads(path.read_text(encoding="utf-8"))["strategy"])
+    else:
+        texts = documents(variant.fit["source"])
+        result = fit_layer_weights(ctx.model, ctx.tokenizer, texts, layers=variant.strategy.layers.spec,
+                                   lens=ctx.lens, max_tokens=variant.fit["max_tokens"],
+                                   window=variant.fit["window"])  # fmt: skip
+        strategy = result.strategy
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"strategy": strategy.to_dict(), "fit": variant.fit, "nll": result.nll,
+                  "final_nll": result.final_nll, "tokens": result.tokens}  # fmt: skip
+        path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return Variant(label=variant.label, strategy=strategy)
 
 
 def run_sweep(
@@ -87,22 +106,25 @@ def run_sweep(
         for model_name in config.models:
             model, tokenizer = loader(model_name)
             for lens_spec in config.lenses:
-                ctx = Context(model=model, tokenizer=tokenizer, lens=build_lens(lens_spec, model))
+                ctx = Context(model=model, tokenizer=tokenizer, lens=load_lens(lens_spec, model))
                 base = {"model": model_name, "lens": lens_spec}
+                variants = [fitted_variant(v, ctx, out, model_name, lens_spec) for v in config.variants]
                 for task in tasks:
                     if isinstance(task, SpeedTask):
                         if rank == 0:
-                            _run_speed(task, ctx, config, base, done, emit, progress)
+                            _run_speed(task, ctx, variants, base, done, emit, progress)
                         continue
                     items = task.items(ctx)[rank::world_size]
-                    for entry in config.strategies:
+                    for entry in variants:
+                        if task.teacher_forced and scoring_strategy(entry) is None:
+                            continue  # a schedule without a teacher-forced equivalent: generation and speed only
                         head = {**base, "task": task.name, "strategy": entry.label}
                         todo = [(i, p) for i, p in items if record_key({**head, "item": i}) not in done]
                         bar = tqdm(
                             todo, desc=f"{task.name} / {entry.label}", disable=not progress, leave=False
                         )
                         for item_id, payload in bar:
-                            emit({**head, "item": item_id, **task.evaluate(ctx, payload, entry.strategy)})
+                            emit({**head, "item": item_id, **task.evaluate(ctx, payload, entry)})
     if barrier is not None:
         barrier()
     if rank != 0:
@@ -113,22 +135,23 @@ def run_sweep(
 
 
 def _run_speed(
-    task: SpeedTask, ctx: Context, config: SweepConfig, base: dict, done: set, emit, progress
+    task: SpeedTask, ctx: Context, variants: list[Variant], base: dict, done: set, emit, progress
 ) -> None:
-    labels = [e.label for e in config.strategies] + [speed.FINAL] + ([speed.HF] if task.include_hf else [])
+    labels = [v.label for v in variants] + [speed.FINAL] + ([speed.HF] if task.include_hf else [])
     head = {**base, "task": task.name}
     if all(record_key({**head, "strategy": label, "item": "bench"}) in done for label in labels):
         return
-    strategies = {e.label: e.strategy for e in config.strategies}
     kwargs = {"prompt": task.prompt} if task.prompt else {}
     result = speed.bench(
         ctx.model,
         ctx.tokenizer,
-        strategies,
+        {v.label: v for v in variants},
         lens=ctx.lens,
         new_tokens=task.new_tokens,
         repeats=task.repeats,
         include_hf=task.include_hf,
+        custom_generate=task.custom_generate,
+        quality=task.quality,
         progress=progress,
         **kwargs,
     )

@@ -1,4 +1,5 @@
-"""Side-by-side decoding speed of strategies, against ``FinalLayer`` greedy and transformers' ``model.generate``.
+"""Side-by-side decoding speed of variants (strategies and schedules), against ``FinalLayer`` greedy and
+transformers' ``model.generate``: the one timing loop of lenssample.
 
 Every variant generates exactly ``new_tokens`` tokens greedily (EOS ignored) from the same prompt, batch 1. Runs
 alternate between variants (forward order, then reversed, ...) after one warm-up round, so that drifts in machine
@@ -8,8 +9,12 @@ machine are noisy: read the ratios, not the absolute numbers.
 
 Per variant: ``ms_per_token`` (wall time / new tokens), ``tokens_per_s``, ``ttft_ms`` (time to first token: the
 streamer's first generated token), ``blocks_per_token`` (``trace.blocks_per_step``; the full depth for
-``hf_generate``), ``acceptance_rate`` (when the trace reports drafted/accepted tokens), ``peak_memory_mb`` (CUDA:
-``max_memory_allocated``; CPU: the peak resident-set growth over the run, sampled every 2 ms).
+``hf_generate``), ``acceptance_rate`` (speculative schedules), ``peak_memory_mb`` (CUDA: ``max_memory_allocated``;
+CPU: the peak resident-set growth over the run, sampled every 2 ms), ``identical_to_final`` (its tokens equal
+``final``'s), and with ``quality=True`` the full model's view of what the variant generated: ``full_model_nll``
+(negative log-likelihood per generated token under the full model; greedy's own text is the reference) and
+``full_model_agreement`` (how often a token is the full model's argmax given the same prefix), the measure of
+quality for schedules that have no teacher-forced distribution (early exit).
 """
 
 from __future__ import annotations
@@ -27,14 +32,18 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
-from lenssample.adapters import model_parts
-from lenssample.decoding.api import generate
+from lenssample.api import decoder, generate
+from lenssample.eval.config import Variant, as_variant
 from lenssample.lens.base import Lens
-from lenssample.strategies.base import FinalLayer, Strategy
+from lenssample.model.adapters import model_parts
+from lenssample.schedules.base import Schedule
+from lenssample.strategies.base import Strategy
+from lenssample.validation import check_int
 
 DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 HF = "hf_generate"
 FINAL = "final"
+CUSTOM = "final_custom_generate"
 
 
 class _Clock(BaseStreamer):
@@ -98,57 +107,70 @@ class _PeakMemory:
 
 def _acceptance_rate(trace: Any) -> float | None:
     rate = getattr(trace, "acceptance_rate", None)
-    if rate is not None:
-        return float(rate)
-    info = getattr(trace, "info", {}) or {}
-    if "accepted" in info and "drafted" in info:
-        drafted = float(info["drafted"].sum())
-        return float(info["accepted"].sum()) / drafted if drafted else None
-    return None
+    return None if rate is None else float(rate)
+
+
+@torch.inference_mode()
+def full_model_quality(model: nn.Module, sequences: torch.Tensor, prompt_length: int) -> dict[str, float]:
+    """The full model's view of generated tokens ``sequences[0, prompt_length:]``: NLL per token and how often each
+    is the full model's argmax given the same prefix."""
+    logits = model(sequences).logits[0, prompt_length - 1 : -1].float()
+    targets = sequences[0, prompt_length:]
+    log_probs = torch.log_softmax(logits, -1)
+    nll = -log_probs[torch.arange(len(targets)), targets].mean()
+    return {
+        "full_model_nll": float(nll),
+        "full_model_agreement": float((logits.argmax(-1) == targets).float().mean()),
+    }
+
+
+def prompt_ids(tokenizer: Any, prompt: str, device: torch.device) -> torch.Tensor:
+    """``[1, n]`` the prompt through the chat template when the tokenizer has one."""
+    text = prompt
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)  # fmt: skip
+    return torch.tensor([tokenizer.encode(text, add_special_tokens=False)], device=device)
 
 
 def bench(
     model: nn.Module,
     tokenizer: Any,
-    strategies: Mapping[str, Strategy],
+    variants: Mapping[str, Variant | Strategy | Schedule | str],
     *,
     lens: Lens | None = None,
     prompt: str = DEFAULT_PROMPT,
     new_tokens: int = 64,
     repeats: int = 3,
     include_hf: bool = True,
+    custom_generate: bool = False,
+    quality: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Time each strategy (and ``hf_generate``, and ``final`` if not given) side by side.
+    """Time each variant (and ``hf_generate``, and ``final`` if not given) side by side.
 
     Args:
         model, tokenizer: the model and its tokenizer (the prompt goes through the chat template when it has one).
-        strategies: label -> strategy. ``final`` (FinalLayer) is added when absent: it is the baseline.
-        lens: the lens for every strategy.
+        variants: label -> a :class:`~lenssample.eval.config.Variant`, a strategy or schedule object, or a spec.
+            ``final`` (FinalLayer) is added when absent: it is the baseline.
+        lens: the lens for every variant.
         new_tokens: tokens generated per run (>= 2, so that per-token and first-token times differ).
         repeats: timed rounds (after one warm-up round).
+        include_hf: also time transformers' own ``model.generate``.
+        custom_generate: also time ``model.generate(custom_generate=lenssample's decoder)`` (FinalLayer).
+        quality: add the full model's NLL and argmax agreement of each variant's tokens.
 
     Returns:
         ``{"variants": {label: {figures, "ratio_to_final": {...}, "ratio_to_hf_generate": {...}}}, "new_tokens",
         "prompt_tokens", "repeats", "threads", "device"}``.
     """
-    for name, value, low in (("new_tokens", new_tokens, 2), ("repeats", repeats, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+    check_int(new_tokens, field="new_tokens", low=2)
+    check_int(repeats, field="repeats", low=1)
     parts = model_parts(model)
     device = next(model.parameters()).device
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-    else:
-        text = prompt
-    ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)], device=device)
-    labelled = dict(strategies)
-    if FINAL not in labelled:
-        labelled = {FINAL: FinalLayer(), **labelled}
-    for strategy in labelled.values():
-        strategy.check_model(parts.num_layers)
+    ids = prompt_ids(tokenizer, prompt, device)
+    labelled = {label: as_variant(item, label) for label, item in variants.items()}
+    labelled = labelled if FINAL in labelled else {FINAL: Variant(label=FINAL), **labelled}
     config = GenerationConfig(
         max_new_tokens=new_tokens,
         min_new_tokens=new_tokens,
@@ -156,59 +178,49 @@ def bench(
         eos_token_id=None,
         pad_token_id=0,
     )
-    variants: dict[str, Callable[[_Clock], tuple[torch.Tensor, Any]]] = {}
+    runners: dict[str, Callable[[_Clock], tuple[torch.Tensor, Any]]] = {}
     if include_hf:
-        variants[HF] = lambda clock: (model.generate(ids, generation_config=config, streamer=clock), None)
-    for label, strategy in labelled.items():
+        runners[HF] = lambda clock: (model.generate(ids, generation_config=config, streamer=clock), None)
+    if custom_generate:
+        runners[CUSTOM] = lambda clock: (
+            model.generate(ids, generation_config=config, streamer=clock, custom_generate=decoder()),
+            None,
+        )
+    for label, variant in labelled.items():
 
-        def run(clock: _Clock, strategy: Strategy = strategy) -> tuple[torch.Tensor, Any]:
-            out = generate(
-                model,
-                ids,
-                strategy=strategy,
-                lens=lens,
-                max_new_tokens=new_tokens,
-                eos_token_id=[],
-                streamer=clock,
-            )
+        def run(clock: _Clock, variant: Variant = variant) -> tuple[torch.Tensor, Any]:
+            out = generate(model, ids, variant.strategy, schedule=variant.schedule, lens=lens,
+                           max_new_tokens=new_tokens, eos_token_id=[], streamer=clock)  # fmt: skip
             return out.sequences, out.trace
 
-        variants[label] = run
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-    traces: dict[str, Any] = {}
-    bar = tqdm(total=(repeats + 1) * len(variants), desc="speed", disable=not progress, leave=False)
+        runners[label] = run
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
+    outputs: dict[str, tuple[torch.Tensor, Any]] = {}
+    bar = tqdm(total=(repeats + 1) * len(runners), desc="speed", disable=not progress, leave=False)
     with torch.inference_mode():
         for round_ in range(repeats + 1):  # round 0 warms up caches and kernels and is not timed
-            order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
-            for name in order:
+            for name in list(runners) if round_ % 2 == 0 else list(reversed(runners)):
                 clock = _Clock()
                 with _PeakMemory(device) as memory:
                     start = time.perf_counter()
-                    sequences, trace = variants[name](clock)
+                    outputs[name] = runners[name](clock)
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     elapsed = time.perf_counter() - start
-                made = sequences.shape[1] - ids.shape[1]
+                made = outputs[name][0].shape[1] - ids.shape[1]
                 assert made == new_tokens, f"{name} made {made} tokens instead of {new_tokens}"
-                traces[name] = trace
                 if round_ > 0:
-                    runs[name].append(
-                        {
-                            "ms_per_token": 1000 * elapsed / new_tokens,
-                            "ttft_ms": 1000 * (clock.times[1] - start)
-                            if len(clock.times) > 1
-                            else float("nan"),
-                            "peak_memory_mb": memory.peak / 2**20
-                            if memory.peak is not None
-                            else float("nan"),
-                        }
-                    )
+                    runs[name].append({
+                        "ms_per_token": 1000 * elapsed / new_tokens,
+                        "ttft_ms": 1000 * (clock.times[1] - start) if len(clock.times) > 1 else float("nan"),
+                        "peak_memory_mb": memory.peak / 2**20 if memory.peak is not None else float("nan"),
+                    })  # fmt: skip
                 bar.update()
     bar.close()
     figures: dict[str, dict[str, Any]] = {}
     for name, values in runs.items():
         ms = statistics.median(v["ms_per_token"] for v in values)
-        trace = traces[name]
+        sequences, trace = outputs[name]
         figures[name] = {
             "ms_per_token": ms,
             "tokens_per_s": 1000.0 / ms,
@@ -216,10 +228,13 @@ def bench(
             "blocks_per_token": float(trace.blocks_per_step)
             if trace is not None
             else float(parts.num_layers),
-            "acceptance_rate": _acceptance_rate(trace) if trace is not None else None,
+            "acceptance_rate": _acceptance_rate(trace),
             "peak_memory_mb": statistics.median(v["peak_memory_mb"] for v in values),
+            "identical_to_final": bool(torch.equal(sequences, outputs[FINAL][0])),
             "runs_ms_per_token": [v["ms_per_token"] for v in values],
         }
+        if quality:
+            figures[name].update(full_model_quality(model, sequences, ids.shape[1]))
     ratio_keys = ("ms_per_token", "tokens_per_s", "ttft_ms", "blocks_per_token", "peak_memory_mb")
     for fig in figures.values():
         for base in (FINAL, HF):

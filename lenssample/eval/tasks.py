@@ -7,34 +7,37 @@ that is what makes a sharded or resumed run give exactly the records of a one-pr
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from lenssample.eval import data, generation, multiple_choice, perplexity
-from lenssample.eval.config import TaskSpec
+from lenssample.data import sets as data
+from lenssample.eval import generation, multiple_choice, perplexity
+from lenssample.eval.config import TaskSpec, Variant
+from lenssample.strategies.base import Strategy
+from lenssample.validation import check_bool, check_int, check_number, did_you_mean
 
 
 def _check_params(spec: TaskSpec, allowed: Sequence[str]) -> None:
     for key in spec.params:
         if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(
-                f"task {spec.name!r} ({spec.kind}) has no parameter {key!r}.{hint} Its parameters: {', '.join(allowed)}"
+                f"task {spec.name!r} ({spec.kind}) has no parameter {key!r}.{did_you_mean(key, allowed)} "
+                f"Its parameters: {', '.join(allowed)}"
             )
 
 
 def _positive_int(spec: TaskSpec, key: str, default: int | None) -> int | None:
     value = spec.params.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"task {spec.name!r}: {key}={value!r} must be a positive integer")
-    return value
+    return None if value is None else check_int(value, field=key, owner=f"task {spec.name!r}", low=1)
+
+
+def scoring_strategy(variant: Variant) -> Strategy | None:
+    """The strategy that scores a variant teacher-forced: its strategy, or what its schedule is equivalent to
+    (``None`` when a schedule has no teacher-forced equivalent: it is evaluated on generation and speed only)."""
+    return variant.strategy if variant.schedule is None else variant.schedule.teacher_forced()
 
 
 @dataclass
@@ -72,7 +75,9 @@ class Task:
         """``(item_id, payload)`` pairs in a fixed order."""
         raise NotImplementedError
 
-    def evaluate(self, ctx: Context, payload: Any, strategy: Any) -> dict[str, Any]:
+    teacher_forced: ClassVar[bool] = True  # False: the task generates (any variant, schedules included)
+
+    def evaluate(self, ctx: Context, payload: Any, variant: Variant) -> dict[str, Any]:
         raise NotImplementedError
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
@@ -102,8 +107,11 @@ class PerplexityTask(Task):
             )
         self.max_tokens = _positive_int(spec, "max_tokens", None)
         self.max_documents = _positive_int(spec, "max_documents", None)
-        self.floor = float(spec.params.get("floor_log_prob", perplexity.DEFAULT_FLOOR_LOG_PROB))
-        self.prefix = bool(spec.params.get("prefix", True))
+        self.floor = check_number(
+            spec.params.get("floor_log_prob", perplexity.DEFAULT_FLOOR_LOG_PROB), field="floor_log_prob",
+            owner=f"task {spec.name!r}", high=0.0, high_open=True, fix="Use e.g. -20 (nats).",
+        )  # fmt: skip
+        self.prefix = check_bool(spec.params.get("prefix", True), field="prefix", owner=f"task {spec.name!r}")
 
     def items(self, ctx: Context) -> list[tuple[str, Any]]:
         docs = data.documents(self.source)[: self.max_documents]
@@ -128,10 +136,11 @@ class PerplexityTask(Task):
                 budget -= sum(w.num_scored for w in windows)
         return out
 
-    def evaluate(self, ctx: Context, payload: Any, strategy: Any) -> dict[str, Any]:
+    def evaluate(self, ctx: Context, payload: Any, variant: Variant) -> dict[str, Any]:
         (record,) = perplexity.window_records(
-            ctx.model, [payload], strategy, lens=ctx.lens, tokenizer=ctx.tokenizer, floor_log_prob=self.floor
-        )
+            ctx.model, [payload], scoring_strategy(variant), lens=ctx.lens, tokenizer=ctx.tokenizer,
+            floor_log_prob=self.floor,
+        )  # fmt: skip
         return record
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
@@ -169,9 +178,9 @@ class MultipleChoiceTask(Task):
         items = data.choice_items(self.source)[: self.limit]
         return [(item.id, item) for item in items]
 
-    def evaluate(self, ctx: Context, payload: Any, strategy: Any) -> dict[str, Any]:
+    def evaluate(self, ctx: Context, payload: Any, variant: Variant) -> dict[str, Any]:
         return multiple_choice.evaluate_item(
-            ctx.model, ctx.tokenizer, payload, strategy, lens=ctx.lens, scoring=self.scoring
+            ctx.model, ctx.tokenizer, payload, scoring_strategy(variant), lens=ctx.lens, scoring=self.scoring
         )
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
@@ -196,18 +205,22 @@ class GenerationTask(Task):
         data.check_source(self.source, self.kind)
         self.limit = _positive_int(spec, "limit", None)
         self.max_new_tokens = _positive_int(spec, "max_new_tokens", 32)
-        self.first_line = bool(spec.params.get("first_line", True))
+        self.first_line = check_bool(spec.params.get("first_line", True), field="first_line",
+                                     owner=f"task {spec.name!r}")  # fmt: skip
 
     def items(self, ctx: Context) -> list[tuple[str, Any]]:
         items = data.generation_items(self.source)[: self.limit]
         return [(item.id, item) for item in items]
 
-    def evaluate(self, ctx: Context, payload: Any, strategy: Any) -> dict[str, Any]:
+    teacher_forced = False
+
+    def evaluate(self, ctx: Context, payload: Any, variant: Variant) -> dict[str, Any]:
         return generation.evaluate_item(
             ctx.model,
             ctx.tokenizer,
             payload,
-            strategy,
+            variant.strategy,
+            schedule=variant.schedule,
             lens=ctx.lens,
             max_new_tokens=self.max_new_tokens,
             stop_at_newline=self.first_line,
@@ -234,15 +247,22 @@ class SpeedTask(Task):
     """Not per item: all strategies are timed together (see :mod:`lenssample.eval.speed`)."""
 
     kind = "speed"
-    PARAMS = ("new_tokens", "repeats", "prompt", "include_hf")
+    PARAMS = ("new_tokens", "repeats", "prompt", "include_hf", "custom_generate", "quality")
+    teacher_forced = False
 
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
         _check_params(spec, self.PARAMS)
-        self.new_tokens = _positive_int(spec, "new_tokens", 64)
+        owner = f"task {spec.name!r}"
+        self.new_tokens = check_int(spec.params.get("new_tokens", 64), field="new_tokens", owner=owner, low=2)
         self.repeats = _positive_int(spec, "repeats", 3)
         self.prompt = spec.params.get("prompt")
-        self.include_hf = bool(spec.params.get("include_hf", True))
+        if self.prompt is not None and (not isinstance(self.prompt, str) or not self.prompt):
+            raise ValueError(f"{owner}: prompt={self.prompt!r} must be a non-empty string")
+        self.include_hf = check_bool(spec.params.get("include_hf", True), field="include_hf", owner=owner)
+        self.custom_generate = check_bool(spec.params.get("custom_generate", False), field="custom_generate",
+                                          owner=owner)  # fmt: skip
+        self.quality = check_bool(spec.params.get("quality", False), field="quality", owner=owner)
 
 
 TASKS: dict[str, type[Task]] = {

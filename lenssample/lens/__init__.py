@@ -2,20 +2,21 @@
 
 from lenssample.lens.apply import LensOutput, apply_lens
 from lenssample.lens.base import Lens, LogitLens, as_lens
-from lenssample.lens.capture import LayerOutputs, run_layers, truncated_blocks
-from lenssample.lens.train import train_tuned_lens
-from lenssample.lens.tuned import TunedLens, default_lens_path
+from lenssample.lens.passes import LensPass, lens_pass
+from lenssample.lens.train import TrainConfig, train_tuned_lens
+from lenssample.lens.tuned import TunedLens, default_lens_path, load_lens
 
 __all__ = [
     "Lens",
-    "LogitLens",
     "LensOutput",
-    "LayerOutputs",
+    "LensPass",
+    "LogitLens",
+    "TrainConfig",
     "TunedLens",
     "apply_lens",
     "as_lens",
     "default_lens_path",
-    "run_layers",
+    "lens_pass",
+    "load_lens",
     "train_tuned_lens",
-    "truncated_blocks",
 ]

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.capture import run_layers
+from lenssample.lens.passes import lens_pass
+from lenssample.validation import check_attention_mask, check_token_ids
 
 
 @dataclass
@@ -40,6 +41,7 @@ def apply_lens(
     positions: Sequence[int] | None = None,
     lens: Lens | None = None,
     attention_mask: torch.Tensor | None = None,
+    max_output_bytes: int = 2**30,
 ) -> LensOutput:
     """Lens logits for ``layers`` at ``positions`` of ``input_ids``, all projected in one matrix product.
 
@@ -50,21 +52,14 @@ def apply_lens(
         positions: positions in ``0..seq-1`` (negative counts from the end); default all.
         lens: a :class:`~lenssample.lens.base.Lens`; default the logit lens.
         attention_mask: ``[batch, seq]``, optional.
+        max_output_bytes: refuse (with the size and what to pass instead) when the logits would be larger.
 
     Returns:
         :class:`LensOutput`; ``logits[:, :, -1]`` at layer ``L`` equals ``model(input_ids).logits``.
     """
     lens = as_lens(model, lens)
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int):
-        raise TypeError(
-            "input_ids must be a LongTensor of token ids; tokenize text with the model's tokenizer first"
-        )
-    if input_ids.dim() == 1:
-        input_ids = input_ids[None]
-    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-        raise ValueError(
-            f"input_ids has shape {tuple(input_ids.shape)}; pass [batch, seq] token ids with seq >= 1"
-        )
+    input_ids = check_token_ids(input_ids, lens.vocab_size).to(lens.parts.unembed.weight.device)
+    attention_mask = check_attention_mask(attention_mask, input_ids)
     seq = input_ids.shape[1]
     layers = tuple(range(lens.num_layers + 1)) if layers is None else lens.check_layers(layers)
     if not layers:
@@ -74,23 +69,24 @@ def apply_lens(
     else:
         positions = tuple(positions)
         for p in positions:
-            if not -seq <= p < seq:
+            if isinstance(p, bool) or not isinstance(p, int) or not -seq <= p < seq:
                 raise ValueError(
-                    f"positions contains {p}, but the input has {seq} positions; use 0..{seq - 1}"
+                    f"positions contains {p!r}, but the input has {seq} positions; use 0..{seq - 1}"
                 )
         positions = tuple(p % seq for p in positions)
-    position_ids = None
-    if attention_mask is not None:
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-    out = run_layers(
-        model,
-        input_ids,
-        sorted(set(layers)),
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-        keep=None,
-    )
-    order = [out.layers.index(layer) for layer in layers]
-    hidden = out.hidden[:, list(positions)][:, :, order]
+    size = input_ids.shape[0] * len(positions) * len(layers) * lens.vocab_size * 4
+    if size > max_output_bytes:
+        raise ValueError(
+            f"apply_lens would return {size / 2**30:.1f} GiB of logits ({input_ids.shape[0]} x {len(positions)} "
+            f"positions x {len(layers)} layers x {lens.vocab_size} tokens x 4 bytes), over max_output_bytes="
+            f"{max_output_bytes}; pass fewer layers= or positions=, raise max_output_bytes, or use "
+            "lenssample.analysis.trajectory (top-k per cell) or lenssample.lens.passes.lens_pass (chunks)"
+        )
+    wanted = tuple(sorted(set(layers)))
+    select = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+    select[:, sorted(set(positions))] = True
+    out = lens_pass(model, input_ids, wanted, attention_mask=attention_mask, select=select)
+    hidden = out.hidden.reshape(input_ids.shape[0], -1, *out.hidden.shape[1:])  # [batch, kept, n, d]
+    kept = sorted(set(positions))
+    hidden = hidden[:, [kept.index(p) for p in positions]][:, :, [wanted.index(layer) for layer in layers]]
     return LensOutput(logits=lens(hidden, layers), layers=layers, positions=positions)

@@ -1,7 +1,7 @@
 """Lenses: from a layer's residual stream to next-token logits.
 
 Layer numbering: ``0`` is the embedding output, ``i`` the output of ``i`` blocks, ``L`` the last block's output.
-A lens receives the *pre-norm* residual stream (see :mod:`lenssample.lens.capture`) and maps it to logits:
+A lens receives the *pre-norm* residual stream (see :mod:`lenssample.model.capture`) and maps it to logits:
 
     logits = transform(unembed(pre_unembed(final_norm(translate(h)))))
 
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lenssample.adapters import ModelParts, model_parts
+from lenssample.model.adapters import ModelParts, model_parts
 
 
 class Lens(nn.Module):
@@ -31,7 +31,7 @@ class Lens(nn.Module):
     only what the lens itself learns (nothing, for the logit lens).
 
     Args:
-        model: a Hugging Face causal LM supported by :mod:`lenssample.adapters`.
+        model: a Hugging Face causal LM supported by :mod:`lenssample.model.adapters`.
         apply_final_norm: normalise intermediate layers with the model's final norm before unembedding (the correct
             logit lens). ``False`` skips the norm for layers ``< L`` only, for parity with implementations that
             unembed raw hidden states (transformers' DoLa); layer ``L`` is always the model's own logits.
@@ -111,7 +111,18 @@ class Lens(nn.Module):
 
         Returns:
             ``logits: [..., n_layers, vocab]`` in float32.
+
+        Raises:
+            ValueError: a residual stream holds NaN or an infinity (naming the first such layer): the model's
+                output is broken there, and a strategy must not silently read or skip it.
         """
+        if not bool(torch.isfinite(hidden).all()):
+            bad = (~torch.isfinite(hidden)).reshape(-1, hidden.shape[-2], hidden.shape[-1]).any(0).any(-1)
+            raise ValueError(
+                f"the residual stream of layer {list(layers)[int(bad.nonzero()[0])]} holds NaN or infinite values "
+                "(the model's computation overflowed or its weights are damaged); no lens distribution can be read "
+                "there. Check the model (dtype, weights) or read other layers"
+            )
         if not self.translates_after_norm:
             hidden = self.translate(hidden, layers)
         hidden = self.normalize(hidden, layers)

@@ -26,52 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from lenssample.adapters import model_parts
-from lenssample.lens.capture import run_layers
+from lenssample.model.adapters import model_parts
+from lenssample.model.capture import run_layers
 
 RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-
-
-def token_windows(
-    texts: Sequence[Any], tokenizer: Any, *, seq_len: int, min_len: int = 8
-) -> list[torch.Tensor]:
-    """Cut texts into windows of at most ``seq_len`` tokens (remainders shorter than ``min_len`` are dropped).
-
-    Args:
-        texts: strings, :class:`~lenssample.data.Document` s, or 1-D integer tensors of token ids.
-        tokenizer: a Hugging Face tokenizer (needed for text; ignored for token ids).
-        seq_len: window length in tokens.
-
-    Returns:
-        1-D LongTensors of token ids.
-    """
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < min_len:
-        raise ValueError(f"seq_len={seq_len!r}: pass an integer >= {min_len}")
-    if isinstance(texts, (str, torch.Tensor)) or not isinstance(texts, Sequence):
-        raise TypeError(
-            f"texts must be a list of strings, Documents or 1-D token-id tensors, got {type(texts).__name__}; "
-            "wrap a single text in a list"
-        )
-    windows = []
-    for i, item in enumerate(texts):
-        if isinstance(item, torch.Tensor):
-            if item.dim() != 1 or item.dtype not in (torch.long, torch.int):
-                raise TypeError(f"texts[{i}] is a tensor of shape {tuple(item.shape)}; pass 1-D token ids")
-            ids = item.long()
-        else:
-            text = getattr(item, "text", item)
-            if not isinstance(text, str):
-                raise TypeError(
-                    f"texts[{i}] is a {type(item).__name__}; pass strings, Documents or token ids"
-                )
-            if tokenizer is None:
-                raise ValueError("texts are strings, so tokenizer is required; pass the model's tokenizer")
-            ids = torch.tensor(tokenizer(text, add_special_tokens=False).input_ids, dtype=torch.long)
-        for start in range(0, ids.numel(), seq_len):
-            window = ids[start : start + seq_len]
-            if window.numel() >= min_len:
-                windows.append(window)
-    return windows
 
 
 @dataclass

@@ -27,6 +27,7 @@ import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from lenssample.lens.fit import collect, solve_ridge, token_windows
-from lenssample.lens.tuned import TunedLens, check_placement, model_identity
+from lenssample.data.windows import token_windows
+from lenssample.lens.fit import collect, solve_ridge
+from lenssample.lens.tuned import PLACEMENTS, TunedLens, check_placement, model_identity
+from lenssample.validation import check_bool, check_int, check_number, did_you_mean
 
 
 @contextmanager
@@ -118,10 +121,63 @@ def _lr_factor(step: int, steps: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r}: pass an integer >= {minimum}")
-    return value
+def _field(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How a tuned lens is trained (``lenssample train-lens`` derives its flags from these fields).
+
+    Attributes are validated on construction; see the module docstring for the recipe.
+    """
+
+    steps: int = _field(
+        250, "KL fine-tuning steps after the closed-form start (0: the closed-form lens itself)"
+    )
+    lr: float = _field(1e-4, "peak AdamW learning rate")
+    batch_positions: int = _field(32, "positions per step (each contributes all L layers)")
+    seq_len: int = _field(256, "tokens per window fed to the model")
+    max_tokens: int = _field(32768, "training tokens run through the model (the forward pass is the cost)")
+    cache_positions: int = _field(8192, "training positions whose residual streams are kept for fine-tuning")
+    heldout_fraction: float = _field(0.1, "fraction of windows held out (at least one)")
+    heldout_positions: int = _field(
+        384, "held-out positions that choose ridge strengths and per-layer results"
+    )
+    batch_windows: int = _field(8, "windows per forward pass")
+    weight_decay: float = _field(0.01, "AdamW decay of the residual translators (toward the identity)")
+    max_grad_norm: float = _field(1.0, "gradient clipping threshold")
+    warmup: int | None = _field(None, "warm-up steps (default: steps // 10)")
+    closed_form: bool = _field(True, "start from the ridge fit (false: from the identity, the logit lens)")
+    placement: str = _field(
+        "after_norm",
+        "translate the final-normed state (after_norm) or the raw residual stream (before_norm, the paper's)",
+        choices=PLACEMENTS,
+    )
+    seed: int = _field(0, "seeds the window split, position sampling and batch order")
+    checkpoint_every: int = _field(25, "steps between checkpoints")
+
+    def __post_init__(self) -> None:
+        for name, low in (("steps", 0), ("batch_positions", 1), ("seq_len", 8), ("max_tokens", 1),
+                          ("cache_positions", 1), ("heldout_positions", 1), ("batch_windows", 1),
+                          ("checkpoint_every", 1), ("seed", 0)):  # fmt: skip
+            check_int(getattr(self, name), field=name, low=low)
+        if self.warmup is not None:
+            check_int(self.warmup, field="warmup", low=1)
+        check_number(self.heldout_fraction, field="heldout_fraction", low=0.0, high=1.0, low_open=True,
+                     high_open=True)  # fmt: skip
+        check_number(self.lr, field="lr", low=0.0, low_open=True, fix="Pass a positive learning rate.")
+        check_number(self.weight_decay, field="weight_decay", low=0.0)
+        check_number(self.max_grad_norm, field="max_grad_norm", low=0.0, low_open=True)
+        check_bool(self.closed_form, field="closed_form")
+        check_placement(self.placement)
+
+    def fingerprint_settings(self) -> dict[str, Any]:
+        """The settings that decide the result (not how it is batched or checkpointed), warm-up resolved."""
+        settings = {f.name: getattr(self, f.name) for f in fields(self)}
+        del settings["batch_windows"], settings["checkpoint_every"]
+        settings["warmup"] = max(1, self.steps // 10) if self.warmup is None else self.warmup
+        return settings
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -154,54 +210,24 @@ def _read_checkpoint(path: Path, fingerprint: str) -> dict[str, torch.Tensor] | 
 def train_tuned_lens(
     model: nn.Module,
     texts: Sequence[Any],
+    config: TrainConfig | None = None,
     *,
     tokenizer: Any = None,
-    steps: int = 250,
-    lr: float = 1e-4,
-    batch_positions: int = 32,
-    seq_len: int = 256,
-    max_tokens: int = 32768,
-    cache_positions: int = 8192,
-    heldout_fraction: float = 0.1,
-    heldout_positions: int = 384,
-    batch_windows: int = 8,
-    weight_decay: float = 0.01,
-    max_grad_norm: float = 1.0,
-    warmup: int | None = None,
-    closed_form: bool = True,
-    placement: str = "after_norm",
-    seed: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
-    checkpoint_every: int = 25,
     resume: bool = True,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    **overrides: Any,
 ) -> TunedLens:
     """Train a :class:`~lenssample.lens.tuned.TunedLens` for ``model`` on ``texts`` (see the module docstring).
 
     Args:
         model: the frozen causal LM (left unchanged: its parameters' ``requires_grad`` are restored).
         texts: training texts: strings, :class:`~lenssample.data.Document` s or 1-D token-id tensors.
+        config: the recipe (default :class:`TrainConfig`); ``**overrides`` replace some of its fields
+            (``train_tuned_lens(model, texts, steps=50)``).
         tokenizer: the model's tokenizer (required for strings).
-        steps: KL fine-tuning steps after the closed-form start (0: the closed-form lens itself).
-        lr: peak AdamW learning rate.
-        batch_positions: positions per step (each contributes all ``L`` layers).
-        seq_len: tokens per window fed to the model.
-        max_tokens: at most this many training tokens go through the model (the forward pass is the cost).
-        cache_positions: training positions whose residual streams are kept for fine-tuning.
-        heldout_fraction: fraction of windows held out (at least one).
-        heldout_positions: held-out positions used to choose ridge strengths and per-layer results.
-        batch_windows: windows per forward pass.
-        weight_decay: AdamW decay of the residual translators (toward the identity).
-        max_grad_norm: gradient clipping threshold.
-        warmup: warm-up steps (default ``steps // 10``).
-        closed_form: start from the ridge fit (``False``: from the identity, i.e. the logit lens).
-        placement: where the translators act, ``"after_norm"`` (default: on the final-normed state) or
-            ``"before_norm"`` (on the raw residual stream, as in the tuned-lens paper); see
-            :mod:`lenssample.lens.tuned`.
-        seed: seeds window split, position sampling and batch order.
         checkpoint_dir: folder for resumable checkpoints (``None``: no checkpoints).
-        checkpoint_every: steps between checkpoints.
         resume: continue from a matching checkpoint in ``checkpoint_dir`` (``False``: start over).
         progress: show tqdm progress bars.
         on_step: called as ``on_step(step, loss)`` after every step (and after its checkpoint, if any).
@@ -210,22 +236,19 @@ def train_tuned_lens(
         The trained lens; ``lens.training_info`` records settings, held-out KL per layer (logit lens, closed-form
         start, final), time and peak memory.
     """
-    steps = _check_int("steps", steps, 0)
-    batch_positions = _check_int("batch_positions", batch_positions, 1)
-    max_tokens = _check_int("max_tokens", max_tokens, 1)
-    cache_positions = _check_int("cache_positions", cache_positions, 1)
-    heldout_positions = _check_int("heldout_positions", heldout_positions, 1)
-    checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
-    batch_windows = _check_int("batch_windows", batch_windows, 1)
-    if not 0.0 < float(heldout_fraction) < 1.0:
-        raise ValueError(f"heldout_fraction={heldout_fraction!r}: pass a number strictly between 0 and 1")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr={lr!r}: pass a positive learning rate")
-    warmup = max(1, steps // 10) if warmup is None else _check_int("warmup", warmup, 1)
-    check_placement(placement)  # before the texts are tokenized
+    config = config or TrainConfig()
+    known = [f.name for f in fields(TrainConfig)]
+    for key in overrides:
+        if key not in known:
+            raise ValueError(
+                f"train_tuned_lens has no setting {key!r}.{did_you_mean(key, known)} Settings: {', '.join(known)}"
+            )
+    config = replace(config, **overrides)  # validated by TrainConfig
+    settings = config.fingerprint_settings()
+    steps, lr, warmup, seed = config.steps, config.lr, settings["warmup"], config.seed
     wall0, cpu0 = time.perf_counter(), time.process_time()
 
-    windows = token_windows(texts, tokenizer, seq_len=seq_len)
+    windows = token_windows(texts, tokenizer, seq_len=config.seq_len)
     if len(windows) < 2:
         n_tokens = sum(w.numel() for w in windows)
         raise ValueError(
@@ -237,22 +260,16 @@ def train_tuned_lens(
     # Windows in random order until max_tokens of training text (plus the held-out share) is reached.
     used, total = [], 0
     for i in order:
-        if total >= max_tokens / (1.0 - heldout_fraction):
+        if total >= config.max_tokens / (1.0 - config.heldout_fraction):
             break
         used.append(windows[i])
         total += windows[i].numel()
-    n_heldout = min(len(used) - 1, max(1, round(heldout_fraction * len(used))))
+    n_heldout = min(len(used) - 1, max(1, round(config.heldout_fraction * len(used))))
     if n_heldout < 1:
         used.append(windows[order[len(used)]])
         n_heldout = 1
     heldout_windows, train_windows = used[:n_heldout], used[n_heldout:]
 
-    settings = {
-        "steps": steps, "lr": lr, "batch_positions": batch_positions, "seq_len": seq_len, "max_tokens": max_tokens,
-        "cache_positions": cache_positions, "heldout_fraction": heldout_fraction, "heldout_positions": heldout_positions,
-        "weight_decay": weight_decay, "max_grad_norm": max_grad_norm, "warmup": warmup, "closed_form": closed_form,
-        "placement": placement, "seed": seed,
-    }  # fmt: skip
     digest = hashlib.sha256(json.dumps([settings, model_identity(model)], sort_keys=True).encode())
     for w in train_windows + heldout_windows:
         digest.update(w.numpy().tobytes())
@@ -264,25 +281,34 @@ def train_tuned_lens(
         if not resume:
             for name in ("data.safetensors", "state.safetensors"):
                 (folder / name).unlink(missing_ok=True)
-    lens = TunedLens(model, placement=placement)
+    lens = TunedLens(model, placement=config.placement)
     device = lens.weight.device
 
     with frozen(model):
         data = _read_checkpoint(folder / "data.safetensors", fingerprint) if folder else None
         if data is None:
             data = _collect_and_fit(
-                model, lens, train_windows, heldout_windows, settings, data_gen, batch_windows, progress
+                model,
+                lens,
+                train_windows,
+                heldout_windows,
+                settings,
+                data_gen,
+                config.batch_windows,
+                progress,
             )
             if folder is not None:
                 _save_atomic(
-                    data, folder / "data.safetensors", {"fingerprint": fingerprint, "placement": placement}
+                    data,
+                    folder / "data.safetensors",
+                    {"fingerprint": fingerprint, "placement": config.placement},
                 )
         train_hidden, heldout_hidden = data["train_hidden"], data["heldout_hidden"]
         with torch.no_grad():
             lens.weight.copy_(data["start_weight"])
             lens.bias.copy_(data["start_bias"])
 
-        optimizer = torch.optim.AdamW([lens.weight, lens.bias], lr=lr, weight_decay=weight_decay)
+        optimizer = torch.optim.AdamW([lens.weight, lens.bias], lr=lr, weight_decay=config.weight_decay)
         batch_gen = torch.Generator().manual_seed(seed + 1)
         step = 0
         state = _read_checkpoint(folder / "state.safetensors", fingerprint) if folder else None
@@ -290,18 +316,18 @@ def train_tuned_lens(
             step = _load_state(state, lens, optimizer, batch_gen)
         bar = tqdm(total=steps, initial=step, desc="tuned lens (KL)", disable=not progress, leave=False)
         while step < steps:
-            index = torch.randint(train_hidden.shape[0], (batch_positions,), generator=batch_gen)
+            index = torch.randint(train_hidden.shape[0], (config.batch_positions,), generator=batch_gen)
             for group in optimizer.param_groups:
                 group["lr"] = lr * _lr_factor(step, steps, warmup)
             optimizer.zero_grad(set_to_none=True)
             loss = kl_per_layer(lens, train_hidden[index].to(device, torch.float32)).sum()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([lens.weight, lens.bias], max_grad_norm)
+            torch.nn.utils.clip_grad_norm_([lens.weight, lens.bias], config.max_grad_norm)
             optimizer.step()
             step += 1
             bar.update(1)
             bar.set_postfix(kl_sum=f"{loss.item():.3f}")
-            if folder is not None and (step % checkpoint_every == 0 or step == steps):
+            if folder is not None and (step % config.checkpoint_every == 0 or step == steps):
                 _save_atomic(_state_tensors(lens, optimizer, batch_gen, step), folder / "state.safetensors",
                              {"fingerprint": fingerprint})  # fmt: skip
             if on_step is not None:

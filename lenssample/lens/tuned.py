@@ -45,7 +45,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lenssample.lens.base import Lens
+from lenssample.lens.base import Lens, LogitLens, as_lens
+from lenssample.model.adapters import model_parts
+from lenssample.model.loading import DEFAULT_MODEL, cache_root
 
 FORMAT = "lenssample-tuned-lens"
 VERSION = 1
@@ -72,8 +74,6 @@ def hidden_size(model: nn.Module) -> int:
 
 def unembed_sha256(model: nn.Module) -> str:
     """SHA-256 of the unembedding weight rounded to bfloat16 (cached on the model until the weight changes)."""
-    from lenssample.adapters import model_parts
-
     weight = model_parts(model).unembed.weight
     key = (weight.data_ptr(), weight._version, weight.dtype)
     cached = model.__dict__.get("_lenssample_unembed_sha")
@@ -87,8 +87,6 @@ def unembed_sha256(model: nn.Module) -> str:
 
 def model_identity(model: nn.Module) -> dict[str, Any]:
     """What a saved lens records about its model, and checks on load."""
-    from lenssample.adapters import model_parts
-
     parts = model_parts(model)
     return {
         "model_type": str(model.config.model_type),
@@ -104,8 +102,6 @@ def default_lens_path(model_name: str | None = None) -> Path:
 
     ``$LENSSAMPLE_CACHE/lenses/<model name>`` (default ``~/.cache/lenssample/lenses/<model name>``).
     """
-    from lenssample.models import DEFAULT_MODEL, cache_root
-
     name = model_name or DEFAULT_MODEL
     safe = re.sub(r"[^A-Za-z0-9._-]+", "--", str(name).strip("/")) or DEFAULT_MODEL
     return cache_root() / "lenses" / safe
@@ -115,7 +111,7 @@ class TunedLens(Lens):
     """Logit lens plus a learned residual affine translator per layer ``0..L-1`` (identity at ``L``).
 
     Args:
-        model: a Hugging Face causal LM supported by :mod:`lenssample.adapters`.
+        model: a Hugging Face causal LM supported by :mod:`lenssample.model.adapters`.
         apply_final_norm: as in :class:`~lenssample.lens.base.Lens` (the tuned lens is trained with the norm on).
         placement: ``"before_norm"`` (translate the raw residual stream, as in the paper) or ``"after_norm"``
             (translate the final-normed state; see the module docstring).
@@ -369,3 +365,13 @@ def _model_card(config: dict[str, Any]) -> str:
         lines.append("Training record (the full record, with held-out KL per layer, is in config.json):")
         lines += ["", "```json", json.dumps(scalars, indent=1), "```"]
     return "\n".join(lines) + "\n"
+
+
+def load_lens(spec: Lens | str | os.PathLike | None, model: nn.Module) -> Lens:
+    """The lens a config or command line names: ``"logit"`` (or ``None``), a saved tuned-lens folder, or a
+    :class:`~lenssample.lens.base.Lens` object (checked to belong to ``model``)."""
+    if spec is None or isinstance(spec, Lens):
+        return as_lens(model, spec)
+    if str(spec) == "logit":
+        return LogitLens(model)
+    return TunedLens.load(Path(spec).expanduser(), model)

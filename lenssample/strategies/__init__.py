@@ -1,40 +1,37 @@
 """Strategies: which distribution the next token is drawn from (see :mod:`lenssample.strategies.base`)."""
 
+from lenssample.specs import parse_assignments
 from lenssample.strategies.base import (
     STRATEGIES,
     FinalLayer,
     SingleLayer,
     Strategy,
     StrategyOutput,
-    parse_assignments,
+    as_strategy,
     register_strategy,
     strategy_from_name,
 )
+from lenssample.strategies.contrast import AutoContrastive, LayerContrast
+from lenssample.strategies.dola import DoLa, DoLaReference, DoLaStatic
+from lenssample.strategies.ensemble import LayerEnsemble, LayerWindow
+from lenssample.strategies.sled import SLED
 
 __all__ = [
+    "SLED",
     "STRATEGIES",
-    "FinalLayer",
-    "SingleLayer",
-    "Strategy",
-    "StrategyOutput",
-    "parse_assignments",
-    "register_strategy",
-    "strategy_from_name",
-]
-
-# Strategies that mix and contrast layers (issue 3).
-from lenssample.strategies.contrast import AutoContrastive, LayerContrast  # noqa: E402
-from lenssample.strategies.dola import DoLa, DoLaReference, DoLaStatic  # noqa: E402
-from lenssample.strategies.ensemble import LayerEnsemble, LayerWindow  # noqa: E402
-from lenssample.strategies.sled import SLED  # noqa: E402
-
-__all__ += [
     "AutoContrastive",
     "DoLa",
     "DoLaReference",
     "DoLaStatic",
+    "FinalLayer",
     "LayerContrast",
     "LayerEnsemble",
     "LayerWindow",
-    "SLED",
+    "SingleLayer",
+    "Strategy",
+    "StrategyOutput",
+    "as_strategy",
+    "parse_assignments",
+    "register_strategy",
+    "strategy_from_name",
 ]

@@ -16,25 +16,22 @@ them: ``strategy_from_name("dola", layers="high")`` or ``Strategy.from_dict({"na
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
-STRATEGIES: dict[str, type[Strategy]] = {}
+from lenssample.specs import Registry, Spec
+from lenssample.validation import check_int
+
+STRATEGIES = Registry("strategy")
+"""Every strategy class by name (a read-only mapping); :func:`strategy_from_name` and specs build from it."""
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: make a strategy buildable by its ``name``."""
-    name = cls.name
-    if not name or name in STRATEGIES and STRATEGIES[name] is not cls:
-        raise ValueError(f"strategy name {name!r} is empty or already registered")
-    STRATEGIES[name] = cls
-    return cls
+    return STRATEGIES.register(cls)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -50,13 +47,8 @@ class StrategyOutput:
     info: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _did_you_mean(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
-
-
 @dataclass(frozen=True, kw_only=True)
-class Strategy:
+class Strategy(Spec):
     """Base class: subclasses set ``name``, declare their hyperparameters as fields, and implement
     :meth:`layers` and :meth:`__call__`.
 
@@ -66,7 +58,7 @@ class Strategy:
             references that unembed raw hidden states).
     """
 
-    name: ClassVar[str] = ""
+    registry: ClassVar[Registry] = STRATEGIES
     apply_final_norm: ClassVar[bool] = True
 
     def layers(self, num_layers: int) -> tuple[int, ...]:
@@ -101,66 +93,28 @@ class Strategy:
         assert list(layers) == sorted(set(layers)), "Strategy.layers must return sorted distinct layers"
         return layers
 
-    def to_dict(self) -> dict[str, Any]:
-        """``{"name": ..., **hyperparameters}``, the inverse of :meth:`from_dict`."""
-        values = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            values[f.name] = list(value) if isinstance(value, tuple) else value
-        return {"name": self.name, **values}
-
-    @staticmethod
-    def from_dict(spec: Mapping[str, Any]) -> Strategy:
-        """Build a strategy from ``{"name": ..., **hyperparameters}``."""
-        if "name" not in spec:
-            raise ValueError(f"strategy spec {dict(spec)!r} has no 'name'; add e.g. 'name': 'final'")
-        params = {k: v for k, v in spec.items() if k != "name"}
-        return strategy_from_name(spec["name"], **params)
-
 
 def strategy_from_name(name: str, **params: Any) -> Strategy:
     """Build a registered strategy; unknown names and parameters raise with a "did you mean" hint."""
-    if name not in STRATEGIES:
-        raise ValueError(
-            f"strategy={name!r} is not known.{_did_you_mean(name, STRATEGIES)} "
-            f"Known strategies: {', '.join(sorted(STRATEGIES))}"
+    return STRATEGIES.lookup(name).from_params(**params)  # type: ignore[return-value]
+
+
+def as_strategy(strategy: Any) -> Strategy:
+    """A strategy object from an object, a spec string (``"dola:layers=high"``) or a mapping; ``None``: final."""
+    if strategy is None:
+        return FinalLayer()
+    if isinstance(strategy, Spec) and not isinstance(strategy, Strategy):
+        raise TypeError(
+            f"strategy must be a lenssample Strategy, got the {strategy.registry.kind} {strategy.to_spec()!r}; "
+            "pass it as schedule= instead"
         )
-    cls = STRATEGIES[name]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in params:
-        if key not in fields:
-            raise ValueError(
-                f"strategy {name!r} has no parameter {key!r}.{_did_you_mean(key, fields)} "
-                f"Its parameters: {', '.join(fields) or '(none)'}"
-            )
-    return cls(**params)
-
-
-def parse_value(text: str) -> Any:
-    """Parse a ``--set key=value`` value: JSON (numbers, true/false, lists, null), a comma list, or a string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    if "," in text:
-        return [parse_value(part.strip()) for part in text.split(",") if part.strip()]
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    return text
-
-
-def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
-    """``["layers=high", "alpha=0.2"]`` -> ``{"layers": "high", "alpha": 0.2}``."""
-    params: dict[str, Any] = {}
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {item!r} is not of the form key=value; write e.g. --set alpha=0.1")
-        params[key.strip()] = parse_value(value.strip())
-    return params
+    if not isinstance(strategy, (Strategy, str, Mapping)):
+        hint = "; pass its .strategy" if isinstance(getattr(strategy, "strategy", None), Strategy) else ""
+        raise TypeError(
+            f"strategy must be a lenssample Strategy (e.g. lenssample.FinalLayer()) or a spec such as "
+            f"'dola:layers=high', got {type(strategy).__name__}{hint}"
+        )
+    return STRATEGIES.build(strategy)  # type: ignore[return-value]
 
 
 @register_strategy
@@ -189,10 +143,7 @@ class SingleLayer(Strategy):
     layer: int = -1
 
     def __post_init__(self) -> None:
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
-            raise ValueError(
-                f"layer={self.layer!r} must be an integer layer number (negative counts from the end)"
-            )
+        check_int(self.layer, field="layer", fix="Pass a layer number (negative counts from the end).")
 
     def layers(self, num_layers: int) -> tuple[int, ...]:
         layer = self.layer if self.layer >= 0 else num_layers + 1 + self.layer

@@ -22,16 +22,16 @@ from typing import ClassVar
 
 import torch
 
+from lenssample.stats import LOG_PROB_FLOOR, floored_log_probs, log_probs
 from lenssample.strategies.base import Strategy, StrategyOutput, register_strategy
 from lenssample.strategies.fields import (
     check_alpha,
     check_excluded_logit,
-    check_number,
-    floored_log_softmax,
     masked_scores,
     plausible,
     premature_and_mature,
 )
+from lenssample.validation import check_number
 
 
 def _amateur(strategy: Strategy, amateur_layer: int | None, num_layers: int) -> tuple[int, int]:
@@ -80,8 +80,8 @@ class LayerContrast(Strategy):
         return _amateur(self, self.amateur_layer, num_layers)
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
-        mature = torch.log_softmax(lens_logits[:, -1].float(), dim=-1)
-        amateur = floored_log_softmax(lens_logits[:, 0])
+        mature = log_probs(lens_logits[:, -1])
+        amateur = floored_log_probs(lens_logits[:, 0])
         scores = (1 + self.beta) * mature - self.beta * amateur if self.beta else mature
         if self.alpha is None:
             keep = torch.ones_like(scores, dtype=torch.bool)
@@ -115,10 +115,10 @@ class AutoContrastive(Strategy):
         return _amateur(self, self.amateur_layer, num_layers)
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
-        mature = torch.log_softmax(lens_logits[:, -1].float(), dim=-1)
-        amateur = floored_log_softmax(lens_logits[:, 0])
+        mature = log_probs(lens_logits[:, -1])
+        amateur = floored_log_probs(lens_logits[:, 0])
         head = plausible(mature, self.alpha)
         head_mass = torch.logsumexp(mature.masked_fill(~head, -math.inf), dim=-1, keepdim=True)
-        contrast = masked_scores(mature.clamp_min(-1.0e4) - amateur, head, -math.inf)
+        contrast = masked_scores(mature.clamp_min(LOG_PROB_FLOOR) - amateur, head, -math.inf)
         redistributed = head_mass + torch.log_softmax(contrast, dim=-1)
         return StrategyOutput(logits=torch.where(head, redistributed, mature))

@@ -22,16 +22,15 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from lenssample.stats import floored_log_probs, js_divergence
 from lenssample.strategies.base import Strategy, StrategyOutput, register_strategy
 from lenssample.strategies.fields import (
     LOGIT_LIMIT,
-    JSONFields,
     LayersField,
     LayerSpec,
     check_alpha,
     check_excluded_logit,
     check_layer_spec,
-    floored_log_softmax,
     masked_scores,
     plausible,
     premature_and_mature,
@@ -75,20 +74,9 @@ def _contrast(
     return masked_scores(mature_log_probs - premature_log_probs, keep, excluded_logit)
 
 
-def jensen_shannon(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """JSD(p || q) in nats over the last dimension, from log-probabilities (broadcasting): ``[...]``.
-
-    ``0.5 * KL(p || m) + 0.5 * KL(q || m)`` with ``m = (p + q) / 2``. Inputs floored at ``LOG_PROB_FLOOR`` (as
-    :func:`floored_log_softmax` returns them) keep every term finite: an underflowed probability contributes 0.
-    """
-    log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
-    divergence = log_p.exp() * (log_p - log_m) + log_q.exp() * (log_q - log_m)
-    return 0.5 * torch.nan_to_num(divergence, nan=0.0).sum(dim=-1).clamp_min(0.0)
-
-
 @register_strategy
 @dataclass(frozen=True, kw_only=True)
-class DoLa(JSONFields, Strategy):
+class DoLa(Strategy):
     """DoLa with a dynamic premature layer chosen per row by Jensen-Shannon divergence.
 
     Improves on transformers 4.55's implementation: final-normed lens, the true JSD (summed over the vocabulary),
@@ -129,9 +117,9 @@ class DoLa(JSONFields, Strategy):
         return (*self.candidates(num_layers), num_layers)
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
-        log_probs = floored_log_softmax(lens_logits)  # [rows, n_layers, vocab]
+        log_probs = floored_log_probs(lens_logits)  # [rows, n_layers, vocab]
         mature, premature = log_probs[:, -1], log_probs[:, :-1]
-        jsd = jensen_shannon(mature[:, None], premature)  # [rows, n_candidates]
+        jsd = js_divergence(mature[:, None], premature)  # [rows, n_candidates]
         choice = jsd.argmax(dim=-1)  # first maximum on ties
         chosen = premature.gather(1, choice[:, None, None].expand(-1, 1, premature.shape[-1]))[:, 0]
         logits = _contrast(mature, chosen, self.alpha, self.excluded_logit)
@@ -170,14 +158,14 @@ class DoLaStatic(Strategy):
         )
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
-        log_probs = floored_log_softmax(lens_logits)
+        log_probs = floored_log_probs(lens_logits)
         logits = _contrast(log_probs[:, -1], log_probs[:, 0], self.alpha, self.excluded_logit)
         return StrategyOutput(logits=logits)
 
 
 @register_strategy
 @dataclass(frozen=True, kw_only=True)
-class DoLaReference(JSONFields, Strategy):
+class DoLaReference(Strategy):
     """Transformers 4.43-4.55 ``model.generate(dola_layers=...)``, token for token (parity mode).
 
     Facts of the reference this reproduces (each a departure from :class:`DoLa`):

@@ -20,14 +20,15 @@ from typing import Any, ClassVar
 
 import torch
 
+from lenssample.stats import LOG_PROB_FLOOR, entropy
+from lenssample.stats import log_probs as log_probs_of
 from lenssample.strategies.base import Strategy, StrategyOutput, register_strategy
 from lenssample.strategies.fields import (
-    JSONFields,
     LayersField,
     LayerSpec,
-    check_number,
     resolve_layers,
 )
+from lenssample.validation import check_number
 
 WEIGHT_SCHEMES = ("uniform", "linear", "exponential", "entropy", "max_prob")
 
@@ -46,8 +47,7 @@ def _static_weights(scheme: str, layers: Sequence[int], decay: float) -> torch.T
 def _confidence_log_weights(log_probs: torch.Tensor, scheme: str, temperature: float) -> torch.Tensor:
     """``[rows, n_layers]`` log-weights from each layer's confidence at each row (normalised over layers)."""
     if scheme == "entropy":
-        entropy = -(log_probs.exp() * log_probs).nan_to_num(nan=0.0).sum(-1)  # 0 * log 0 = 0
-        score = -entropy / temperature
+        score = -entropy(log_probs) / temperature
     else:  # "max_prob"
         score = log_probs.max(dim=-1).values  # log of the top probability: w ∝ max q
     return torch.log_softmax(score, dim=-1)
@@ -77,7 +77,7 @@ def _all_layers(num_layers: int) -> tuple[int, ...]:
 
 @register_strategy
 @dataclass(frozen=True, kw_only=True)
-class LayerEnsemble(JSONFields, Strategy):
+class LayerEnsemble(Strategy):
     """A weighted ensemble of layer distributions (see the module docstring for the formulas).
 
     Args:
@@ -171,7 +171,7 @@ class LayerEnsemble(JSONFields, Strategy):
         return log_weights[None]
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
-        log_probs = torch.log_softmax(lens_logits.float(), dim=-1)  # [rows, n, vocab]
+        log_probs = log_probs_of(lens_logits)  # [rows, n, vocab]
         log_weights = self.log_weights(log_probs, layers)
         logits = COMBINE[self.combine](log_probs, log_weights)
         top = torch.tensor(layers, device=logits.device)[log_weights.argmax(dim=-1)]
@@ -211,11 +211,11 @@ class LayerWindow(Strategy):
         return tuple(range(num_layers - self.window, num_layers + 1))
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
-        log_probs = torch.log_softmax(lens_logits.float(), dim=-1)
+        log_probs = log_probs_of(lens_logits)
         final = log_probs[:, -1]
         if self.gamma == 0:
             return StrategyOutput(logits=final)
-        window = log_probs[:, :-1].clamp_min(-1.0e4).mean(dim=1)
+        window = log_probs[:, :-1].clamp_min(LOG_PROB_FLOOR).mean(dim=1)
         mixed = (1 - self.gamma) * final + self.gamma * window
         return StrategyOutput(logits=torch.log_softmax(mixed, dim=-1))
 

@@ -9,7 +9,6 @@ Layer sets are written either as a preset name (``"low"``, ``"high"``, ``"all"``
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
@@ -17,9 +16,8 @@ from typing import Any
 
 import torch
 
-# Log-probabilities below this are treated as this (e^-10000 is 0 in float32 anyway). Contrasts subtract
-# premature log-probs; flooring them keeps an underflowed (-inf) premature probability from turning into +inf.
-LOG_PROB_FLOOR = -1.0e4
+from lenssample.validation import check_number, did_you_mean
+
 # Largest magnitude a strategy lets through: keeps contrasts of huge adversarial logits finite.
 LOGIT_LIMIT = 1.0e30
 
@@ -39,11 +37,9 @@ def check_layer_spec(value: Any, *, field: str, owner: str, presets: Sequence[st
     if isinstance(value, str):
         if value in presets:
             return value
-        close = difflib.get_close_matches(value, list(presets), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
             f"{owner}: {field}={value!r} is not a preset ({', '.join(map(repr, presets))}) nor a list of layer "
-            f"numbers.{hint}"
+            f"numbers.{did_you_mean(value, presets)}"
         )
     if _is_int(value):
         value = (value,)
@@ -116,29 +112,6 @@ def premature_and_mature(layer: int, num_layers: int, *, field: str, owner: str)
     return (premature, num_layers)
 
 
-def check_number(
-    value: Any,
-    *,
-    field: str,
-    owner: str,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    fix: str = "",
-) -> float:
-    """A real number in ``[low, high]`` (``(low, high]`` with ``low_open``), returned as float."""
-    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(float(value)):
-        raise ValueError(f"{owner}: {field}={value!r} must be a number. {fix}".rstrip())
-    value = float(value)
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and value > high
-    if too_low or too_high or math.isinf(value):
-        left = "(" if low_open else "["
-        interval = f"{left}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise ValueError(f"{owner}: {field}={value!r} is outside {interval}. {fix}".rstrip())
-    return value
-
-
 def check_alpha(value: Any, *, owner: str) -> float:
     """The plausibility cut-off: keep tokens with ``p >= alpha * max p``; must lie in ``(0, 1]``."""
     return check_number(
@@ -179,11 +152,6 @@ def plausible(mature_log_probs: torch.Tensor, alpha: float) -> torch.Tensor:
     return mature_log_probs >= top + math.log(alpha)
 
 
-def floored_log_softmax(logits: torch.Tensor) -> torch.Tensor:
-    """``log_softmax`` over the last dimension in float32, floored at :data:`LOG_PROB_FLOOR`."""
-    return torch.log_softmax(logits.float(), dim=-1).clamp_min(LOG_PROB_FLOOR)
-
-
 def masked_scores(scores: torch.Tensor, keep: torch.Tensor, excluded_logit: float) -> torch.Tensor:
     """``scores`` (at most ``LOGIT_LIMIT``) where ``keep``, ``excluded_logit`` elsewhere: ``[rows, vocab]``."""
     scores = scores.clamp(max=LOGIT_LIMIT)
@@ -220,6 +188,9 @@ class LayerChoice:
     def __repr__(self) -> str:
         return repr(self.spec)
 
+    def __json__(self) -> Any:
+        return list(self.spec) if isinstance(self.spec, tuple) else self.spec
+
 
 class LayersField:
     """Data descriptor behind a strategy's ``layers`` hyperparameter (see :class:`LayerChoice`).
@@ -248,20 +219,3 @@ class LayersField:
         obj.__dict__[self.private] = check_layer_spec(
             value, field=self.field, owner=owner, presets=self.presets
         )
-
-
-def spec_to_json(value: Any) -> Any:
-    """A field value in JSON form (tuples and layer choices become lists or strings)."""
-    if isinstance(value, LayerChoice):
-        value = value.spec
-    return list(value) if isinstance(value, tuple) else value
-
-
-class JSONFields:
-    """Mixin for strategies with a ``layers`` hyperparameter: ``to_dict`` writes plain JSON values."""
-
-    def to_dict(self) -> dict[str, Any]:
-        import dataclasses
-
-        values = {f.name: spec_to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-        return {"name": self.name, **values}  # type: ignore[attr-defined]

@@ -20,9 +20,10 @@ import torch
 from scipy.optimize import minimize
 from torch import nn
 
-from lenssample.adapters import model_parts
+from lenssample.data.windows import token_windows
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.capture import run_layers
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
+from lenssample.model.adapters import model_parts
 from lenssample.strategies.ensemble import LayerEnsemble
 from lenssample.strategies.fields import LayerSpec
 
@@ -48,29 +49,6 @@ class FitResult:
     tokens: int
 
 
-def token_windows(tokenizer, texts: Sequence[str], *, max_tokens: int, window: int) -> torch.Tensor:
-    """Cut the concatenated token ids of ``texts`` into ``[n_windows, window]`` with about ``max_tokens`` targets.
-
-    Documents are joined with the tokenizer's EOS token; the last, incomplete window is dropped.
-    """
-    if window < 2:
-        raise ValueError(f"window={window} must be >= 2 tokens")
-    ids: list[int] = []
-    eos = tokenizer.eos_token_id
-    for text in texts:
-        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        if eos is not None:
-            ids.append(eos)
-        if len(ids) >= max_tokens + max_tokens // (window - 1) + window:
-            break
-    n_windows = max(1, min(len(ids) // window, -(-max_tokens // (window - 1))))
-    if len(ids) < window:
-        raise ValueError(
-            f"the texts hold {len(ids)} tokens, fewer than one window of {window}; give more text"
-        )
-    return torch.tensor(ids[: n_windows * window]).reshape(n_windows, window)
-
-
 @torch.inference_mode()
 def layer_token_log_probs(
     model: nn.Module,
@@ -78,29 +56,25 @@ def layer_token_log_probs(
     layers: Sequence[int],
     *,
     lens: Lens | None = None,
-    max_chunk_bytes: int = 256 * 2**20,
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> torch.Tensor:
     """Each layer's lens log-probability of every observed next token: ``[batch * (seq - 1), n_layers]``.
 
-    One forward pass per batch reads the residual streams of ``layers``; the vocabulary projection runs over
-    chunks of positions (all layers in one matrix product), as in :func:`lenssample.score`.
+    One lens pass reads the residual streams of ``layers`` (sorted, distinct); the vocabulary projection runs over
+    chunks of positions, all layers of a chunk in one matrix product.
     """
-    parts = model_parts(model)
     lens = as_lens(model, lens)
     layers = lens.check_layers(layers)
-    device = next(model.parameters()).device
-    input_ids = input_ids.to(device)
-    out = run_layers(model, input_ids, layers, use_cache=False, keep=None)
-    batch, seq = input_ids.shape
-    hidden = out.hidden[:, :-1].reshape(batch * (seq - 1), len(layers), -1)
+    input_ids = input_ids.to(lens.parts.unembed.weight.device)
+    select = torch.ones_like(input_ids, dtype=torch.bool)
+    select[:, -1] = False
     targets = input_ids[:, 1:].reshape(-1)
-    chunk = max(1, int(max_chunk_bytes // (len(layers) * parts.vocab_size * 4 * 2)))
-    result = torch.empty(hidden.shape[0], len(layers), dtype=torch.float32, device=device)
-    for start in range(0, hidden.shape[0], chunk):
-        stop = min(hidden.shape[0], start + chunk)
-        log_probs = torch.log_softmax(lens(hidden[start:stop], layers), dim=-1)  # [rows, n, vocab]
-        index = targets[start:stop, None, None].expand(-1, len(layers), 1)
-        result[start:stop] = log_probs.gather(-1, index)[..., 0]
+    passed = lens_pass(model, input_ids, layers, select=select)
+    result = torch.empty(targets.numel(), len(layers), dtype=torch.float32, device=input_ids.device)
+    for chunk in passed.chunks(lens, max_chunk_bytes=max_chunk_bytes, copies=2):
+        log_probs = torch.log_softmax(chunk.logits, dim=-1)  # [rows, n, vocab]
+        index = targets[chunk.start : chunk.stop, None, None].expand(-1, len(layers), 1)
+        result[chunk.start : chunk.stop] = log_probs.gather(-1, index)[..., 0]
     return result
 
 
@@ -170,8 +144,10 @@ def fit_layer_weights(
     num_layers = model_parts(model).num_layers
     probe = LayerEnsemble(layers=layers)
     chosen = tuple(sorted({*probe.layers(num_layers), num_layers}))
-    ids = token_windows(tokenizer, texts, max_tokens=max_tokens, window=window)
-    columns = [layer_token_log_probs(model, row[None], chosen, lens=lens) for row in ids]
+    windows = token_windows(texts, tokenizer, seq_len=window, max_positions=max_tokens)
+    if not windows:
+        raise ValueError("the texts hold no window of at least 8 tokens; give more text to fit on")
+    columns = [layer_token_log_probs(model, ids[None], chosen, lens=lens) for ids in windows]
     table = torch.cat(columns).double().cpu().numpy()
     weights, nll = fit_mixture_weights(table)
     final_nll = float(-table[:, -1].mean())

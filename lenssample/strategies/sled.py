@@ -26,7 +26,8 @@ from typing import ClassVar
 import torch
 
 from lenssample.strategies.base import Strategy, StrategyOutput, register_strategy
-from lenssample.strategies.fields import JSONFields, LayersField, LayerSpec, check_number, resolve_layers
+from lenssample.strategies.fields import LayersField, LayerSpec, resolve_layers
+from lenssample.validation import check_number
 
 
 def _earlier_layers(num_layers: int) -> tuple[int, ...]:
@@ -68,7 +69,7 @@ def latent_distribution(
 
 @register_strategy
 @dataclass(frozen=True, kw_only=True)
-class SLED(JSONFields, Strategy):
+class SLED(Strategy):
     """Self logits evolution from the earlier layers (see the module docstring).
 
     Args:

@@ -1,0 +1,318 @@
+"""The logit-lens trajectory of a text: per layer and position, what the lens predicts and how it compares.
+
+``trajectory(model, tokenizer, text)`` runs the model once, reads the residual stream of the chosen layers at every
+position, and projects all layers of a chunk of positions through the lens in one matrix product (chunks keep
+memory bounded for long texts). It returns plain numpy arrays of shape ``[n_layers, n_positions]`` (rows = layers,
+in the order given, columns = positions), ready for :mod:`lenssample.plotting.figures` or for a notebook's own plots.
+
+Statistics, at layer ``l`` and position ``t`` (the distributions predict token ``t + 1``; logs are natural, so
+KL, entropy and cross-entropy are in nats):
+
+* ``top_probs``: probability of the lens's top-1 token ``top_ids``.
+* ``final_rank``: rank (1 = top) under layer ``l`` of the final layer's top-1 token; ties count in its favour,
+  i.e. rank = 1 + the number of tokens with a strictly higher probability.
+* ``kl``: KL(final ‖ layer) = sum_x p_L(x) (log p_L(x) - log p_l(x)).
+* ``entropy``: -sum_x p_l(x) log p_l(x).
+* ``xent``: -log p_l(next input token); NaN at the last position, which has no next token.
+
+The final layer ``L`` is always projected (the statistics compare against it) even when ``layers`` omits it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lenssample.lens.base import Lens, as_lens
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
+from lenssample.stats import entropy, kl_divergence, token_rank
+from lenssample.validation import check_token_ids
+
+
+@dataclass
+class Trajectory:
+    """Per-layer, per-position lens statistics of one text.
+
+    Attributes:
+        layers: layer number of each row (0 = embeddings, ``num_layers`` = final layer).
+        positions: input position of each column (the column's distributions predict position + 1).
+        num_layers: ``L``, the model's number of blocks.
+        input_ids: ``[seq]`` token ids of the whole text.
+        input_tokens: ``[n_positions]`` readable input token at each column.
+        next_ids: ``[n_positions]`` the actual next token id, -1 at the text's last position.
+        next_tokens: ``[n_positions]`` readable next token ("" where there is none).
+        final_ids: ``[n_positions]`` the final layer's top-1 token.
+        matches: ``[n_positions]`` bool, the final layer's top-1 token equals the actual next token.
+        top_ids: ``[n_layers, n_positions]`` the lens's top-1 token id.
+        top_tokens: ``[n_layers, n_positions]`` (object array of str) readable top-1 token.
+        top_probs: ``[n_layers, n_positions]`` its probability.
+        final_rank: ``[n_layers, n_positions]`` rank of the final layer's top-1 token (1 = top).
+        kl: ``[n_layers, n_positions]`` KL(final ‖ layer), nats.
+        entropy: ``[n_layers, n_positions]`` entropy of the layer's distribution, nats.
+        xent: ``[n_layers, n_positions]`` cross-entropy of the actual next token, nats (NaN where there is none).
+        topk_ids: ``[n_layers, n_positions, k]`` the lens's top-k token ids, most probable first.
+        topk_tokens: ``[n_layers, n_positions, k]`` (object array of str) readable top-k tokens.
+        topk_probs: ``[n_layers, n_positions, k]`` their probabilities.
+        lens_name: class name of the lens used (for titles).
+    """
+
+    layers: tuple[int, ...]
+    positions: tuple[int, ...]
+    num_layers: int
+    input_ids: np.ndarray
+    input_tokens: np.ndarray
+    next_ids: np.ndarray
+    next_tokens: np.ndarray
+    final_ids: np.ndarray
+    matches: np.ndarray
+    top_ids: np.ndarray
+    top_tokens: np.ndarray
+    top_probs: np.ndarray
+    final_rank: np.ndarray
+    kl: np.ndarray
+    entropy: np.ndarray
+    xent: np.ndarray
+    topk_ids: np.ndarray
+    topk_tokens: np.ndarray
+    topk_probs: np.ndarray
+    lens_name: str = "LogitLens"
+
+    def window(self, start: int | None = None, end: int | None = None) -> Trajectory:
+        """The columns whose *input position* lies in ``[start, end)`` (Python slice semantics on positions).
+
+        Args:
+            start: first input position (negative counts from the end of the text); default the first column.
+            end: one past the last input position; default the last column.
+        """
+        seq = len(self.input_ids)
+        lo = 0 if start is None else (start + seq if start < 0 else start)
+        hi = seq if end is None else (end + seq if end < 0 else end)
+        keep = [i for i, p in enumerate(self.positions) if lo <= p < hi]
+        if not keep:
+            raise ValueError(
+                f"window start={start}, end={end} selects no position of this trajectory (positions "
+                f"{self.positions[0]}..{self.positions[-1]}); pick a range inside it"
+            )
+        return self._columns(keep)
+
+    def last(self, n: int) -> Trajectory:
+        """The last ``n`` columns (``n >= 1``)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"last={n!r} must be an integer >= 1 (the number of positions to keep)")
+        return self._columns(list(range(max(0, len(self.positions) - n), len(self.positions))))
+
+    def _columns(self, keep: list[int]) -> Trajectory:
+        changes: dict[str, Any] = {"positions": tuple(self.positions[i] for i in keep)}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, np.ndarray) or f.name == "input_ids":
+                continue
+            changes[f.name] = value[..., keep] if value.ndim == 1 else value[:, keep]
+        return replace(self, **changes)
+
+    def layer_summary(self) -> dict[str, np.ndarray]:
+        """Per-layer means over the columns: ``kl``, ``top1`` (agreement with the final layer's top-1 token),
+        ``xent`` (over columns with a next token), ``entropy``; each ``[n_layers]``.
+
+        The shape of input :func:`lenssample.plotting.figures.plot_layer_curves` takes for one lens.
+        """
+        has_next = self.next_ids >= 0
+        return {
+            "kl": self.kl.mean(axis=1),
+            "top1": (self.top_ids == self.final_ids[None]).mean(axis=1),
+            "xent": self.xent[:, has_next].mean(axis=1)
+            if has_next.any()
+            else np.full(len(self.layers), np.nan),
+            "entropy": self.entropy.mean(axis=1),
+        }
+
+
+def readable_token(tokenizer: Any, token_id: int, width: int = 10) -> str:
+    """A token as text with whitespace made visible (space ␣, newline ↵, tab ⇥), cut to ``width``."""
+    text = tokenizer.decode([int(token_id)])
+    text = text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _token_text(tokenizer: Any, token_id: int, width: int) -> str:
+    if tokenizer is None:
+        return f"#{int(token_id)}"
+    return readable_token(tokenizer, int(token_id), width)
+
+
+def _as_ids(tokenizer: Any, text: Any, device: torch.device) -> torch.Tensor:
+    """``text`` (a string, or token ids) as a ``[seq]`` LongTensor."""
+    if isinstance(text, str):
+        if not text:
+            raise ValueError("text is empty; pass some text (at least one token) to look at")
+        if tokenizer is None:
+            raise ValueError(
+                "text is a string but tokenizer is None; pass the model's tokenizer or token ids"
+            )
+        ids = tokenizer(text, return_tensors="pt").input_ids[0]
+    elif isinstance(text, torch.Tensor):
+        if (
+            text.dtype not in (torch.long, torch.int)
+            or text.dim() not in (1, 2)
+            or text.dim() == 2
+            and len(text) != 1
+        ):
+            raise ValueError(
+                f"text is a tensor of shape {tuple(text.shape)} and dtype {text.dtype}; pass one text as "
+                "[seq] or [1, seq] integer token ids"
+            )
+        ids = text.reshape(-1).long()
+    elif isinstance(text, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in text):
+        ids = torch.tensor(list(text), dtype=torch.long)
+    else:
+        raise TypeError(
+            f"text must be a string or token ids (list of int, LongTensor), got {type(text).__name__}"
+        )
+    if ids.numel() == 0:
+        raise ValueError("text has no tokens; pass some text (at least one token) to look at")
+    return ids.to(device)
+
+
+@torch.inference_mode()
+def trajectory(
+    model: nn.Module,
+    tokenizer: Any,
+    text: str | Sequence[int] | torch.Tensor,
+    *,
+    lens: Lens | None = None,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    top_k: int = 5,
+    token_width: int = 12,
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Trajectory:
+    """Lens statistics of every chosen layer at every chosen position of ``text``.
+
+    Args:
+        model: a supported Hugging Face causal LM.
+        tokenizer: the model's tokenizer (``None`` allowed when ``text`` is token ids; tokens then read ``#id``).
+        text: a non-empty string, or token ids (``[seq]`` list / LongTensor).
+        lens: a :class:`~lenssample.lens.base.Lens` of ``model`` (logit or tuned); default the logit lens.
+        layers: rows, layer numbers in ``0..L``; default all of them.
+        positions: columns, input positions (negative counts from the end); default all.
+        top_k: how many top tokens to keep per cell (>= 1).
+        token_width: readable tokens are cut to this many characters.
+        max_chunk_bytes: memory budget of one chunk of lens logits (positions x layers x vocab x 4 bytes x 4).
+
+    Returns:
+        :class:`Trajectory` with ``[n_layers, n_positions]`` arrays.
+
+    Example:
+        >>> model, tok = lenssample.load_model()  # doctest: +SKIP
+        >>> traj = lenssample.analysis.trajectory(model, tok, "The capital of France is")  # doctest: +SKIP
+        >>> traj.top_tokens[-1, -1], traj.kl[:, -1]  # doctest: +SKIP
+    """
+    lens = as_lens(model, lens)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= lens.vocab_size:
+        raise ValueError(f"top_k={top_k!r} must be an integer in 1..{lens.vocab_size} (the vocabulary size)")
+    device = next(model.parameters()).device
+    ids = check_token_ids(_as_ids(tokenizer, text, device), lens.vocab_size, name="text")[0]
+    seq = ids.numel()
+    num_layers = lens.num_layers
+    rows = tuple(range(num_layers + 1)) if layers is None else lens.check_layers(layers)
+    if not rows:
+        raise ValueError("layers is empty; pass at least one layer number, or None for all")
+    if len(set(rows)) != len(rows):
+        raise ValueError(f"layers={list(rows)} contains duplicates; pass each layer once")
+    if positions is None:
+        cols = tuple(range(seq))
+    else:
+        cols = tuple(positions)
+        for p in cols:
+            if isinstance(p, bool) or not isinstance(p, int) or not -seq <= p < seq:
+                raise ValueError(f"positions contains {p!r}, but the text has {seq} tokens; use 0..{seq - 1}")
+        cols = tuple(p % seq for p in cols)
+        if not cols:
+            raise ValueError("positions is empty; pass at least one position, or None for all")
+
+    # Causal model: positions after the last requested one cannot change the requested ones, so don't run them.
+    run = ids[: max(cols) + 1][None]
+    projected = tuple(sorted(set(rows) | {num_layers}))  # the final layer is the reference of every statistic
+    select = torch.zeros_like(run, dtype=torch.bool)
+    select[0, sorted(set(cols))] = True
+    passed = lens_pass(model, run, projected, select=select)
+    order = sorted(set(cols))
+    passed.hidden = passed.hidden[[order.index(p) for p in cols]]  # columns in the order asked for
+    row_index = torch.tensor([projected.index(layer) for layer in rows], device=device)
+    final_index = projected.index(num_layers)
+    next_ids = torch.tensor([int(ids[p + 1]) if p + 1 < seq else -1 for p in cols], device=device)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for chunk in passed.chunks(lens, max_chunk_bytes=max_chunk_bytes, copies=4):
+        log_probs = torch.log_softmax(chunk.logits, dim=-1)  # [n, n_proj, vocab]
+        stats = _statistics(log_probs, row_index, final_index, next_ids[chunk.start : chunk.stop], top_k)
+        for key, value in stats.items():
+            parts.setdefault(key, []).append(value)
+    stats = {key: torch.cat(values, dim=1).cpu().numpy() for key, values in parts.items()}
+
+    def readable(array: np.ndarray) -> np.ndarray:
+        out = np.empty(array.shape, dtype=object)
+        for index, token_id in np.ndenumerate(array):
+            out[index] = _token_text(tokenizer, token_id, token_width)
+        return out
+
+    next_np = next_ids.cpu().numpy()
+    final_ids = stats.pop("final_ids")[0]
+    return Trajectory(
+        layers=rows,
+        positions=cols,
+        num_layers=num_layers,
+        input_ids=ids.cpu().numpy(),
+        input_tokens=readable(ids.cpu().numpy()[list(cols)]),
+        next_ids=next_np,
+        next_tokens=np.array(
+            [_token_text(tokenizer, t, token_width) if t >= 0 else "" for t in next_np], object
+        ),
+        final_ids=final_ids,
+        matches=final_ids == next_np,
+        top_tokens=readable(stats["top_ids"]),
+        topk_tokens=readable(stats["topk_ids"]),
+        lens_name=type(lens).__name__,
+        **stats,
+    )
+
+
+def _statistics(
+    log_probs: torch.Tensor, row_index: torch.Tensor, final_index: int, next_ids: torch.Tensor, top_k: int
+) -> dict[str, torch.Tensor]:
+    """Statistics of one chunk.
+
+    Args:
+        log_probs: ``[n, n_proj, vocab]`` lens log-probs of the projected layers.
+        row_index: ``[n_layers]`` which projected layer each output row is.
+        final_index: index of the final layer among the projected ones.
+        next_ids: ``[n]`` actual next token, -1 where there is none.
+        top_k: top tokens kept per cell.
+
+    Returns:
+        ``[n_layers, n]`` tensors (``[n_layers, n, k]`` for the top-k ones; ``final_ids`` is ``[1, n]``).
+    """
+    final = log_probs[:, final_index]  # [n, vocab]
+    final_ids = final.argmax(dim=-1)  # [n]
+    lp = log_probs[:, row_index]  # [n, n_layers, vocab]
+    topk_lp, topk_ids = lp.topk(top_k, dim=-1)
+    rank = token_rank(lp, final_ids[:, None]) + 1
+    has_next = next_ids >= 0
+    xent = -lp.gather(-1, next_ids.clamp_min(0)[:, None, None].expand(-1, lp.shape[1], 1)).squeeze(-1)
+    xent = torch.where(has_next[:, None], xent, torch.nan)
+    out = {
+        "top_ids": topk_ids[..., 0],
+        "top_probs": topk_lp[..., 0].exp(),
+        "final_rank": rank,
+        "kl": kl_divergence(final[:, None], lp),
+        "entropy": entropy(lp),
+        "xent": xent,
+        "topk_ids": topk_ids,
+        "topk_probs": topk_lp.exp(),
+        "final_ids": final_ids[:, None],
+    }
+    return {key: value.transpose(0, 1) for key, value in out.items()}  # layers first

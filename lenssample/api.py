@@ -1,0 +1,283 @@
+"""The drop-in decode functions: :func:`generate`, and :func:`decoder` for transformers 5's
+``model.generate(..., custom_generate=decoder(strategy))``; both go through the one dispatch between the per-token
+loop and a compute schedule (:func:`run_decoding`).
+
+transformers 5 accepts a callable as ``custom_generate``: it prepares the inputs, the logits processors (from the
+generation config: temperature, top-p, repetition penalty, ...) and the stopping criteria (max length, EOS, stop
+strings), then hands them to the callable instead of its own sampling loop, so what ``model.generate`` is
+configured with is honoured (its streamer too, see :func:`_streamer_of_calling_generate`), and the tokens equal
+:func:`generate`'s with the same settings. ``stop_strings`` need ``model.generate(..., tokenizer=tok)`` there as
+everywhere in transformers. The per-step trace is only available through :func:`generate`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import LogitsProcessorList, StoppingCriteriaList, StopStringCriteria
+from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+from lenssample.decoding.emission import EmissionPolicy
+from lenssample.decoding.loop import decode
+from lenssample.decoding.outputs import GenerateOutput
+from lenssample.decoding.prompt import Prompt, prepare_prompt
+from lenssample.decoding.sampling import TokenPicker
+from lenssample.decoding.settings import DecodingSettings
+from lenssample.lens.base import Lens
+from lenssample.lens.tuned import load_lens
+from lenssample.model.adapters import model_parts
+from lenssample.schedules.base import Schedule, as_schedule, check_pair
+from lenssample.strategies.base import Strategy, as_strategy
+
+
+def resolve(
+    model: nn.Module, strategy: Any, schedule: Any, lens: Any
+) -> tuple[Strategy, Schedule | None, Lens]:
+    """Strategy, schedule and lens objects from objects or specs, checked against the model and each other."""
+    parts = model_parts(model)
+    strategy, schedule = as_strategy(strategy), as_schedule(schedule)
+    strategy.check_model(parts.num_layers)
+    check_pair(strategy, schedule, parts.num_layers)
+    return strategy, schedule, load_lens(lens, model)
+
+
+def run_decoding(
+    model: nn.Module,
+    prompt: Prompt,
+    *,
+    strategy: Strategy,
+    schedule: Schedule | None,
+    lens: Lens,
+    picker: TokenPicker,
+    policy: EmissionPolicy,
+    use_cache: bool = True,
+) -> GenerateOutput:
+    """Run the per-token loop with ``strategy``, or ``schedule`` when there is one (inputs already validated)."""
+    picker.source = f"{'schedule' if schedule else 'strategy'} {(schedule or strategy).to_spec()!r}"
+    if schedule is not None:
+        if not use_cache:
+            raise ValueError(
+                f"schedule={schedule.to_spec()!r} manages its own KV cache; drop use_cache=False"
+            )
+        return schedule.decode(model, prompt, lens=lens, picker=picker, policy=policy)
+    return decode(
+        model, prompt, strategy=strategy, lens=lens, picker=picker, policy=policy, use_cache=use_cache
+    )
+
+
+def _eos_ids(eos: int | Sequence[int] | None, device: torch.device) -> torch.Tensor | None:
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    return torch.tensor(ids, dtype=torch.long, device=device) if ids else None
+
+
+def generate(
+    model: nn.Module,
+    inputs: torch.Tensor | str | Sequence[str],
+    strategy: Strategy | str | None = None,
+    *,
+    schedule: Schedule | str | None = None,
+    lens: Lens | str | None = None,
+    tokenizer: Any = None,
+    attention_mask: torch.Tensor | None = None,
+    settings: DecodingSettings | None = None,
+    logits_processor: LogitsProcessorList | None = None,
+    stopping_criteria: StoppingCriteriaList | None = None,
+    streamer: Any = None,
+    generator: torch.Generator | None = None,
+    **setting_values: Any,
+) -> GenerateOutput:
+    """Generate with a lens-based strategy, or a compute schedule.
+
+    Args:
+        model: a supported Hugging Face causal LM (see :mod:`lenssample.model.adapters`).
+        inputs: ``[batch, seq]`` token ids (left-padded, with ``attention_mask``), or a prompt string / list of
+            strings (needs ``tokenizer``; batches are left-padded for you).
+        strategy: which distribution to draw each token from: a strategy object or a spec
+            (``"dola:layers=high"``); default ``FinalLayer``.
+        schedule: a compute schedule that owns the loop instead of one pass per token, as an object or a spec:
+            early exit (``"early-exit:measure=max-prob,threshold=0.9"``) or self-speculative decoding
+            (``"speculative:draft_layer=24"``). It decodes from the final layer, so it replaces ``strategy``.
+        lens: the lens intermediate layers are read through: a lens, ``"logit"`` (default) or a tuned-lens folder.
+        tokenizer: needed for text prompts and ``stop_strings``.
+        attention_mask: ``[batch, seq]`` 1 for tokens, 0 for left padding.
+        settings: a :class:`~lenssample.decoding.settings.DecodingSettings`; keyword arguments named like its
+            fields (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``min_p``,
+            ``repetition_penalty``, ``seed``, ``eos_token_id``, ``pad_token_id``, ``stop_strings``, ``use_cache``)
+            set or replace them.
+        logits_processor: extra transformers processors, applied after the ones the settings build.
+        stopping_criteria: extra transformers stopping criteria.
+        streamer: a transformers streamer (``TextStreamer``, ``TextIteratorStreamer``); one prompt only.
+        generator: a ``torch.Generator`` for sampling (exclusive with ``seed``); default torch's global RNG.
+
+    Returns:
+        :class:`~lenssample.decoding.outputs.GenerateOutput` with ``sequences`` and a per-step ``trace``.
+
+    Example:
+        >>> model, tok = lenssample.load_model()  # doctest: +SKIP
+        >>> out = lenssample.generate(model, "The capital of France is", "dola:layers=high", tokenizer=tok)  # doctest: +SKIP
+        >>> out.texts(tok)  # doctest: +SKIP
+    """
+    settings = DecodingSettings.build(settings, **setting_values)
+    strategy, schedule, lens = resolve(model, strategy, schedule, lens)
+    if settings.seed is not None and generator is not None:
+        raise ValueError("pass either seed= or generator=, not both")
+    prompt = prepare_prompt(
+        model, inputs, attention_mask=attention_mask, tokenizer=tokenizer, vocab_size=lens.vocab_size
+    )
+    check_length(model, prompt.input_ids.shape[1], settings.max_new_tokens)
+    if streamer is not None and prompt.input_ids.shape[0] > 1:
+        raise ValueError(
+            f"streamer= prints one sequence, but the prompt has {prompt.input_ids.shape[0]} rows; stream one "
+            "prompt at a time or drop streamer="
+        )
+    device = prompt.input_ids.device
+    processors = settings.processors()
+    processors.extend(logits_processor or [])
+    criteria = StoppingCriteriaList(stopping_criteria or [])
+    if settings.stop_strings:
+        if tokenizer is None:
+            raise ValueError("stop_strings needs tokenizer=...; pass the model's tokenizer")
+        criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=list(settings.stop_strings)))
+    config = getattr(model, "generation_config", None)
+    eos = (
+        settings.eos_token_id if settings.eos_token_id is not None else getattr(config, "eos_token_id", None)
+    )
+    eos_ids = _eos_ids(eos, device)
+    pad = (
+        settings.pad_token_id if settings.pad_token_id is not None else getattr(config, "pad_token_id", None)
+    )
+    if pad is None:
+        pad = int(eos_ids[0]) if eos_ids is not None else 0
+    policy = EmissionPolicy(
+        max_new_tokens=settings.max_new_tokens, eos_token_ids=eos_ids, pad_token_id=int(pad),
+        stopping_criteria=criteria, streamer=streamer,
+    )  # fmt: skip
+    picker = TokenPicker(
+        processors, do_sample=settings.do_sample, generator=settings.generator(device) or generator
+    )
+    return run_decoding(
+        model, prompt, strategy=strategy, schedule=schedule, lens=lens, picker=picker, policy=policy,
+        use_cache=settings.use_cache,
+    )  # fmt: skip
+
+
+def check_length(model: nn.Module, prompt_length: int, max_new_tokens: int) -> None:
+    """Refuse a generation longer than the model's maximum positions, before any model work."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and prompt_length + max_new_tokens > limit:
+        raise ValueError(
+            f"the prompt ({prompt_length} tokens) plus max_new_tokens={max_new_tokens} exceeds this model's "
+            f"{limit} positions; shorten the prompt or pass max_new_tokens <= {max(1, limit - prompt_length)}"
+        )
+
+
+@functools.cache
+def _generate_code() -> Any:
+    from transformers.generation.utils import GenerationMixin
+
+    return inspect.unwrap(GenerationMixin.generate).__code__
+
+
+def _streamer_of_calling_generate(max_depth: int = 8) -> Any:
+    """The ``streamer`` argument of the ``GenerationMixin.generate`` call running this decoder, or ``None``.
+
+    transformers 5 rebuilds the keyword arguments it gives a callable ``custom_generate`` without ``streamer`` (a
+    named parameter of its own sampling loop), after putting the prompt into it; the streamer is still a local of
+    the ``generate`` frame that called us (found by its code object, so subclasses and decorators do not matter).
+    """
+    frame = sys._getframe(1)
+    for _ in range(max_depth):
+        if frame is None:
+            return None
+        if frame.f_code is _generate_code():
+            return frame.f_locals.get("streamer")
+        frame = frame.f_back
+    return None
+
+
+class _PromptAlreadyPut:
+    """Forwards to a streamer, dropping the first ``put`` (the prompt, which ``generate`` already put)."""
+
+    def __init__(self, streamer: Any) -> None:
+        self.streamer, self.skipped = streamer, False
+
+    @classmethod
+    def wrap(cls, streamer: Any) -> Any:
+        return None if streamer is None else cls(streamer)
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.skipped:
+            self.streamer.put(value)
+        self.skipped = True
+
+    def end(self) -> None:
+        self.streamer.end()
+
+
+def decoder(
+    strategy: Strategy | str | None = None,
+    *,
+    lens: Lens | str | None = None,
+    schedule: Schedule | str | None = None,
+) -> Callable[..., Any]:
+    """A ``custom_generate`` callable that decodes with ``strategy`` (or ``schedule``) through ``lens``.
+
+    Strategy, schedule and lens take objects or specs, as in :func:`lenssample.generate`; a schedule combined with
+    a strategy other than the final layer is refused here, before any model runs.
+    """
+    strategy, schedule = as_strategy(strategy), as_schedule(schedule)
+    check_pair(strategy, schedule)
+
+    def lenssample_decode(
+        model: torch.nn.Module,
+        input_ids: torch.Tensor,
+        logits_processor: Any,
+        stopping_criteria: Any,
+        generation_config: Any,
+        synced_gpus: bool = False,
+        streamer: Any = None,
+        **model_kwargs: Any,
+    ) -> torch.Tensor | GenerateDecoderOnlyOutput:
+        chosen, plan, model_lens = resolve(model, strategy, schedule, lens)
+        if (
+            streamer is None
+        ):  # transformers 5 keeps generate(streamer=...) from a callable: find it (prompt put)
+            streamer = _PromptAlreadyPut.wrap(_streamer_of_calling_generate())
+        attention_mask = model_kwargs.get("attention_mask")
+        if attention_mask is not None and bool((attention_mask == 1).all()):
+            attention_mask = None
+        max_new_tokens = max(int(generation_config.max_length) - input_ids.shape[1], 1)
+        check_length(model, input_ids.shape[1], max_new_tokens)
+        eos = getattr(generation_config, "_eos_token_tensor", None)
+        pad = getattr(generation_config, "_pad_token_tensor", None)
+        eos_ids = eos.reshape(-1).to(input_ids.device) if eos is not None else None
+        policy = EmissionPolicy(
+            max_new_tokens=max_new_tokens,
+            eos_token_ids=eos_ids,
+            pad_token_id=int(pad) if pad is not None else (int(eos_ids[0]) if eos_ids is not None else 0),
+            stopping_criteria=stopping_criteria,
+            streamer=streamer,
+        )
+        out = run_decoding(
+            model,
+            Prompt(input_ids=input_ids, attention_mask=attention_mask),
+            strategy=chosen,
+            schedule=plan,
+            lens=model_lens,
+            picker=TokenPicker(processors=logits_processor, do_sample=bool(generation_config.do_sample)),
+            policy=policy,
+            use_cache=bool(model_kwargs.get("use_cache", True)),
+        )
+        if generation_config.return_dict_in_generate:
+            return GenerateDecoderOnlyOutput(sequences=out.sequences)
+        return out.sequences
+
+    lenssample_decode.strategy = strategy  # type: ignore[attr-defined]
+    lenssample_decode.schedule = schedule  # type: ignore[attr-defined]
+    return lenssample_decode

@@ -1,0 +1,75 @@
+"""Token windows: texts cut into model inputs, never crossing a document boundary.
+
+The one way lenssample turns a corpus into teacher-forced inputs for lens training, lens evaluation, fitted weights
+and the observations (perplexity has its own rolling windows with overlap: :mod:`lenssample.eval.perplexity`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from lenssample.validation import check_int
+
+
+def token_windows(
+    texts: Sequence[Any],
+    tokenizer: Any,
+    *,
+    seq_len: int,
+    min_len: int = 8,
+    max_positions: int | None = None,
+) -> list[torch.Tensor]:
+    """Cut each text into windows of at most ``seq_len`` tokens (remainders shorter than ``min_len`` are dropped).
+
+    Args:
+        texts: strings, :class:`~lenssample.data.Document` s, or 1-D integer tensors of token ids.
+        tokenizer: a Hugging Face tokenizer (needed for text; ignored for token ids). Texts are encoded without
+            special tokens.
+        seq_len: window length in tokens.
+        min_len: shortest window kept (at least 2: one input and one target).
+        max_positions: stop once the windows hold this many predicting positions (``len - 1`` each); the last
+            window is shortened to land on it exactly (unless that remainder is shorter than ``min_len``).
+            ``None``: every window of every text.
+
+    Returns:
+        1-D LongTensors of token ids, in text order.
+    """
+    min_len = check_int(min_len, field="min_len", low=2)
+    seq_len = check_int(seq_len, field="seq_len", low=min_len)
+    if max_positions is not None:
+        max_positions = check_int(max_positions, field="max_positions", low=1)
+    if isinstance(texts, (str, torch.Tensor)) or not isinstance(texts, Sequence):
+        raise TypeError(
+            f"texts must be a list of strings, Documents or 1-D token-id tensors, got {type(texts).__name__}; "
+            "wrap a single text in a list"
+        )
+    windows: list[torch.Tensor] = []
+    covered = 0
+    for i, item in enumerate(texts):
+        ids = _token_ids(item, tokenizer, i)
+        for start in range(0, ids.numel(), seq_len):
+            window = ids[start : start + seq_len]
+            if max_positions is not None:
+                window = window[: max_positions - covered + 1]
+            if window.numel() >= min_len:
+                windows.append(window)
+                covered += window.numel() - 1
+            if max_positions is not None and max_positions - covered + 1 < min_len:
+                return windows  # what is left to cover is shorter than any window kept
+    return windows
+
+
+def _token_ids(item: Any, tokenizer: Any, index: int) -> torch.Tensor:
+    if isinstance(item, torch.Tensor):
+        if item.dim() != 1 or item.dtype not in (torch.long, torch.int):
+            raise TypeError(f"texts[{index}] is a tensor of shape {tuple(item.shape)}; pass 1-D token ids")
+        return item.long()
+    text = getattr(item, "text", item)
+    if not isinstance(text, str):
+        raise TypeError(f"texts[{index}] is a {type(item).__name__}; pass strings, Documents or token ids")
+    if tokenizer is None:
+        raise ValueError("texts are strings, so tokenizer is required; pass the model's tokenizer")
+    return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)

@@ -1,0 +1,294 @@
+"""Architecture knowledge, in one table keyed by ``config.model_type``.
+
+A lens needs to know four things about a causal LM: where its transformer blocks are, where the final norm is,
+where the unembedding is, and what the model does to its logits after the unembedding (Gemma-2's soft-capping,
+Cohere's logit scale). Everything else (attention, rotary embeddings, caches) is left to the model's own
+``forward``: lenssample never re-implements a forward pass, it only reads block outputs with hooks.
+
+Register a new architecture with :func:`register_adapter`::
+
+    from lenssample.model.adapters import Adapter, register_adapter
+    register_adapter("my_model", Adapter(base="model", blocks="layers", final_norm="norm", unembed="lm_head"))
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+LogitsTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _resolve(root: nn.Module, path: str | None) -> nn.Module | None:
+    """Follow a dotted attribute path (``"model.decoder"``); ``None`` or ``""`` gives ``None``/``root``."""
+    if path is None:
+        return None
+    module = root
+    for part in filter(None, path.split(".")):
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
+
+
+@dataclass(frozen=True, kw_only=True)
+class Adapter:
+    """Where the pieces of one architecture live, as dotted paths.
+
+    Attributes:
+        base: path from the ``*ForCausalLM`` to the base model whose ``forward`` runs embeddings + blocks + final
+            norm (``"model"``, ``"transformer"``, ``"gpt_neox"``, ``"model.decoder"``).
+        blocks: path from the base model to the ``nn.ModuleList`` of transformer blocks.
+        final_norm: path from the base model to the final norm; ``None`` for models without one.
+        unembed: path from the ``*ForCausalLM`` to the output projection (``lm_head``); when absent, the model's
+            ``get_output_embeddings()``.
+        pre_unembed: path from the base model to a projection applied between the final norm and the unembedding
+            (OPT-350m's ``project_out``), or ``None``.
+        logits_transform: builds, from the config, the function the model applies to its logits after the
+            unembedding (soft-capping, scaling); ``None`` when there is none.
+        attention: path from a block to its self-attention module (``"self_attn"``), whose ``forward`` takes the
+            block's own keyword arguments (masks, position embeddings, cache) and appends to the cache; ``None``
+            when unknown (early exit's ``skipped_kv="propagate"`` is then refused).
+        attention_norm: path from a block to the norm its attention input passes through (``"input_layernorm"``),
+            ``None`` when the raw residual stream goes in (OLMo-2 normalises after attention), or a function
+            ``block -> norm module or None`` for architectures where it depends on the config (OPT-350m).
+    """
+
+    base: str
+    blocks: str
+    final_norm: str | None
+    unembed: str
+    pre_unembed: str | None = None
+    logits_transform: Callable[[object], LogitsTransform | None] | None = None
+    attention: str | None = None
+    attention_norm: str | Callable[[nn.Module], nn.Module | None] | None = None
+
+
+def _softcap(config: object) -> LogitsTransform | None:
+    cap = getattr(config, "final_logit_softcapping", None)
+    if not cap:
+        return None
+    cap = float(cap)
+    return lambda logits: torch.tanh(logits / cap) * cap
+
+
+def _logit_scale(config: object) -> LogitsTransform | None:
+    scale = getattr(config, "logit_scale", None)
+    if scale is None or scale == 1.0:
+        return None
+    scale = float(scale)
+    return lambda logits: logits * scale
+
+
+# Most decoder blocks normalise with `input_layernorm` and then call `self_attn` (read from transformers'
+# modeling_*.py files of each architecture).
+_PRE_NORM_ATTENTION = {"attention": "self_attn", "attention_norm": "input_layernorm"}
+_LLAMA_LIKE = Adapter(
+    base="model", blocks="layers", final_norm="norm", unembed="lm_head", **_PRE_NORM_ATTENTION
+)
+_GEMMA_LIKE = Adapter(
+    base="model",
+    blocks="layers",
+    final_norm="norm",
+    unembed="lm_head",
+    logits_transform=_softcap,
+    **_PRE_NORM_ATTENTION,
+)
+
+ADAPTERS: dict[str, Adapter] = {
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "qwen3": _LLAMA_LIKE,
+    "phi3": _LLAMA_LIKE,
+    # OLMo-2 normalises the attention *output* (post_attention_layernorm); its attention reads the raw stream.
+    "olmo2": Adapter(
+        base="model", blocks="layers", final_norm="norm", unembed="lm_head", attention="self_attn"
+    ),
+    "granite": Adapter(
+        base="model",
+        blocks="layers",
+        final_norm="norm",
+        unembed="lm_head",
+        # Granite divides its logits by `logits_scaling`.
+        logits_transform=lambda c: (
+            (lambda x, s=float(c.logits_scaling): x / s) if getattr(c, "logits_scaling", 1.0) != 1.0 else None
+        ),
+        **_PRE_NORM_ATTENTION,
+    ),
+    "cohere": Adapter(
+        base="model",
+        blocks="layers",
+        final_norm="norm",
+        unembed="lm_head",
+        logits_transform=_logit_scale,
+        **_PRE_NORM_ATTENTION,
+    ),
+    "gemma": _GEMMA_LIKE,
+    "gemma2": _GEMMA_LIKE,
+    "gemma3_text": _GEMMA_LIKE,
+    "gpt2": Adapter(
+        base="transformer",
+        blocks="h",
+        final_norm="ln_f",
+        unembed="lm_head",
+        attention="attn",
+        attention_norm="ln_1",
+    ),
+    "gpt_neox": Adapter(
+        base="gpt_neox",
+        blocks="layers",
+        final_norm="final_layer_norm",
+        unembed="embed_out",
+        attention="attention",
+        attention_norm="input_layernorm",
+    ),
+    "opt": Adapter(
+        base="model.decoder",
+        blocks="layers",
+        final_norm="final_layer_norm",
+        unembed="lm_head",
+        pre_unembed="project_out",
+        attention="self_attn",
+        # OPT-350m (do_layer_norm_before=False) normalises after attention; the other sizes before.
+        attention_norm=lambda block: block.self_attn_layer_norm if block.do_layer_norm_before else None,
+    ),
+}
+
+
+def register_adapter(model_type: str, adapter: Adapter, *, overwrite: bool = False) -> None:
+    """Teach lenssample a new architecture (see the module docstring for an example)."""
+    if not isinstance(adapter, Adapter):
+        raise TypeError(f"adapter must be an lenssample.model.adapters.Adapter, got {type(adapter).__name__}")
+    if model_type in ADAPTERS and not overwrite:
+        raise ValueError(
+            f"model_type={model_type!r} already has an adapter; pass overwrite=True to replace it"
+        )
+    ADAPTERS[model_type] = adapter
+
+
+def adapter_for(config: object) -> Adapter:
+    """The adapter for ``config.model_type``, or a ``ValueError`` listing what is supported."""
+    model_type = getattr(config, "model_type", None)
+    if model_type in ADAPTERS:
+        return ADAPTERS[model_type]
+    close = difflib.get_close_matches(str(model_type), ADAPTERS, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(
+        f"model_type={model_type!r} is not supported by lenssample.{hint} Supported: "
+        f"{', '.join(sorted(ADAPTERS))}. To add it, register where its pieces live, e.g. "
+        "lenssample.model.adapters.register_adapter('"
+        + str(model_type)
+        + "', lenssample.model.adapters.Adapter("
+        "base='model', blocks='layers', final_norm='norm', unembed='lm_head'))"
+    )
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """The resolved modules of one model, as the lens and the decoding loop use them.
+
+    Attributes:
+        model: the ``*ForCausalLM``.
+        base: the base model (embeddings, blocks, final norm).
+        blocks: the list of transformer blocks; ``len(blocks)`` is the number of layers ``L``.
+        final_norm: the final norm, or ``None``.
+        pre_unembed: a projection between final norm and unembedding, or ``None``.
+        unembed: the output projection, ``[d_model] -> [vocab]``.
+        logits_transform: post-processing of logits, or ``None``.
+        cache_kwarg: the name under which the base model takes its KV cache (``"cache"`` in recent
+            transformers 5 releases, ``"past_key_values"`` before).
+    """
+
+    model: nn.Module
+    base: nn.Module
+    blocks: nn.ModuleList
+    final_norm: nn.Module | None
+    pre_unembed: nn.Module | None
+    unembed: nn.Module
+    logits_transform: LogitsTransform | None
+    cache_kwarg: str
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.unembed.weight.shape[0])
+
+
+def model_parts(model: nn.Module) -> ModelParts:
+    """Resolve the adapter's paths on ``model`` (cached on the model object)."""
+    cached = getattr(model, "_lenssample_parts", None)
+    if cached is not None and cached.model is model:
+        return cached
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        raise TypeError(
+            f"model must be a Hugging Face causal LM (a torch.nn.Module with a .config), got {type(model).__name__}"
+        )
+    adapter = adapter_for(model.config)
+    base = _resolve(model, adapter.base)
+    blocks = _resolve(base, adapter.blocks) if base is not None else None
+    # Some models renamed their head across transformers versions (GPT-NeoX: embed_out -> lm_head).
+    unembed = _resolve(model, adapter.unembed) or model.get_output_embeddings()
+    if base is None or not isinstance(blocks, nn.ModuleList) or unembed is None:
+        raise ValueError(
+            f"the {model.config.model_type!r} adapter does not fit {type(model).__name__}: expected blocks at "
+            f"{adapter.base}.{adapter.blocks} and the unembedding at {adapter.unembed}. Load the model with "
+            "AutoModelForCausalLM, or register a matching adapter with lenssample.model.adapters.register_adapter"
+        )
+    params = inspect.signature(base.forward).parameters
+    cache_kwarg = "cache" if "cache" in params else "past_key_values"
+    parts = ModelParts(
+        model=model,
+        base=base,
+        blocks=blocks,
+        final_norm=_resolve(base, adapter.final_norm),
+        pre_unembed=_resolve(base, adapter.pre_unembed),
+        unembed=unembed,
+        logits_transform=adapter.logits_transform(model.config) if adapter.logits_transform else None,
+        cache_kwarg=cache_kwarg,
+    )
+    object.__setattr__(model, "_lenssample_parts", parts)
+    return parts
+
+
+@dataclass(frozen=True)
+class BlockAttention:
+    """One block's self-attention module and the norm its input passes through first (``None``: identity)."""
+
+    attention: nn.Module
+    norm: nn.Module | None
+
+
+def block_attentions(parts: ModelParts) -> list[BlockAttention]:
+    """Per block, its self-attention module and pre-attention norm, from the adapter's ``attention`` fields.
+
+    Raises:
+        ValueError: when the adapter names no attention module, or its paths do not fit the model.
+    """
+    adapter = adapter_for(parts.model.config)
+    model_type = parts.model.config.model_type
+    if adapter.attention is None:
+        raise ValueError(
+            f"model_type={model_type!r}: its adapter names no attention module (Adapter(attention=..., "
+            "attention_norm=...))"
+        )
+    found = []
+    for index, block in enumerate(parts.blocks):
+        attention = _resolve(block, adapter.attention)
+        norm_path = adapter.attention_norm
+        norm = norm_path(block) if callable(norm_path) else _resolve(block, norm_path)
+        if attention is None or (isinstance(norm_path, str) and norm is None):
+            raise ValueError(
+                f"model_type={model_type!r}: block {index} has no {adapter.attention!r} / {norm_path!r} module; "
+                "the adapter's attention paths do not fit this model"
+            )
+        found.append(BlockAttention(attention=attention, norm=norm))
+    return found

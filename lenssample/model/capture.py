@@ -1,0 +1,136 @@
+"""Run the model and keep the residual stream of chosen layers, at chosen positions only.
+
+Layer numbering (used everywhere in lenssample): layer ``0`` is the embedding output (the input of block 0),
+layer ``i`` is the output of block ``i - 1`` counted from 0, i.e. "after ``i`` blocks", and ``L`` (the number of
+blocks) is the last block's output *before* the final norm. The lens applies the final norm itself, so the lens at
+``L`` is exactly the model's own logits. (Hugging Face's ``output_hidden_states[L]`` has already passed the final
+norm; we never read it, so nothing is normalised twice.)
+
+Block outputs are read with forward hooks on the model's own modules: the model's ``forward`` runs unchanged
+(attention masks, rotary embeddings, caches, sliding windows are all the model's business).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lenssample.model.adapters import model_parts
+from lenssample.model.surgery import truncated_blocks
+
+
+@dataclass
+class LayerOutputs:
+    """What one forward pass returns.
+
+    Attributes:
+        hidden: ``[batch, positions, n_layers, d_model]`` residual stream of the requested layers (pre-norm), at the
+            kept positions (the last ``keep`` positions of the input, or all of them).
+        layers: the layer numbers along dimension 2 of ``hidden``.
+        cache: the model's KV cache after this pass (``None`` when not caching).
+    """
+
+    hidden: torch.Tensor
+    layers: tuple[int, ...]
+    cache: Any
+
+
+def _block_output(output: Any) -> torch.Tensor:
+    # Blocks return a tensor (transformers 5 llama-likes) or a tuple whose first item is the hidden state.
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _block_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    if args:
+        return args[0]
+    return kwargs["hidden_states"]
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, as ``model.generate`` computes them: ``[batch, seq]``."""
+    position_ids = attention_mask.long().cumsum(-1) - 1
+    return position_ids.masked_fill(attention_mask == 0, 0)
+
+
+def run_layers(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    layers: Sequence[int],
+    *,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    cache: Any = None,
+    use_cache: bool = True,
+    keep: int | None = 1,
+) -> LayerOutputs:
+    """One forward pass that returns the residual stream of ``layers`` at the last ``keep`` positions.
+
+    Only ``max(layers)`` blocks run: when a strategy reads no layer beyond ``E < L``, the blocks after ``E`` are
+    skipped (and their KV cache is never filled, which is fine as long as every pass of that generation reads the
+    same layers).
+
+    Args:
+        model: a Hugging Face causal LM supported by :mod:`lenssample.model.adapters`.
+        input_ids: ``[batch, seq]`` new tokens (the whole prompt at prefill, one token per step after).
+        layers: sorted, distinct layer numbers in ``0..L``.
+        attention_mask: ``[batch, past + seq]`` 1 for real tokens, 0 for (left) padding; ``None`` means all ones.
+        position_ids: ``[batch, seq]``; ``None`` lets the model count from the cache length.
+        cache: the KV cache from the previous pass, or ``None`` at prefill.
+        use_cache: whether to build and return a KV cache.
+        keep: how many trailing positions to keep; ``None`` keeps all.
+
+    Returns:
+        :class:`LayerOutputs` with ``hidden: [batch, keep or seq, len(layers), d_model]``.
+    """
+    parts = model_parts(model)
+    layers = tuple(layers)
+    # Layer 0 is read by a pre-hook on block 0, so at least one block must run.
+    depth = max(1, max(layers)) if layers else parts.num_layers
+    captured: dict[int, torch.Tensor] = {}
+
+    def _slice(h: torch.Tensor) -> torch.Tensor:
+        return h if keep is None else h[:, -keep:]
+
+    handles = []
+    try:
+        if 0 in layers:
+
+            def _pre_hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+                captured[0] = _slice(_block_input(args, kwargs))
+
+            handles.append(parts.blocks[0].register_forward_pre_hook(_pre_hook, with_kwargs=True))
+        for layer in layers:
+            if layer == 0:
+                continue
+
+            def _hook(_module: nn.Module, _args: tuple, output: Any, layer: int = layer) -> None:
+                captured[layer] = _slice(_block_output(output))
+
+            handles.append(parts.blocks[layer - 1].register_forward_hook(_hook))
+
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "use_cache": use_cache,
+        }
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
+        if cache is not None:
+            kwargs[parts.cache_kwarg] = cache
+        with truncated_blocks(parts, depth):
+            outputs = parts.base(**kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    new_cache = None
+    if use_cache:
+        new_cache = getattr(outputs, "cache", None)
+        if new_cache is None:
+            new_cache = getattr(outputs, "past_key_values", None)
+    hidden = torch.stack([captured[layer] for layer in layers], dim=2)
+    return LayerOutputs(hidden=hidden, layers=layers, cache=new_cache)

@@ -1,0 +1,171 @@
+"""A self-contained HTML logit-lens heatmap: hover a cell to see the lens's top tokens and their probabilities.
+
+One file with inline CSS and a few lines of inline JavaScript (to switch the colouring statistic); it loads nothing
+from the network and holds no URL. Every token is HTML-escaped, and ``/`` is written as ``&#47;`` so that token text
+can never form ``//`` in the file.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
+
+from lenssample.analysis.trajectory import Trajectory
+from lenssample.plotting.figures import STATISTICS, check_output_path, get_statistic, text_color
+
+_CSS = """
+body { font-family: system-ui, sans-serif; font-size: 13px; margin: 16px; }
+table { border-collapse: collapse; }
+td, th { padding: 2px 5px; text-align: center; white-space: pre; font-family: ui-monospace, monospace; }
+td.cell { position: relative; border: 1px solid #fff; min-width: 60px; cursor: default; }
+td.cell .tip { display: none; position: absolute; left: 50%; top: 100%; z-index: 10; background: #fff;
+  color: #111; border: 1px solid #888; box-shadow: 2px 2px 6px rgba(0,0,0,.25); padding: 4px; text-align: left; }
+td.cell:hover .tip { display: block; }
+td.cell:hover { outline: 2px solid #e33; }
+.tip table td { padding: 0 4px; text-align: left; }
+th.layer { text-align: right; color: #555; }
+th.next { color: #555; font-weight: normal; }
+th.match { color: #1a7f37; font-weight: bold; }
+th.input { color: #111; font-weight: normal; }
+.note { color: #555; margin: 6px 0; }
+"""
+
+# Switches every cell's colours to those precomputed for the chosen statistic (data-<stat>="background text").
+_JS = """
+function colourBy(stat) {
+  document.querySelectorAll('td.cell').forEach(function (cell) {
+    var colours = cell.getAttribute('data-' + stat).split(' ');
+    cell.style.background = colours[0];
+    cell.style.color = colours[1];
+  });
+  document.querySelectorAll('.legend').forEach(function (el) {
+    el.style.display = el.getAttribute('data-stat') === stat ? 'inline' : 'none';
+  });
+}
+"""
+
+
+def escape(text: str) -> str:
+    """HTML-escape ``text`` (quotes included) and write ``/`` as an entity, so no URL can form."""
+    return html.escape(str(text), quote=True).replace("/", "&#47;")
+
+
+def trajectory_html(
+    traj: Trajectory,
+    *,
+    stat: str = "prob",
+    max_positions: int = 200,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> str:
+    """Render a trajectory as one self-contained HTML page.
+
+    Rows are layers (final layer on top, embedding at the bottom), columns positions; each cell shows the lens's
+    top-1 token, coloured by ``stat`` (switchable in the page), and on hover the top-k tokens with their
+    probabilities and the cell's statistics.
+
+    Args:
+        traj: from :func:`lenssample.analysis.trajectory` (window it first to choose columns).
+        stat: initial colouring: ``prob``, ``rank``, ``kl``, ``entropy`` or ``xent``.
+        max_positions: at most this many (last) columns.
+        title: page heading.
+        path: also write the page there (``.html``).
+
+    Returns:
+        The HTML text.
+    """
+    get_statistic(stat)
+    if not isinstance(traj, Trajectory):
+        raise TypeError(f"traj must be a lenssample Trajectory, got {type(traj).__name__}")
+    out_path = check_output_path(path, (".html", ".htm")) if path is not None else None
+    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 1:
+        raise ValueError(f"max_positions={max_positions!r} must be an integer >= 1")
+    if len(traj.positions) > max_positions:
+        traj = traj.last(max_positions)
+    n_layers, n_cols = traj.top_probs.shape
+    colours = {}
+    legends = []
+    for name, statistic in STATISTICS.items():
+        values = statistic.values(traj)
+        norm = statistic.norm(values)
+        cmap = colormaps[statistic.cmap]
+        colours[name] = np.empty(values.shape, dtype=object)
+        for index, value in np.ndenumerate(values):
+            if np.isfinite(value):
+                rgba = cmap(norm(value))
+                colours[name][index] = f"{to_hex(rgba)} {'#000' if text_color(rgba) == 'black' else '#fff'}"
+            else:
+                colours[name][index] = "#dddddd #000"
+        display = "inline" if name == stat else "none"
+        legends.append(
+            f'<span class="legend" data-stat="{name}" style="display:{display}">{escape(statistic.label)}: '
+            f"bright = {'high' if statistic.cmap == 'viridis' else 'low'}, range "
+            f"{statistic.fmt.format(norm.vmin)} to {statistic.fmt.format(norm.vmax)}</span>"
+        )
+
+    heading = title or f"{traj.lens_name}: top-1 token per layer and position"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(heading)}</title>",
+        f"<style>{_CSS}</style>",
+        f"<script>{_JS}</script>",
+        "</head><body>",
+        f"<h3>{escape(heading)}</h3>",
+        f'<div class="note">positions {traj.positions[0]}–{traj.positions[-1]} of {len(traj.input_ids)} tokens; '
+        'hover a cell for its top tokens. Colour by: <select onchange="colourBy(this.value)">',
+    ]
+    for name in STATISTICS:
+        selected = " selected" if name == stat else ""
+        parts.append(f'<option value="{name}"{selected}>{name}</option>')
+    parts.append("</select> " + " ".join(legends) + "</div>")
+    parts.append("<table>")
+    parts.append('<tr><th class="layer">next</th>')
+    for token, match in zip(traj.next_tokens, traj.matches):
+        cls = "match" if match else "next"
+        parts.append(f'<th class="{cls}">{escape(token)}{" ✓" if match else ""}</th>')
+    parts.append("</tr>")
+    for r in sorted(range(n_layers), key=lambda i: -traj.layers[i]):  # final layer on top
+        layer = traj.layers[r]
+        name = "emb 0" if layer == 0 else f"final {layer}" if layer == traj.num_layers else str(layer)
+        parts.append(f'<tr><th class="layer">{name}</th>')
+        for c in range(n_cols):
+            parts.append(_cell(traj, r, c, colours, stat))
+        parts.append("</tr>")
+    parts.append('<tr><th class="layer">input</th>')
+    parts.extend(f'<th class="input">{escape(token)}</th>' for token in traj.input_tokens)
+    parts.append("</tr></table>")
+    parts.append(
+        '<div class="note">✓ = the final layer\'s top-1 token is the actual next token. KL, entropy and '
+        "cross-entropy in nats; rank 1 = the final layer's top token is this layer's top token.</div>"
+    )
+    parts.append("</body></html>")
+    text = "\n".join(parts)
+    if out_path is not None:
+        Path(out_path).write_text(text, encoding="utf-8")
+    return text
+
+
+def _cell(traj: Trajectory, r: int, c: int, colours: dict[str, np.ndarray], stat: str) -> str:
+    data = " ".join(f'data-{name}="{colours[name][r, c]}"' for name in STATISTICS)
+    background, foreground = colours[stat][r, c].split(" ")
+    rows = "".join(
+        f"<tr><td>{escape(token)}</td><td>{prob:.3f}</td></tr>"
+        for token, prob in zip(traj.topk_tokens[r, c], traj.topk_probs[r, c])
+    )
+    xent = traj.xent[r, c]
+    stats = (
+        f"layer {traj.layers[r]}, position {traj.positions[c]}<br>p(top-1) {traj.top_probs[r, c]:.3f} · "
+        f"final's rank {int(traj.final_rank[r, c])} · KL {traj.kl[r, c]:.2f} · entropy {traj.entropy[r, c]:.2f}"
+        + (f" · xent {xent:.2f}" if np.isfinite(xent) else "")
+    )
+    return (
+        f'<td class="cell" {data} style="background:{background};color:{foreground}">'
+        f"{escape(traj.top_tokens[r, c])}"
+        f'<div class="tip">{stats}<table>{rows}</table></div></td>'
+    )

@@ -1,0 +1,122 @@
+"""Pick a self-speculative draft (layer ``E`` or a skip set) and ``k`` for a model from sample text, or none.
+
+Acceptance is estimated teacher-forced: on the sample text, how often the draft's argmax equals the full model's
+argmax at the same position (one forward pass for all layer drafts, one per skip set). Assuming each draft token is
+accepted independently with that probability, :func:`~lenssample.schedules.speculative.predicted_speedup` gives the
+expected tokens per block-equivalent of every ``(draft, k)``; the best is returned when it is predicted to beat
+plain decoding, and ``None`` (decode plainly) otherwise, so asking for speculation cannot make a user slower on the
+strength of the cost model. Text the model generated itself is the best sample: drafts agree more with it than
+with human text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lenssample.lens.base import Lens, as_lens
+from lenssample.lens.passes import lens_pass
+from lenssample.model.adapters import model_parts
+from lenssample.model.capture import run_layers
+from lenssample.model.surgery import SkippedBlock, replaced_blocks
+from lenssample.schedules.drafts import LayerDraft, SkipDraft
+from lenssample.schedules.speculative import SelfSpeculative, predicted_speedup
+
+
+@dataclass
+class SpeculativeChoice:
+    """Result of :func:`choose_self_speculative`.
+
+    Attributes:
+        schedule: the best schedule (adaptive ``k``, starting from the best ``k``), or ``None`` for plain decoding.
+        predicted_speedup: the cost model's speed-up of the best candidate (``<= 1`` when ``schedule`` is None).
+        table: one row per candidate draft: ``draft``, ``acceptance``, ``best_k``, ``predicted_speedup``.
+    """
+
+    schedule: SelfSpeculative | None
+    predicted_speedup: float
+    table: list[dict] = field(default_factory=list)
+
+
+def default_layers(num_layers: int) -> list[int]:
+    return sorted({max(1, round(num_layers * f)) for f in (0.25, 0.5, 0.67, 0.8, 0.9)} - {num_layers})
+
+
+def default_skips(num_layers: int) -> list[tuple[int, ...]]:
+    upper = range(num_layers // 2, num_layers - 1)
+    return [(num_layers // 2,), (num_layers - 2,), tuple(upper[::2]), tuple(upper[::4])]
+
+
+def choose_self_speculative(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    *,
+    lens: Lens | None = None,
+    layers: Sequence[int] | None = None,
+    skips: Sequence[Sequence[int]] | None = None,
+    max_k: int = 8,
+    lens_cost: float = 2.0,
+) -> SpeculativeChoice:
+    """Estimate acceptance of each candidate draft on ``input_ids: [1, seq]`` and pick the best ``(draft, k)``.
+
+    Args:
+        model: the causal LM.
+        input_ids: ``[1, seq]`` sample text (ideally the model's own generation), seq >= 2.
+        lens: lens for layer drafts (default logit lens; a tuned lens makes layer drafts far better).
+        layers: candidate draft layers (default a spread of ``L``).
+        skips: candidate skip sets of 0-based block indices (default a few in the upper half).
+        max_k: largest draft length considered.
+        lens_cost: cost of a lens projection in blocks (see :class:`SelfSpeculative`).
+    """
+    parts = model_parts(model)
+    num_layers = parts.num_layers
+    lens = as_lens(model, lens)
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1 or input_ids.shape[1] < 2:
+        raise ValueError(
+            f"input_ids must be [1, seq] with seq >= 2 sample tokens, got {tuple(input_ids.shape)}"
+        )
+    layers = default_layers(num_layers) if layers is None else list(layers)
+    skips = default_skips(num_layers) if skips is None else [tuple(s) for s in skips]
+    drafts = [LayerDraft(layer=layer) for layer in layers] + [SkipDraft(skip=skip) for skip in skips]
+    for draft in drafts:
+        draft.check(num_layers)
+    table = []
+    with torch.inference_mode():
+        wanted = tuple(sorted({*layers, num_layers}))
+        passed = lens_pass(model, input_ids, wanted)  # all candidate layers from one forward pass
+        top = torch.cat([chunk.logits.argmax(-1) for chunk in passed.chunks(lens, copies=1)])  # [seq, n]
+        target = top[:, -1]
+        for draft in drafts:
+            if isinstance(draft, LayerDraft):
+                guess = top[:, wanted.index(draft.layer)]
+            else:
+                with replaced_blocks(parts, {index: SkippedBlock() for index in draft.skip}):
+                    skipped = run_layers(model, input_ids, (num_layers,), use_cache=False, keep=None)
+                guess = lens(skipped.hidden[0], (num_layers,))[:, 0].argmax(-1)
+            acceptance = float((guess == target).float().mean())
+            speed = {
+                k: predicted_speedup(draft, acceptance, k, num_layers, lens_cost) for k in range(1, max_k + 1)
+            }
+            best_k = max(speed, key=speed.get)
+            table.append(
+                {
+                    "draft": draft.to_spec(),
+                    "acceptance": acceptance,
+                    "best_k": best_k,
+                    "predicted_speedup": speed[best_k],
+                    "_draft": draft,
+                }  # fmt: skip
+            )
+    best = max(table, key=lambda row: row["predicted_speedup"])
+    schedule = None
+    if best["predicted_speedup"] > 1.0:
+        schedule = SelfSpeculative(
+            draft=best["_draft"], k=best["best_k"], adaptive=True, max_k=max_k,
+            prior_acceptance=best["acceptance"], lens_cost=lens_cost,
+        )  # fmt: skip
+    for row in table:
+        del row["_draft"]
+    return SpeculativeChoice(schedule=schedule, predicted_speedup=best["predicted_speedup"], table=table)
