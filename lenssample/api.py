@@ -245,10 +245,14 @@ def decoder(
         **model_kwargs: Any,
     ) -> torch.Tensor | GenerateDecoderOnlyOutput:
         chosen, plan, model_lens = resolve(model, strategy, schedule, lens)
-        if (
-            streamer is None
-        ):  # transformers 5 keeps generate(streamer=...) from a callable: find it (prompt put)
+        if streamer is None:
+            # transformers 5 keeps generate(streamer=...) from a callable: find it (the prompt is already put).
             streamer = _PromptAlreadyPut.wrap(_streamer_of_calling_generate())
+        if streamer is not None and input_ids.shape[0] > 1:
+            raise ValueError(
+                f"streamer: streaming takes one prompt at a time, got a batch of {input_ids.shape[0]}; "
+                "generate the prompts one by one or drop streamer="
+            )
         attention_mask = model_kwargs.get("attention_mask")
         if attention_mask is not None and bool((attention_mask == 1).all()):
             attention_mask = None
