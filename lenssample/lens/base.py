@@ -123,6 +123,16 @@ class Lens(nn.Module):
                 "(the model's computation overflowed or its weights are damaged); no lens distribution can be read "
                 "there. Check the model (dtype, weights) or read other layers"
             )
+        return self.project(hidden, layers)
+
+    def project(
+        self, hidden: torch.Tensor, layers: Sequence[int], *, projection: nn.Module | None = None
+    ) -> torch.Tensor:
+        """:meth:`forward` without the finiteness check (compiled graphs check their output instead).
+
+        Args:
+            projection: a module computing the unembedding in another weight layout; ``None``: the model's.
+        """
         if not self.translates_after_norm:
             hidden = self.translate(hidden, layers)
         hidden = self.normalize(hidden, layers)
@@ -130,7 +140,7 @@ class Lens(nn.Module):
             hidden = self.translate(hidden, layers)
         if self.parts.pre_unembed is not None:
             hidden = self.parts.pre_unembed(hidden)
-        logits = unembed(self.parts, hidden).float()
+        logits = (projection(hidden) if projection is not None else unembed(self.parts, hidden)).float()
         if self.parts.logits_transform is not None:
             logits = self.parts.logits_transform(logits)
         return logits
