@@ -57,18 +57,22 @@ def run_decoding(
     picker: TokenPicker,
     policy: EmissionPolicy,
     use_cache: bool = True,
+    compile: bool = False,
 ) -> GenerateOutput:
     """Run the per-token loop with ``strategy``, or ``schedule`` when there is one (inputs already validated)."""
     picker.source = f"{'schedule' if schedule else 'strategy'} {(schedule or strategy).to_spec()!r}"
     if schedule is not None:
-        if not use_cache:
-            raise ValueError(
-                f"schedule={schedule.to_spec()!r} manages its own KV cache; drop use_cache=False"
-            )
+        for given, flag in ((not use_cache, "use_cache=False"), (compile, "compile=True")):
+            if given:
+                raise ValueError(
+                    f"schedule={schedule.to_spec()!r} runs its own loop and KV cache; drop {flag} (the compiled "
+                    "step serves the per-token loop of strategies)"
+                )
         return schedule.decode(model, prompt, lens=lens, picker=picker, policy=policy)
     return decode(
-        model, prompt, strategy=strategy, lens=lens, picker=picker, policy=policy, use_cache=use_cache
-    )
+        model, prompt, strategy=strategy, lens=lens, picker=picker, policy=policy, use_cache=use_cache,
+        compile=compile,
+    )  # fmt: skip
 
 
 def _eos_ids(eos: int | Sequence[int] | None, device: torch.device) -> torch.Tensor | None:
@@ -108,8 +112,9 @@ def generate(
         attention_mask: ``[batch, seq]`` 1 for tokens, 0 for left padding.
         settings: a :class:`~lenssample.decoding.settings.DecodingSettings`; keyword arguments named like its
             fields (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``min_p``,
-            ``repetition_penalty``, ``seed``, ``eos_token_id``, ``pad_token_id``, ``stop_strings``, ``use_cache``)
-            set or replace them.
+            ``repetition_penalty``, ``seed``, ``eos_token_id``, ``pad_token_id``, ``stop_strings``, ``use_cache``,
+            ``compile``) set or replace them. ``compile=True`` runs the per-token step compiled on a static KV cache:
+            the first call of a shape compiles (tens of seconds, ``out.trace.compile_seconds``), later ones reuse it.
         logits_processor: extra transformers processors, applied after the ones the settings build.
         stopping_criteria: extra transformers stopping criteria.
         streamer: a transformers streamer (``TextStreamer``, ``TextIteratorStreamer``); one prompt only.
@@ -163,7 +168,7 @@ def generate(
     )
     return run_decoding(
         model, prompt, strategy=strategy, schedule=schedule, lens=lens, picker=picker, policy=policy,
-        use_cache=settings.use_cache,
+        use_cache=settings.use_cache, compile=settings.compile,
     )  # fmt: skip
 
 
@@ -225,14 +230,19 @@ def decoder(
     *,
     lens: Lens | str | None = None,
     schedule: Schedule | str | None = None,
+    compile: bool = False,
 ) -> Callable[..., Any]:
     """A ``custom_generate`` callable that decodes with ``strategy`` (or ``schedule``) through ``lens``.
 
     Strategy, schedule and lens take objects or specs, as in :func:`lenssample.generate`; a schedule combined with
-    a strategy other than the final layer is refused here, before any model runs.
+    a strategy other than the final layer is refused here, before any model runs. ``compile=True``: the compiled
+    step (see :func:`lenssample.generate`).
     """
     strategy, schedule = as_strategy(strategy), as_schedule(schedule)
     check_pair(strategy, schedule)
+    DecodingSettings(compile=compile)  # validated here, before any model runs
+    if compile and schedule is not None:
+        raise ValueError(f"schedule={schedule.to_spec()!r} runs its own loop; drop compile=True")
 
     def lenssample_decode(
         model: torch.nn.Module,
@@ -277,6 +287,7 @@ def decoder(
             picker=TokenPicker(processors=logits_processor, do_sample=bool(generation_config.do_sample)),
             policy=policy,
             use_cache=bool(model_kwargs.get("use_cache", True)),
+            compile=compile,
         )
         if generation_config.return_dict_in_generate:
             return GenerateDecoderOnlyOutput(sequences=out.sequences)
@@ -284,4 +295,5 @@ def decoder(
 
     lenssample_decode.strategy = strategy  # type: ignore[attr-defined]
     lenssample_decode.schedule = schedule  # type: ignore[attr-defined]
+    lenssample_decode.compile = compile  # type: ignore[attr-defined]
     return lenssample_decode

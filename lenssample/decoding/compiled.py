@@ -58,7 +58,9 @@ class _Tap(nn.Module):
         self.__dict__["recorder"] = recorder
         self.record_output, self.record_input = output, input
 
-    def __getattr__(self, name: str) -> Any:  # attributes model forwards read from blocks (e.g. attention_type)
+    def __getattr__(
+        self, name: str
+    ) -> Any:  # attributes model forwards read from blocks (e.g. attention_type)
         try:
             return super().__getattr__(name)
         except AttributeError:
@@ -106,7 +108,9 @@ def _relayout(module: nn.Module, transposed: dict[int, torch.Tensor] | None) -> 
     return clone
 
 
-def _tapped_view(parts: ModelParts, layers: Sequence[int], rows: int) -> tuple[nn.Module, _Recorder, nn.Module]:
+def _tapped_view(
+    parts: ModelParts, layers: Sequence[int], rows: int
+) -> tuple[nn.Module, _Recorder, nn.Module]:
     """The base model running ``max(layers)`` blocks that record ``layers``, and the unembedding to use."""
     depth = max(1, max(layers))
     recorder = _Recorder()
@@ -214,7 +218,9 @@ class CompiledStep:
         return StrategyOutput(logits=logits, info=info)
 
 
-def compiled_step(model: nn.Module, strategy: Strategy, lens: Lens, batch: int, positions: int) -> CompiledStep:
+def compiled_step(
+    model: nn.Module, strategy: Strategy, lens: Lens, batch: int, positions: int
+) -> CompiledStep:
     """The compiled step for this model, strategy, lens and batch size, covering ``positions`` (made once, kept on
     the model, reused by later calls in the same length bucket)."""
     length = -(-positions // LENGTH_BUCKET) * LENGTH_BUCKET

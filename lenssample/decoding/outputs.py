@@ -18,11 +18,15 @@ class Trace:
             exit), ``accepted`` (speculative decoding). Rows that had already finished hold the value of their
             last real step.
         blocks_per_step: how many transformer blocks ran per generated token, averaged over steps.
+        compile_seconds: with ``compile=True``, the wall time of the call that compiled the step (the cold
+            compile, reported apart from decoding time); ``0.0`` when an earlier call's compiled step was reused,
+            ``None`` on the eager path.
     """
 
     layers: tuple[int, ...]
     info: dict[str, torch.Tensor] = field(default_factory=dict)
     blocks_per_step: float = 0.0
+    compile_seconds: float | None = None
 
     @staticmethod
     def row_info(rows: list[dict[str, list[float]]]) -> dict[str, torch.Tensor]:
@@ -44,6 +48,7 @@ class Trace:
             "layers": list(self.layers),
             "info": {key: value.tolist() for key, value in self.info.items()},
             "blocks_per_step": self.blocks_per_step,
+            **({} if self.compile_seconds is None else {"compile_seconds": self.compile_seconds}),
         }
 
 

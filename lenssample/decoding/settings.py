@@ -54,11 +54,21 @@ class DecodingSettings:
     )
     stop_strings: tuple[str, ...] | None = _field(None, "strings that end a row once generated")
     use_cache: bool = _field(True, "decode with a KV cache (false recomputes every position each step)")
+    compile: bool = _field(
+        False,
+        "compile the per-token step with torch.compile on a static KV cache (the first call compiles for tens of "
+        "seconds; later calls of the same shapes reuse it)",
+    )
 
     def __post_init__(self) -> None:
         check_int(self.max_new_tokens, field="max_new_tokens", low=1)
         check_bool(self.do_sample, field="do_sample")
         check_bool(self.use_cache, field="use_cache")
+        check_bool(self.compile, field="compile")
+        if self.compile and not self.use_cache:
+            raise ValueError(
+                "compile=True decodes with a static KV cache; drop use_cache=False or compile=True"
+            )
         if self.temperature is not None:
             check_number(self.temperature, field="temperature", low=1e-6, high=1e6,
                          fix="Use e.g. temperature=0.7; for greedy decoding do not sample.")  # fmt: skip
