@@ -58,20 +58,26 @@ def run_decoding(
     policy: EmissionPolicy,
     use_cache: bool = True,
     compile: bool = False,
+    lens_dtype: str | None = None,
 ) -> GenerateOutput:
     """Run the per-token loop with ``strategy``, or ``schedule`` when there is one (inputs already validated)."""
     picker.source = f"{'schedule' if schedule else 'strategy'} {(schedule or strategy).to_spec()!r}"
     if schedule is not None:
-        for given, flag in ((not use_cache, "use_cache=False"), (compile, "compile=True")):
+        given_flags = (
+            (not use_cache, "use_cache=False"),
+            (compile, "compile=True"),
+            (lens_dtype, "lens_dtype"),
+        )
+        for given, flag in given_flags:
             if given:
                 raise ValueError(
-                    f"schedule={schedule.to_spec()!r} runs its own loop and KV cache; drop {flag} (the compiled "
-                    "step serves the per-token loop of strategies)"
+                    f"schedule={schedule.to_spec()!r} runs its own loop and KV cache; drop {flag} (it applies to "
+                    "the per-token loop of strategies)"
                 )
         return schedule.decode(model, prompt, lens=lens, picker=picker, policy=policy)
     return decode(
         model, prompt, strategy=strategy, lens=lens, picker=picker, policy=policy, use_cache=use_cache,
-        compile=compile,
+        compile=compile, lens_dtype=lens_dtype,
     )  # fmt: skip
 
 
@@ -113,7 +119,7 @@ def generate(
         settings: a :class:`~lenssample.decoding.settings.DecodingSettings`; keyword arguments named like its
             fields (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``min_p``,
             ``repetition_penalty``, ``seed``, ``eos_token_id``, ``pad_token_id``, ``stop_strings``, ``use_cache``,
-            ``compile``) set or replace them. ``compile=True`` runs the per-token step compiled on a static KV cache:
+            ``compile``, ``lens_dtype``) set or replace them. ``compile=True`` runs the per-token step compiled on a static KV cache:
             the first call of a shape compiles (tens of seconds, ``out.trace.compile_seconds``), later ones reuse it.
         logits_processor: extra transformers processors, applied after the ones the settings build.
         stopping_criteria: extra transformers stopping criteria.
@@ -168,7 +174,7 @@ def generate(
     )
     return run_decoding(
         model, prompt, strategy=strategy, schedule=schedule, lens=lens, picker=picker, policy=policy,
-        use_cache=settings.use_cache, compile=settings.compile,
+        use_cache=settings.use_cache, compile=settings.compile, lens_dtype=settings.lens_dtype,
     )  # fmt: skip
 
 
@@ -231,18 +237,19 @@ def decoder(
     lens: Lens | str | None = None,
     schedule: Schedule | str | None = None,
     compile: bool = False,
+    lens_dtype: str | None = None,
 ) -> Callable[..., Any]:
     """A ``custom_generate`` callable that decodes with ``strategy`` (or ``schedule``) through ``lens``.
 
     Strategy, schedule and lens take objects or specs, as in :func:`lenssample.generate`; a schedule combined with
     a strategy other than the final layer is refused here, before any model runs. ``compile=True``: the compiled
-    step (see :func:`lenssample.generate`).
+    step, ``lens_dtype``: the lens projection's precision (see :func:`lenssample.generate`).
     """
     strategy, schedule = as_strategy(strategy), as_schedule(schedule)
     check_pair(strategy, schedule)
-    DecodingSettings(compile=compile)  # validated here, before any model runs
-    if compile and schedule is not None:
-        raise ValueError(f"schedule={schedule.to_spec()!r} runs its own loop; drop compile=True")
+    DecodingSettings(compile=compile, lens_dtype=lens_dtype)  # validated here, before any model runs
+    if (compile or lens_dtype) and schedule is not None:
+        raise ValueError(f"schedule={schedule.to_spec()!r} runs its own loop; drop compile= and lens_dtype=")
 
     def lenssample_decode(
         model: torch.nn.Module,
@@ -288,6 +295,7 @@ def decoder(
             policy=policy,
             use_cache=bool(model_kwargs.get("use_cache", True)),
             compile=compile,
+            lens_dtype=lens_dtype,
         )
         if generation_config.return_dict_in_generate:
             return GenerateDecoderOnlyOutput(sequences=out.sequences)

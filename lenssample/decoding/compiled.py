@@ -77,26 +77,46 @@ class _Tap(nn.Module):
 
 class _RowLinear(nn.Module):
     """``nn.Linear`` from a faster weight layout for a few rows on CPU: ``x @ W_t`` with a transposed copy (one row)
-    or ``(W @ x.T).T`` (several rows). Parameters are shared with the model; the copy is made once."""
+    or ``(W @ x.T).T`` (several rows), optionally in a lower precision (``dtype``: a converted copy of the weight).
+    Parameters are shared with the model where no copy is needed; a copy is made once."""
 
-    def __init__(self, linear: nn.Linear, transposed: dict[int, torch.Tensor] | None) -> None:
+    def __init__(
+        self, linear: nn.Linear, transposed: dict[int, torch.Tensor] | None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         weight = linear.weight.detach()
+        weight = weight if dtype is None else weight.to(dtype)
         self.weight_t = None
         if transposed is not None:
-            if id(linear.weight) not in transposed:
-                transposed[id(linear.weight)] = weight.t().contiguous()
-            self.weight_t = transposed[id(linear.weight)]
+            key = id(linear.weight)
+            if key not in transposed:
+                transposed[key] = weight.t().contiguous()
+            self.weight_t = transposed[key]
         self.weight = weight
-        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.bias = None if linear.bias is None else linear.bias.detach().to(weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.weight.dtype)
         if self.weight_t is not None:
             out = x @ self.weight_t
         else:
             flat = x.reshape(-1, x.shape[-1])
             out = (self.weight @ flat.t()).t().reshape(*x.shape[:-1], self.weight.shape[0])
         return out if self.bias is None else out + self.bias
+
+
+def lens_projection(model: nn.Module, dtype: torch.dtype | None, rows: int) -> nn.Module | None:
+    """The unembedding in ``dtype`` for ``rows`` rows per step (kept on the model), or ``None`` for the model's own
+    (``dtype`` ``None`` or the model's dtype)."""
+    parts = model_parts(model)
+    if dtype is None or dtype == parts.unembed.weight.dtype or type(parts.unembed) is not nn.Linear:
+        return None
+    key = (dtype, rows == 1, parts.unembed.weight.data_ptr())
+    cached = model.__dict__.setdefault("_lenssample_lens_projections", {})
+    if key not in cached:
+        cached.clear()  # one precision in use at a time: do not keep copies of the unembedding around
+        cached[key] = _RowLinear(parts.unembed, {} if rows == 1 else None, dtype)
+    return cached[key]
 
 
 def _relayout(module: nn.Module, transposed: dict[int, torch.Tensor] | None) -> nn.Module:
@@ -109,7 +129,7 @@ def _relayout(module: nn.Module, transposed: dict[int, torch.Tensor] | None) -> 
 
 
 def _tapped_view(
-    parts: ModelParts, layers: Sequence[int], rows: int
+    parts: ModelParts, layers: Sequence[int], rows: int, lens_dtype: torch.dtype | None
 ) -> tuple[nn.Module, _Recorder, nn.Module]:
     """The base model running ``max(layers)`` blocks that record ``layers``, and the unembedding to use."""
     depth = max(1, max(layers))
@@ -130,7 +150,14 @@ def _tapped_view(
         raise CompileUnavailable("the block list is not held by the base model itself")
     view = copy.copy(parts.base)
     view._modules = {**parts.base._modules, attr: taps}
-    unembed = _relayout(parts.unembed, transposed) if fast else parts.unembed
+    if (
+        lens_dtype is not None
+        and lens_dtype != parts.unembed.weight.dtype
+        and type(parts.unembed) is nn.Linear
+    ):
+        unembed = _RowLinear(parts.unembed, {} if rows == 1 else None, lens_dtype)
+    else:
+        unembed = _relayout(parts.unembed, transposed) if fast else parts.unembed
     return view, recorder, unembed
 
 
@@ -142,14 +169,22 @@ class CompiledStep:
         compiled: whether steps run compiled (``False`` after a failed compile: eager on the static cache).
     """
 
-    def __init__(self, model: nn.Module, strategy: Strategy, lens: Lens, batch: int, length: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        strategy: Strategy,
+        lens: Lens,
+        batch: int,
+        length: int,
+        lens_dtype: torch.dtype | None = None,
+    ) -> None:
         from transformers.cache_utils import StaticCache, StaticLayer
 
         parts = model_parts(model)
         self.layers = strategy.check_model(parts.num_layers)
         self.lens, self.strategy, self.length = lens, strategy, length
         self.parts = parts
-        self.view, self.recorder, self.unembed = _tapped_view(parts, self.layers, batch)
+        self.view, self.recorder, self.unembed = _tapped_view(parts, self.layers, batch, lens_dtype)
         try:
             self.cache = StaticCache(config=model.config, max_cache_len=length)
         except Exception as error:  # architectures whose config the static cache cannot size
@@ -219,16 +254,21 @@ class CompiledStep:
 
 
 def compiled_step(
-    model: nn.Module, strategy: Strategy, lens: Lens, batch: int, positions: int
+    model: nn.Module,
+    strategy: Strategy,
+    lens: Lens,
+    batch: int,
+    positions: int,
+    lens_dtype: torch.dtype | None = None,
 ) -> CompiledStep:
-    """The compiled step for this model, strategy, lens and batch size, covering ``positions`` (made once, kept on
-    the model, reused by later calls in the same length bucket)."""
+    """The compiled step for this model, strategy, lens, batch size and lens precision, covering ``positions`` (made
+    once, kept on the model, reused by later calls in the same length bucket)."""
     length = -(-positions // LENGTH_BUCKET) * LENGTH_BUCKET
     weight = model_parts(model).unembed.weight
     learned = next(iter(lens.parameters()), None) is not None  # a logit lens is the same whatever its object
-    lens_key = (type(lens), lens.apply_final_norm, id(lens) if learned else None)
+    lens_key = (type(lens), lens.apply_final_norm, id(lens) if learned else None, lens_dtype)
     key = (strategy.to_spec(), type(strategy), lens_key, batch, length, weight.dtype, weight.device)
     steps = model.__dict__.setdefault("_lenssample_compiled_steps", {})
     if key not in steps:
-        steps[key] = CompiledStep(model, strategy, lens, batch, length)
+        steps[key] = CompiledStep(model, strategy, lens, batch, length, lens_dtype)
     return steps[key]

@@ -19,7 +19,7 @@ import warnings
 import torch
 from torch import nn
 
-from lenssample.decoding.compiled import CompileUnavailable, compiled_step
+from lenssample.decoding.compiled import CompileUnavailable, compiled_step, lens_projection
 from lenssample.decoding.emission import EmissionPolicy
 from lenssample.decoding.outputs import GenerateOutput, Trace
 from lenssample.decoding.prompt import Prompt
@@ -35,7 +35,7 @@ class _EagerSteps:
     compile_seconds = None
 
     def __init__(self, model: nn.Module, strategy: Strategy, lens: Lens, layers: tuple[int, ...],
-                 prompt: Prompt, use_cache: bool) -> None:  # fmt: skip
+                 prompt: Prompt, use_cache: bool, lens_dtype: torch.dtype | None) -> None:  # fmt: skip
         self.model, self.strategy, self.lens, self.layers, self.use_cache = (
             model,
             strategy,
@@ -48,6 +48,7 @@ class _EagerSteps:
             None if self.attention_mask is None else position_ids_from_mask(self.attention_mask)
         )
         self.cache = None
+        self.projection = lens_projection(model, lens_dtype, prompt.input_ids.shape[0] * len(layers))
 
     def _run(self, step_ids: torch.Tensor) -> StrategyOutput:
         out = run_layers(
@@ -56,7 +57,7 @@ class _EagerSteps:
         )  # fmt: skip
         self.cache = out.cache
         return self.strategy(
-            self.lens(out.hidden[:, -1], self.layers), self.layers
+            self.lens(out.hidden[:, -1], self.layers, projection=self.projection), self.layers
         )  # lens: [batch, n_layers, vocab]
 
     def first(self, input_ids: torch.Tensor) -> StrategyOutput:
@@ -82,9 +83,10 @@ class _StaticSteps:
     """Steps through a :class:`~lenssample.decoding.compiled.CompiledStep`: the attention mask has the static cache's
     length (zeros beyond the tokens so far, which causality masks anyway) and is updated in place."""
 
-    def __init__(self, model: nn.Module, strategy: Strategy, lens: Lens, prompt: Prompt, max_new_tokens: int):
+    def __init__(self, model: nn.Module, strategy: Strategy, lens: Lens, prompt: Prompt, max_new_tokens: int,
+                 lens_dtype: torch.dtype | None) -> None:  # fmt: skip
         batch, length = prompt.input_ids.shape
-        self.step = compiled_step(model, strategy, lens, batch, length + max_new_tokens)
+        self.step = compiled_step(model, strategy, lens, batch, length + max_new_tokens, lens_dtype)
         prompt_mask = prompt.attention_mask
         if prompt_mask is None:
             prompt_mask = torch.ones_like(prompt.input_ids)
@@ -131,6 +133,7 @@ def decode(
     policy: EmissionPolicy,
     use_cache: bool = True,
     compile: bool = False,
+    lens_dtype: str | None = None,
 ) -> GenerateOutput:
     """The loop behind :func:`lenssample.generate` and the ``custom_generate`` path (inputs already validated).
 
@@ -144,9 +147,13 @@ def decode(
         use_cache: keep a KV cache (``False`` recomputes the whole sequence every step; for testing).
         compile: run the model step compiled on a static KV cache (see :mod:`lenssample.decoding.compiled`); where
             the architecture cannot use a static cache, the eager step runs instead, with a warning.
+        lens_dtype: precision of the lens projection (``"bfloat16"``, ``"float16"``, ``"float32"``; ``None``: the
+            model's). The strategy still combines float32 logits. Strategies for parity with a reference
+            implementation (``apply_final_norm=False``) always project in the model's precision.
     """
     layers = strategy.check_model(lens.num_layers)
     lens = lens.with_final_norm(strategy.apply_final_norm)
+    projection_dtype = getattr(torch, lens_dtype) if lens_dtype and strategy.apply_final_norm else None
     input_ids = prompt.input_ids
     batch = input_ids.shape[0]
     emitter = policy.start(input_ids)
@@ -154,13 +161,13 @@ def decode(
     decision = None
     if compile and use_cache:
         try:
-            steps = _StaticSteps(model, strategy, lens, prompt, policy.max_new_tokens)
+            steps = _StaticSteps(model, strategy, lens, prompt, policy.max_new_tokens, projection_dtype)
             decision = steps.first(input_ids)
         except CompileUnavailable as error:
             warnings.warn(f"compile=True: {error}; decoding eagerly instead", RuntimeWarning, stacklevel=3)
             steps = None
     if steps is None:
-        steps = _EagerSteps(model, strategy, lens, layers, prompt, use_cache)
+        steps = _EagerSteps(model, strategy, lens, layers, prompt, use_cache, projection_dtype)
         decision = steps.first(input_ids)
     info_steps: dict[str, list[torch.Tensor]] = {}
     while True:

@@ -22,10 +22,11 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from lenssample.validation import check_bool, check_int, check_number, did_you_mean
+from lenssample.validation import check_bool, check_choice, check_int, check_number, did_you_mean
 
 DEFAULT_MAX_NEW_TOKENS = 32
 SAMPLING_ONLY = ("temperature", "top_k", "top_p", "min_p")
+LENS_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _field(default: Any, help: str) -> Any:
@@ -54,6 +55,14 @@ class DecodingSettings:
     )
     stop_strings: tuple[str, ...] | None = _field(None, "strings that end a row once generated")
     use_cache: bool = _field(True, "decode with a KV cache (false recomputes every position each step)")
+    lens_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "precision of the lens projection: the model's own (default) or bfloat16/float16 (faster, "
+            "approximate) or float32; transformers-parity strategies always use the model's",
+            "choices": LENS_DTYPES,
+        },
+    )
     compile: bool = _field(
         False,
         "compile the per-token step with torch.compile on a static KV cache (the first call compiles for tens of "
@@ -65,6 +74,8 @@ class DecodingSettings:
         check_bool(self.do_sample, field="do_sample")
         check_bool(self.use_cache, field="use_cache")
         check_bool(self.compile, field="compile")
+        if self.lens_dtype is not None:
+            check_choice(self.lens_dtype, LENS_DTYPES, field="lens_dtype")
         if self.compile and not self.use_cache:
             raise ValueError(
                 "compile=True decodes with a static KV cache; drop use_cache=False or compile=True"

@@ -102,12 +102,16 @@ class Lens(nn.Module):
         hidden[..., index, :] = norm(hidden[..., index, :])
         return hidden
 
-    def forward(self, hidden: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, layers: Sequence[int], *, projection: nn.Module | None = None
+    ) -> torch.Tensor:
         """Map residual streams to logits.
 
         Args:
             hidden: ``[..., n_layers, d_model]`` pre-norm residual stream of ``layers``.
             layers: layer numbers, one per slice along dimension -2.
+            projection: the unembedding computed another way (a weight layout, a lower precision); ``None``: the
+                model's.
 
         Returns:
             ``logits: [..., n_layers, vocab]`` in float32.
@@ -123,7 +127,7 @@ class Lens(nn.Module):
                 "(the model's computation overflowed or its weights are damaged); no lens distribution can be read "
                 "there. Check the model (dtype, weights) or read other layers"
             )
-        return self.project(hidden, layers)
+        return self.project(hidden, layers, projection=projection)
 
     def project(
         self, hidden: torch.Tensor, layers: Sequence[int], *, projection: nn.Module | None = None

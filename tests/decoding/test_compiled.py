@@ -117,3 +117,12 @@ def test_compile_is_refused_where_it_cannot_apply():
         lenssample.generate(model, torch.tensor([[5, 6]]), schedule="early-exit", compile=True)
     with pytest.raises(ValueError, match="compile"):
         lenssample.generate(model, torch.tensor([[5, 6]]), compile="yes")
+
+
+def test_a_bfloat16_lens_is_close_to_float32_and_compiles_alike():
+    model = make_tiny_model("llama", seed=4)
+    ids = torch.randint(3, 96, (1, 6), generator=torch.Generator().manual_seed(6))
+    kwargs = dict(max_new_tokens=8, eos_token_id=[])
+    eager = lenssample.generate(model, ids, "dola:layers=[1,2]", lens_dtype="bfloat16", **kwargs)
+    fast = lenssample.generate(model, ids, "dola:layers=[1,2]", lens_dtype="bfloat16", compile=True, **kwargs)
+    assert torch.equal(fast.sequences, eager.sequences)
