@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules, in the order `lenssample --help` lists them.
-COMMANDS = ["generate", "demo", "lens", "trace", "train-lens", "lens-eval", "eval", "bench"]
+COMMANDS = ["generate", "demo", "lens", "trace", "train-lens", "lens-eval", "eval", "bench", "export-decoder"]
 
 
 class UsageError(ValueError):
