@@ -53,11 +53,9 @@ class LayerStatistics:
 
     def first_layer_reaching(self, name: str, level: float) -> int | None:
         """The first layer whose mean ``name`` is at least ``level`` (``None`` if none)."""
-        means = self.mean(name)
-        for layer, value in zip(self.layers, means):
-            if value >= level:
-                return int(layer)
-        return None
+        return next(
+            (int(layer) for layer, value in zip(self.layers, self.mean(name)) if value >= level), None
+        )
 
     @staticmethod
     def concatenate(parts: Sequence[LayerStatistics]) -> LayerStatistics:

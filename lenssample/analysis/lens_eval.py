@@ -52,11 +52,7 @@ class LensComparison:
         path.write_text(json.dumps({**extra, **self.to_dict()}, indent=1) + "\n")
         return path
 
-    def markdown(
-        self,
-        metrics: Sequence[str] = ("kl", "agreement", "cross_entropy", "entropy"),
-        baseline: str | None = "logit",
-    ) -> str:
+    def markdown(self, metrics: Sequence[str] = METRICS, baseline: str | None = "logit") -> str:
         """A markdown table: one row per layer, one column per (lens, metric).
 
         With a ``baseline`` lens among the compared ones (default ``"logit"``), a ``NAME kl / BASELINE`` column per

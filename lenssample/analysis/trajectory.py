@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lenssample.lens.apply import check_positions
 from lenssample.lens.base import Lens, as_lens
 from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
 from lenssample.stats import entropy, kl_divergence, token_rank
@@ -122,14 +123,9 @@ class Trajectory:
         The shape of input :func:`lenssample.plotting.figures.plot_layer_curves` takes for one lens.
         """
         has_next = self.next_ids >= 0
-        return {
-            "kl": self.kl.mean(axis=1),
-            "top1": (self.top_ids == self.final_ids[None]).mean(axis=1),
-            "xent": self.xent[:, has_next].mean(axis=1)
-            if has_next.any()
-            else np.full(len(self.layers), np.nan),
-            "entropy": self.entropy.mean(axis=1),
-        }
+        xent = self.xent[:, has_next].mean(axis=1) if has_next.any() else np.full(len(self.layers), np.nan)
+        top1 = (self.top_ids == self.final_ids[None]).mean(axis=1)
+        return {"kl": self.kl.mean(axis=1), "top1": top1, "xent": xent, "entropy": self.entropy.mean(axis=1)}
 
 
 def readable_token(tokenizer: Any, token_id: int, width: int = 10) -> str:
@@ -159,8 +155,7 @@ def _as_ids(tokenizer: Any, text: Any, device: torch.device) -> torch.Tensor:
         if (
             text.dtype not in (torch.long, torch.int)
             or text.dim() not in (1, 2)
-            or text.dim() == 2
-            and len(text) != 1
+            or text.shape[:-1] not in ((), (1,))
         ):
             raise ValueError(
                 f"text is a tensor of shape {tuple(text.shape)} and dtype {text.dtype}; pass one text as "
@@ -224,16 +219,9 @@ def trajectory(
         raise ValueError("layers is empty; pass at least one layer number, or None for all")
     if len(set(rows)) != len(rows):
         raise ValueError(f"layers={list(rows)} contains duplicates; pass each layer once")
-    if positions is None:
-        cols = tuple(range(seq))
-    else:
-        cols = tuple(positions)
-        for p in cols:
-            if isinstance(p, bool) or not isinstance(p, int) or not -seq <= p < seq:
-                raise ValueError(f"positions contains {p!r}, but the text has {seq} tokens; use 0..{seq - 1}")
-        cols = tuple(p % seq for p in cols)
-        if not cols:
-            raise ValueError("positions is empty; pass at least one position, or None for all")
+    cols = check_positions(positions, seq, f"the text has {seq} tokens")
+    if not cols:
+        raise ValueError("positions is empty; pass at least one position, or None for all")
 
     # Causal model: positions after the last requested one cannot change the requested ones, so don't run them.
     run = ids[: max(cols) + 1][None]
