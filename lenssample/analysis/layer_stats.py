@@ -75,14 +75,9 @@ def frequent_tokens(token_ids: Sequence[torch.Tensor], n: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def layer_statistics(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    *,
-    lens: Lens | None = None,
-    frequent: torch.Tensor | None = None,
-    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> LayerStatistics:
+def layer_statistics(model: nn.Module, input_ids: torch.Tensor, *, lens: Lens | None = None,
+                     frequent: torch.Tensor | None = None,
+                     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> LayerStatistics:  # fmt: skip
     """Statistics of every layer at every position ``0..seq-2`` of one text.
 
     Args:

@@ -84,14 +84,8 @@ class LensComparison:
 
 
 @torch.no_grad()
-def compare_lenses(
-    model: nn.Module,
-    lenses: dict[str, Lens],
-    windows: Sequence[torch.Tensor],
-    *,
-    max_positions: int = 1024,
-    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> LensComparison:
+def compare_lenses(model: nn.Module, lenses: dict[str, Lens], windows: Sequence[torch.Tensor], *,
+                   max_positions: int = 1024, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> LensComparison:  # fmt: skip
     """Evaluate ``lenses`` on every layer over ``max_positions`` predicting positions of ``windows``.
 
     When ``windows`` hold more positions than that, whole windows evenly spaced over the list are used (see

@@ -45,16 +45,9 @@ def check_positions(positions: Sequence[int] | None, seq: int, what: str) -> tup
 
 
 @torch.inference_mode()
-def apply_lens(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    *,
-    layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
-    lens: Lens | None = None,
-    attention_mask: torch.Tensor | None = None,
-    max_output_bytes: int = 2**30,
-) -> LensOutput:
+def apply_lens(model: nn.Module, input_ids: torch.Tensor, *, layers: Sequence[int] | None = None,
+               positions: Sequence[int] | None = None, lens: Lens | None = None,
+               attention_mask: torch.Tensor | None = None, max_output_bytes: int = 2**30) -> LensOutput:  # fmt: skip
     """Lens logits for ``layers`` at ``positions`` of ``input_ids``, all projected in one matrix product.
 
     Args:

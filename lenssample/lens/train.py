@@ -49,9 +49,7 @@ def frozen(model: nn.Module) -> Iterator[None]:
     flags = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
     try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        model.eval()
+        model.requires_grad_(False).eval()
         yield
     finally:
         for p, flag in flags:
@@ -214,18 +212,10 @@ def _set_translators(lens: TunedLens, weight: torch.Tensor, bias: torch.Tensor) 
     return lens
 
 
-def train_tuned_lens(
-    model: nn.Module,
-    texts: Sequence[Any],
-    config: TrainConfig | None = None,
-    *,
-    tokenizer: Any = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    resume: bool = True,
-    progress: bool = True,
-    on_step: Callable[[int, float], None] | None = None,
-    **overrides: Any,
-) -> TunedLens:
+def train_tuned_lens(model: nn.Module, texts: Sequence[Any], config: TrainConfig | None = None, *,
+                     tokenizer: Any = None, checkpoint_dir: str | os.PathLike | None = None,
+                     resume: bool = True, progress: bool = True,
+                     on_step: Callable[[int, float], None] | None = None, **overrides: Any) -> TunedLens:  # fmt: skip
     """Train a :class:`~lenssample.lens.tuned.TunedLens` for ``model`` on ``texts`` (see the module docstring).
 
     Args:
@@ -328,11 +318,8 @@ def train_tuned_lens(
                 on_step(step, float(loss.item()))
         bar.close()
 
-        logit_kl, start_kl, final_kl = (
-            data["heldout_kl_logit"],
-            data["heldout_kl_start"],
-            heldout_kl(lens, heldout_hidden),
-        )
+        logit_kl, start_kl = data["heldout_kl_logit"], data["heldout_kl_start"]
+        final_kl = heldout_kl(lens, heldout_hidden)
         # Per layer, keep the fine-tuned translator only where it beats its start on held-out positions.
         worse = final_kl > start_kl
         with torch.no_grad():
@@ -342,30 +329,20 @@ def train_tuned_lens(
 
     kls = {"logit": logit_kl, "closed_form": data["heldout_kl_closed_form"], "tuned": chosen_kl}
     lens.training_info = {
-        **settings,
-        "train_windows": len(train_windows),
-        "heldout_windows": len(heldout_windows),
+        **settings, "train_windows": len(train_windows), "heldout_windows": len(heldout_windows),
         "train_tokens": sum(w.numel() for w in train_windows),
         **{f"heldout_kl_{name}": [round(v, 5) for v in kl.tolist()] for name, kl in kls.items()},
         "layers_kept_from_start": torch.nonzero(worse).flatten().tolist(),
-        "wall_seconds": round(time.perf_counter() - wall0, 1),
-        "cpu_seconds": round(time.process_time() - cpu0, 1),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
-        "torch_threads": torch.get_num_threads(),
-    }
+        "wall_seconds": round(time.perf_counter() - wall0, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1), "torch_threads": torch.get_num_threads(),
+    }  # fmt: skip
     return lens
 
 
-def _collect_and_fit(
-    model: nn.Module,
-    lens: TunedLens,
-    train_windows: list[torch.Tensor],
-    heldout_windows: list[torch.Tensor],
-    settings: dict[str, Any],
-    generator: torch.Generator,
-    batch_windows: int,
-    progress: bool,
-) -> dict[str, torch.Tensor]:
+def _collect_and_fit(model: nn.Module, lens: TunedLens, train_windows: list[torch.Tensor],
+                     heldout_windows: list[torch.Tensor], settings: dict[str, Any],
+                     generator: torch.Generator, batch_windows: int,
+                     progress: bool) -> dict[str, torch.Tensor]:  # fmt: skip
     """Steps 2-3: the one pass over the data, the closed-form fit, and the starting translators."""
     total = len(train_windows) + len(heldout_windows)
     with tqdm(total=total, desc="model pass (windows)", disable=not progress, leave=False) as bar:
@@ -389,15 +366,9 @@ def _collect_and_fit(
         start_weight.zero_()
         start_bias.zero_()
         start_kl = logit_kl
-    return {
-        "train_hidden": collected.train_hidden,
-        "heldout_hidden": heldout_hidden,
-        "start_weight": start_weight,
-        "start_bias": start_bias,
-        "heldout_kl_logit": logit_kl,
-        "heldout_kl_closed_form": closed_kl,
-        "heldout_kl_start": start_kl,
-    }
+    return {"train_hidden": collected.train_hidden, "heldout_hidden": heldout_hidden, "start_weight": start_weight,
+            "start_bias": start_bias, "heldout_kl_logit": logit_kl, "heldout_kl_closed_form": closed_kl,
+            "heldout_kl_start": start_kl}  # fmt: skip
 
 
 def _state_tensors(
@@ -420,12 +391,8 @@ def _state_tensors(
     return tensors
 
 
-def _load_state(
-    state: dict[str, torch.Tensor],
-    lens: TunedLens,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-) -> int:
+def _load_state(state: dict[str, torch.Tensor], lens: TunedLens, optimizer: torch.optim.Optimizer,
+                generator: torch.Generator) -> int:  # fmt: skip
     device = lens.weight.device
     _set_translators(lens, state["weight"], state["bias"])
     for name, param in (("weight", lens.weight), ("bias", lens.bias)):

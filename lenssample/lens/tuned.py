@@ -189,16 +189,10 @@ class TunedLens(Lens):
             raise ValueError(
                 f"{str(target)!r} exists and is not a tuned-lens folder; choose a new or empty folder"
             )
-        config = {
-            "format": FORMAT,
-            "version": VERSION,
-            "model": model_identity(self.parts.model),
-            "model_name": str(getattr(self.parts.model.config, "_name_or_path", "") or ""),
-            "apply_final_norm": self.apply_final_norm,
-            "placement": self.placement,
-            "dtype": str(dtype).removeprefix("torch."),
-            "training": self.training_info,
-        }
+        config = {"format": FORMAT, "version": VERSION, "model": model_identity(self.parts.model),
+                  "model_name": str(getattr(self.parts.model.config, "_name_or_path", "") or ""),
+                  "apply_final_norm": self.apply_final_norm, "placement": self.placement,
+                  "dtype": str(dtype).removeprefix("torch."), "training": self.training_info}  # fmt: skip
         files = {
             CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True).encode(),
             README_FILE: _model_card(config).encode(),

@@ -124,15 +124,9 @@ def last_columns(traj: Trajectory, max_positions: int) -> Trajectory:
     return traj.last(max_positions) if len(traj.positions) > max_positions else traj
 
 
-def plot_trajectory(
-    traj: Trajectory,
-    *,
-    stat: str = "prob",
-    max_positions: int = 24,
-    title: str | None = None,
-    path: str | os.PathLike | None = None,
-    dpi: int = 100,
-) -> Figure:
+def plot_trajectory(traj: Trajectory, *, stat: str = "prob", max_positions: int = 24,
+                    title: str | None = None, path: str | os.PathLike | None = None,
+                    dpi: int = 100) -> Figure:  # fmt: skip
     """A logit-lens heatmap: the top-1 token of every layer (rows) at every position (columns).
 
     The final layer is on top and the embedding (layer 0) at the bottom. The bottom axis shows each column's input
@@ -187,19 +181,10 @@ def plot_trajectory(
     return save_figure(fig, path, dpi=dpi)
 
 
-def plot_trace(
-    trace_or_output: Any,
-    tokenizer: Any = None,
-    *,
-    tokens: Sequence[str] | None = None,
-    row: int = 0,
-    keys: Sequence[str] | None = None,
-    num_layers: int | None = None,
-    max_steps: int = 96,
-    title: str | None = None,
-    path: str | os.PathLike | None = None,
-    dpi: int = 100,
-) -> Figure:
+def plot_trace(trace_or_output: Any, tokenizer: Any = None, *, tokens: Sequence[str] | None = None,
+               row: int = 0, keys: Sequence[str] | None = None, num_layers: int | None = None,
+               max_steps: int = 96, title: str | None = None, path: str | os.PathLike | None = None,
+               dpi: int = 100) -> Figure:  # fmt: skip
     """The per-token decisions of a generation: one panel per ``trace.info`` key, under the generated tokens.
 
     Keys naming a layer (``premature_layer``, ``exit_layer``, ...) are drawn as the chosen layer per step with the
@@ -302,16 +287,10 @@ METRIC_LABELS = {
 }
 
 
-def plot_layer_curves(
-    curves: Mapping[str, Mapping[str, Sequence[float]]],
-    *,
-    layers: Sequence[int] | None = None,
-    metrics: Sequence[str] | None = None,
-    log_y: Sequence[str] = ("kl",),
-    title: str | None = None,
-    path: str | os.PathLike | None = None,
-    dpi: int = 100,
-) -> Figure:
+def plot_layer_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], *,
+                      layers: Sequence[int] | None = None, metrics: Sequence[str] | None = None,
+                      log_y: Sequence[str] = ("kl",), title: str | None = None,
+                      path: str | os.PathLike | None = None, dpi: int = 100) -> Figure:  # fmt: skip
     """Per-layer curves of several lenses, one panel per metric.
 
     Args:

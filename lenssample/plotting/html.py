@@ -55,14 +55,8 @@ def escape(text: str) -> str:
     return html.escape(str(text), quote=True).replace("/", "&#47;")
 
 
-def trajectory_html(
-    traj: Trajectory,
-    *,
-    stat: str = "prob",
-    max_positions: int = 200,
-    title: str | None = None,
-    path: str | os.PathLike | None = None,
-) -> str:
+def trajectory_html(traj: Trajectory, *, stat: str = "prob", max_positions: int = 200, title: str | None = None,
+                    path: str | os.PathLike | None = None) -> str:  # fmt: skip
     """Render a trajectory as one self-contained HTML page.
 
     Rows are layers (final layer on top, embedding at the bottom), columns positions; each cell shows the lens's
