@@ -97,9 +97,6 @@ def compare_lenses(model: nn.Module, lenses: dict[str, Lens], windows: Sequence[
         windows: 1-D token-id tensors (e.g. from :func:`lenssample.data.windows.token_windows` on held-out text).
         max_positions: stop after this many positions (each window gives ``len - 1``).
         max_chunk_bytes: memory budget of one chunk of lens logits (see :mod:`lenssample.lens.passes`).
-
-    Returns:
-        :class:`LensComparison`.
     """
     if not lenses:
         raise ValueError("lenses is empty; pass at least one {name: lens}")

@@ -17,10 +17,6 @@ from lenssample.specs import format_spec, parse_assignments, parse_spec
 
 # Dataclass fields whose flag is not ``--field-name``.
 SETTINGS_FLAGS = {"do_sample": "--sample"}
-CORPUS_HELP = (
-    "a packaged corpus ({split} split): 'books' (public-domain novels), 'wikipedia' or 'mixed' (both); "
-    "or a UTF-8 text file (default: {default})"
-)
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, lens: bool = True) -> None:
@@ -121,7 +117,8 @@ def check_positive(value: int, flag: str, low: int = 1) -> None:
 
 def add_data_arg(parser: argparse.ArgumentParser, split: str, default: str) -> None:
     """``--data``: a packaged corpus or a text file (see :func:`texts_from_arg`)."""
-    parser.add_argument("--data", default=default, help=CORPUS_HELP.format(split=split, default=default))
+    parser.add_argument("--data", default=default, help=f"a packaged corpus ({split} split): 'books' (public-domain "
+                        f"novels), 'wikipedia' or 'mixed' (both); or a UTF-8 text file (default: {default})")  # fmt: skip
 
 
 def texts_from_arg(data: str, split: str) -> list:

@@ -259,11 +259,9 @@ class TunedLens(Lens):
 
 
 def _replaceable(target: Path) -> bool:
-    if not target.is_dir():
-        return False
-    entries = list(target.iterdir())
-    if not entries:
-        return True
+    """Whether an existing ``target`` may be replaced: an empty folder or a tuned-lens folder."""
+    if not target.is_dir() or not any(target.iterdir()):
+        return target.is_dir()
     try:
         return json.loads((target / CONFIG_FILE).read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):

@@ -57,7 +57,7 @@ def escape(text: str) -> str:
 
 def trajectory_html(traj: Trajectory, *, stat: str = "prob", max_positions: int = 200, title: str | None = None,
                     path: str | os.PathLike | None = None) -> str:  # fmt: skip
-    """Render a trajectory as one self-contained HTML page.
+    """Render a trajectory as one self-contained HTML page; returns its text.
 
     Rows are layers (final layer on top, embedding at the bottom), columns positions; each cell shows the lens's
     top-1 token, coloured by ``stat`` (switchable in the page), and on hover the top-k tokens with their
@@ -69,9 +69,6 @@ def trajectory_html(traj: Trajectory, *, stat: str = "prob", max_positions: int 
         max_positions: at most this many (last) columns.
         title: page heading.
         path: also write the page there (``.html``).
-
-    Returns:
-        The HTML text.
     """
     get_statistic(stat)
     traj = last_columns(traj, max_positions)
