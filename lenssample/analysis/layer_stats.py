@@ -53,11 +53,9 @@ class LayerStatistics:
 
     def first_layer_reaching(self, name: str, level: float) -> int | None:
         """The first layer whose mean ``name`` is at least ``level`` (``None`` if none)."""
-        means = self.mean(name)
-        for layer, value in zip(self.layers, means):
-            if value >= level:
-                return int(layer)
-        return None
+        return next(
+            (int(layer) for layer, value in zip(self.layers, self.mean(name)) if value >= level), None
+        )
 
     @staticmethod
     def concatenate(parts: Sequence[LayerStatistics]) -> LayerStatistics:
@@ -77,14 +75,9 @@ def frequent_tokens(token_ids: Sequence[torch.Tensor], n: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def layer_statistics(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    *,
-    lens: Lens | None = None,
-    frequent: torch.Tensor | None = None,
-    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> LayerStatistics:
+def layer_statistics(model: nn.Module, input_ids: torch.Tensor, *, lens: Lens | None = None,
+                     frequent: torch.Tensor | None = None,
+                     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> LayerStatistics:  # fmt: skip
     """Statistics of every layer at every position ``0..seq-2`` of one text.
 
     Args:

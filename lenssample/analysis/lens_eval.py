@@ -52,11 +52,7 @@ class LensComparison:
         path.write_text(json.dumps({**extra, **self.to_dict()}, indent=1) + "\n")
         return path
 
-    def markdown(
-        self,
-        metrics: Sequence[str] = ("kl", "agreement", "cross_entropy", "entropy"),
-        baseline: str | None = "logit",
-    ) -> str:
+    def markdown(self, metrics: Sequence[str] = METRICS, baseline: str | None = "logit") -> str:
         """A markdown table: one row per layer, one column per (lens, metric).
 
         With a ``baseline`` lens among the compared ones (default ``"logit"``), a ``NAME kl / BASELINE`` column per
@@ -88,14 +84,8 @@ class LensComparison:
 
 
 @torch.no_grad()
-def compare_lenses(
-    model: nn.Module,
-    lenses: dict[str, Lens],
-    windows: Sequence[torch.Tensor],
-    *,
-    max_positions: int = 1024,
-    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> LensComparison:
+def compare_lenses(model: nn.Module, lenses: dict[str, Lens], windows: Sequence[torch.Tensor], *,
+                   max_positions: int = 1024, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> LensComparison:  # fmt: skip
     """Evaluate ``lenses`` on every layer over ``max_positions`` predicting positions of ``windows``.
 
     When ``windows`` hold more positions than that, whole windows evenly spaced over the list are used (see
@@ -107,9 +97,6 @@ def compare_lenses(
         windows: 1-D token-id tensors (e.g. from :func:`lenssample.data.windows.token_windows` on held-out text).
         max_positions: stop after this many positions (each window gives ``len - 1``).
         max_chunk_bytes: memory budget of one chunk of lens logits (see :mod:`lenssample.lens.passes`).
-
-    Returns:
-        :class:`LensComparison`.
     """
     if not lenses:
         raise ValueError("lenses is empty; pass at least one {name: lens}")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lenssample.lens.apply import check_positions
 from lenssample.lens.base import Lens, as_lens
 from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
 from lenssample.stats import entropy, kl_divergence, token_rank
@@ -122,14 +123,9 @@ class Trajectory:
         The shape of input :func:`lenssample.plotting.figures.plot_layer_curves` takes for one lens.
         """
         has_next = self.next_ids >= 0
-        return {
-            "kl": self.kl.mean(axis=1),
-            "top1": (self.top_ids == self.final_ids[None]).mean(axis=1),
-            "xent": self.xent[:, has_next].mean(axis=1)
-            if has_next.any()
-            else np.full(len(self.layers), np.nan),
-            "entropy": self.entropy.mean(axis=1),
-        }
+        xent = self.xent[:, has_next].mean(axis=1) if has_next.any() else np.full(len(self.layers), np.nan)
+        top1 = (self.top_ids == self.final_ids[None]).mean(axis=1)
+        return {"kl": self.kl.mean(axis=1), "top1": top1, "xent": xent, "entropy": self.entropy.mean(axis=1)}
 
 
 def readable_token(tokenizer: Any, token_id: int, width: int = 10) -> str:
@@ -156,12 +152,7 @@ def _as_ids(tokenizer: Any, text: Any, device: torch.device) -> torch.Tensor:
             )
         ids = tokenizer(text, return_tensors="pt").input_ids[0]
     elif isinstance(text, torch.Tensor):
-        if (
-            text.dtype not in (torch.long, torch.int)
-            or text.dim() not in (1, 2)
-            or text.dim() == 2
-            and len(text) != 1
-        ):
+        if text.dtype not in (torch.long, torch.int) or text.dim() == 0 or text.shape[:-1] not in ((), (1,)):
             raise ValueError(
                 f"text is a tensor of shape {tuple(text.shape)} and dtype {text.dtype}; pass one text as "
                 "[seq] or [1, seq] integer token ids"
@@ -179,18 +170,10 @@ def _as_ids(tokenizer: Any, text: Any, device: torch.device) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def trajectory(
-    model: nn.Module,
-    tokenizer: Any,
-    text: str | Sequence[int] | torch.Tensor,
-    *,
-    lens: Lens | None = None,
-    layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
-    top_k: int = 5,
-    token_width: int = 12,
-    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> Trajectory:
+def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | torch.Tensor, *,
+               lens: Lens | None = None, layers: Sequence[int] | None = None,
+               positions: Sequence[int] | None = None, top_k: int = 5, token_width: int = 12,
+               max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Trajectory:  # fmt: skip
     """Lens statistics of every chosen layer at every chosen position of ``text``.
 
     Args:
@@ -224,16 +207,9 @@ def trajectory(
         raise ValueError("layers is empty; pass at least one layer number, or None for all")
     if len(set(rows)) != len(rows):
         raise ValueError(f"layers={list(rows)} contains duplicates; pass each layer once")
-    if positions is None:
-        cols = tuple(range(seq))
-    else:
-        cols = tuple(positions)
-        for p in cols:
-            if isinstance(p, bool) or not isinstance(p, int) or not -seq <= p < seq:
-                raise ValueError(f"positions contains {p!r}, but the text has {seq} tokens; use 0..{seq - 1}")
-        cols = tuple(p % seq for p in cols)
-        if not cols:
-            raise ValueError("positions is empty; pass at least one position, or None for all")
+    cols = check_positions(positions, seq, f"the text has {seq} tokens")
+    if not cols:
+        raise ValueError("positions is empty; pass at least one position, or None for all")
 
     # Causal model: positions after the last requested one cannot change the requested ones, so don't run them.
     run = ids[: max(cols) + 1][None]
@@ -254,31 +230,19 @@ def trajectory(
             parts.setdefault(key, []).append(value)
     stats = {key: torch.cat(values, dim=1).cpu().numpy() for key, values in parts.items()}
 
-    def readable(array: np.ndarray) -> np.ndarray:
-        out = np.empty(array.shape, dtype=object)
-        for index, token_id in np.ndenumerate(array):
-            out[index] = _token_text(tokenizer, token_id, token_width)
-        return out
+    # Token ids as readable text ("" for -1: no next token).
+    readable = np.vectorize(
+        lambda t: _token_text(tokenizer, t, token_width) if t >= 0 else "", otypes=[object]
+    )
 
     next_np = next_ids.cpu().numpy()
     final_ids = stats.pop("final_ids")[0]
     return Trajectory(
-        layers=rows,
-        positions=cols,
-        num_layers=num_layers,
-        input_ids=ids.cpu().numpy(),
-        input_tokens=readable(ids.cpu().numpy()[list(cols)]),
-        next_ids=next_np,
-        next_tokens=np.array(
-            [_token_text(tokenizer, t, token_width) if t >= 0 else "" for t in next_np], object
-        ),
-        final_ids=final_ids,
-        matches=final_ids == next_np,
-        top_tokens=readable(stats["top_ids"]),
-        topk_tokens=readable(stats["topk_ids"]),
-        lens_name=type(lens).__name__,
-        **stats,
-    )
+        layers=rows, positions=cols, num_layers=num_layers, input_ids=ids.cpu().numpy(),
+        input_tokens=readable(ids.cpu().numpy()[list(cols)]), next_ids=next_np, next_tokens=readable(next_np),
+        final_ids=final_ids, matches=final_ids == next_np, top_tokens=readable(stats["top_ids"]),
+        topk_tokens=readable(stats["topk_ids"]), lens_name=type(lens).__name__, **stats,
+    )  # fmt: skip
 
 
 def _statistics(
@@ -304,15 +268,7 @@ def _statistics(
     has_next = next_ids >= 0
     xent = -lp.gather(-1, next_ids.clamp_min(0)[:, None, None].expand(-1, lp.shape[1], 1)).squeeze(-1)
     xent = torch.where(has_next[:, None], xent, torch.nan)
-    out = {
-        "top_ids": topk_ids[..., 0],
-        "top_probs": topk_lp[..., 0].exp(),
-        "final_rank": rank,
-        "kl": kl_divergence(final[:, None], lp),
-        "entropy": entropy(lp),
-        "xent": xent,
-        "topk_ids": topk_ids,
-        "topk_probs": topk_lp.exp(),
-        "final_ids": final_ids[:, None],
-    }
+    out = {"top_ids": topk_ids[..., 0], "top_probs": topk_lp[..., 0].exp(), "final_rank": rank,
+           "kl": kl_divergence(final[:, None], lp), "entropy": entropy(lp), "xent": xent, "topk_ids": topk_ids,
+           "topk_probs": topk_lp.exp(), "final_ids": final_ids[:, None]}  # fmt: skip
     return {key: value.transpose(0, 1) for key, value in out.items()}  # layers first

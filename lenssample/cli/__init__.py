@@ -15,10 +15,6 @@ from collections.abc import Sequence
 COMMANDS = ["generate", "demo", "lens", "trace", "train-lens", "lens-eval", "eval", "bench", "export-decoder"]
 
 
-class UsageError(ValueError):
-    """A bad command-line value (exit status 2)."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lenssample", description="Decode from a language model's intermediate layers."
@@ -52,11 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        kind = (
-            "" if isinstance(err, (ValueError, TypeError, FileNotFoundError)) else f"{type(err).__name__}: "
-        )
-        print(f"lenssample {args.command}: error: {kind}{message} (rerun with --debug for the traceback)"
-              if kind else f"lenssample {args.command}: error: {message}", file=sys.stderr)  # fmt: skip
+        if not isinstance(err, (ValueError, TypeError, FileNotFoundError)):  # unexpected: say what it was
+            message = f"{type(err).__name__}: {message} (rerun with --debug for the traceback)"
+        print(f"lenssample {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lenssample.cli.common import add_lens_args, add_model_args, lens_from_args, load
+from lenssample.cli.common import add_model_args, check_positive, lens_from_args, load
 from lenssample.validation import check_output_file
 
 
@@ -21,7 +21,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--strategies", default=None, help=argparse.SUPPRESS
     )  # deprecated: a comma list of specs
     add_model_args(parser)
-    add_lens_args(parser)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up round")
     parser.add_argument("--prompt", default=None, help="the prompt (default: a short-story request)")
@@ -38,10 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from lenssample.eval.config import split_variant_list, variant_entry
     from lenssample.eval.speed import DEFAULT_PROMPT, bench
 
-    if args.new_tokens < 2:
-        raise ValueError(f"--new-tokens {args.new_tokens}: must be >= 2")
-    if args.repeats < 1:
-        raise ValueError(f"--repeats {args.repeats}: must be >= 1")
+    check_positive(args.new_tokens, "--new-tokens", low=2)
+    check_positive(args.repeats, "--repeats")
     specs = [*args.variants, *(split_variant_list(args.strategies) if args.strategies else [])]
     variants = {entry.label: entry for entry in (variant_entry(spec) for spec in specs or ["final"])}
     if args.out:

@@ -15,50 +15,37 @@ from typing import Any
 
 from lenssample.specs import format_spec, parse_assignments, parse_spec
 
+# Dataclass fields whose flag is not ``--field-name``.
+SETTINGS_FLAGS = {"do_sample": "--sample"}
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="embedded model name (default: smollm2-135m-instruct; also gemma3-270m), model folder, .gguf or hub id",
-    )
+
+def add_model_args(parser: argparse.ArgumentParser, *, lens: bool = True) -> None:
+    """``--model/--dtype/--device/--threads`` and (with ``lens``) ``--lens``."""
+    parser.add_argument("--model", default=None, help="embedded model name (default: smollm2-135m-instruct; also "
+                        "gemma3-270m), model folder, .gguf or hub id")  # fmt: skip
     parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-
-
-def add_strategy_args(
-    parser: argparse.ArgumentParser, *, default: str = "final", schedule: bool = True
-) -> None:
-    """``--strategy SPEC`` (``--set KEY=VALUE`` adds parameters) and ``--schedule SPEC``."""
-    parser.add_argument(
-        "--strategy", default=default, metavar="SPEC",
-        help=f"strategy spec, e.g. dola:layers=high,alpha=0.1 (default: {default})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
-        help="a strategy parameter, repeatable (same as writing it in the spec)",
-    )  # fmt: skip
-    if schedule:
+    if lens:
         parser.add_argument(
-            "--schedule", default=None, metavar="SPEC",
-            help="compute schedule instead of one pass per token, e.g. early-exit:measure=max-prob,threshold=0.9 "
-            "or speculative:draft_layer=24,k=3",
-        )  # fmt: skip
-        parser.add_argument(
-            "--schedule-set",
-            dest="schedule_params",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help=argparse.SUPPRESS,
-        )  # deprecated: write it in the spec
+            "--lens", default="logit", help="'logit' (default) or the folder of a saved tuned lens"
+        )
 
 
-def add_lens_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--lens", default="logit", help="'logit' (default) or the folder of a saved tuned lens"
-    )
+def add_generation_args(parser: argparse.ArgumentParser) -> None:
+    """What ``generate`` and ``trace`` share: the prompt, model and lens, ``--strategy SPEC`` (``--set KEY=VALUE``
+    adds parameters), ``--schedule SPEC`` and ``--chat``."""
+    parser.add_argument("prompt", help="the prompt text")
+    add_model_args(parser)
+    parser.add_argument("--strategy", default="final", metavar="SPEC",
+                        help="strategy spec, e.g. dola:layers=high,alpha=0.1 (default: final)")  # fmt: skip
+    parser.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                        help="a strategy parameter, repeatable (same as writing it in the spec)")  # fmt: skip
+    parser.add_argument("--schedule", default=None, metavar="SPEC", help="compute schedule instead of one pass per "
+                        "token, e.g. early-exit:measure=max-prob,threshold=0.9 or speculative:draft_layer=24,k=3")  # fmt: skip
+    parser.add_argument("--schedule-set", dest="schedule_params", action="append", default=[], metavar="KEY=VALUE",
+                        help=argparse.SUPPRESS)  # deprecated: write it in the spec  # fmt: skip
+    parser.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
 
 
 def _with_assignments(spec: str, assignments: list[str]) -> str:
@@ -68,19 +55,35 @@ def _with_assignments(spec: str, assignments: list[str]) -> str:
     return format_spec(name, {**params, **parse_assignments(assignments)})
 
 
-def strategy_from_args(args: argparse.Namespace) -> Any:
-    """The strategy of ``--strategy`` and ``--set``, validated (before any model loads)."""
+def generate_from_args(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """Validate the prompt, ``--strategy/--set``, ``--schedule`` and the decoding settings (before the model
+    loads), then generate; returns ``(output, strategy, schedule or None, tokenizer)``."""
+    from lenssample.api import generate
+    from lenssample.decoding.settings import DecodingSettings
     from lenssample.strategies.base import as_strategy
 
-    return as_strategy(_with_assignments(args.strategy, args.params))
+    if not args.prompt:
+        raise ValueError("prompt is empty; pass some text")
+    strategy, schedule = as_strategy(_with_assignments(args.strategy, args.params)), schedule_from_args(args)
+    settings = dataclass_from_args(args, DecodingSettings, SETTINGS_FLAGS)
+    model, tokenizer = load(args)
+    prompt = args.prompt
+    if args.chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("--chat: this model's tokenizer has no chat template; drop --chat")
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                               add_generation_prompt=True)  # fmt: skip
+    out = generate(model, prompt, strategy, schedule=schedule, lens=lens_from_args(args, model), tokenizer=tokenizer,
+                   settings=settings)  # fmt: skip
+    return out, strategy, schedule, tokenizer
 
 
 def schedule_from_args(args: argparse.Namespace) -> Any:
     """The schedule of ``--schedule`` (and the deprecated ``--schedule-set``), or ``None``."""
     from lenssample.schedules.base import as_schedule
 
-    if getattr(args, "schedule", None) is None:
-        if getattr(args, "schedule_params", None):
+    if args.schedule is None:
+        if args.schedule_params:
             raise ValueError("--schedule-set needs --schedule; write the parameters in the spec, e.g. "
                              "--schedule early-exit:threshold=0.9")  # fmt: skip
         return None
@@ -94,8 +97,7 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
     from lenssample.model.loading import load_model
 
     if getattr(args, "threads", None) is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads {args.threads}: must be >= 1")
+        check_positive(args.threads, "--threads")
         torch.set_num_threads(args.threads)
     return load_model(args.model, dtype=args.dtype, device=args.device)
 
@@ -105,6 +107,18 @@ def lens_from_args(args: argparse.Namespace, model: Any) -> Any:
     from lenssample.lens.tuned import load_lens
 
     return load_lens(getattr(args, "lens", "logit"), model)
+
+
+def check_positive(value: int, flag: str, low: int = 1) -> None:
+    """A ``ValueError`` naming the flag and its value unless ``value >= low``."""
+    if value < low:
+        raise ValueError(f"{flag} {value}: must be >= {low}")
+
+
+def add_data_arg(parser: argparse.ArgumentParser, split: str, default: str) -> None:
+    """``--data``: a packaged corpus or a text file (see :func:`texts_from_arg`)."""
+    parser.add_argument("--data", default=default, help=f"a packaged corpus ({split} split): 'books' (public-domain "
+                        f"novels), 'wikipedia' or 'mixed' (both); or a UTF-8 text file (default: {default})")  # fmt: skip
 
 
 def texts_from_arg(data: str, split: str) -> list:
@@ -120,78 +134,56 @@ def texts_from_arg(data: str, split: str) -> list:
     return read_text_file(data)
 
 
-def _flag_type(annotation: Any) -> Any:
-    """The argparse type of a dataclass field annotation (``int | None`` -> ``int``; tuples: a list of the item)."""
-    hints = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    for hint in hints:
+def _flag_type(annotation: Any) -> tuple[Any, bool]:
+    """The argparse type of a dataclass field annotation (``int | None`` -> ``int``; tuples: their item type) and
+    whether the flag takes several values (tuple fields)."""
+    options = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    several = isinstance(annotation, types.GenericAlias) or any(
+        typing.get_origin(a) is tuple for a in options
+    )
+    for hint in options:
         if hint in (int, float, str, bool):
-            return hint
+            return hint, several
         if typing.get_origin(hint) is tuple:
-            return typing.get_args(hint)[0]
-    return str
+            return typing.get_args(hint)[0], several
+    return str, several
 
 
 def add_dataclass_args(
-    parser: argparse.ArgumentParser,
-    cls: type,
-    *,
-    skip: tuple[str, ...] = (),
-    names: dict[str, str] | None = None,
+    parser: argparse.ArgumentParser, cls: type, *, names: dict[str, str] | None = None
 ) -> None:
     """One ``--field-name`` flag per field of the dataclass ``cls`` (help from ``metadata["help"]``; booleans as
     ``--flag/--no-flag``; tuple fields take several values); defaults stay ``None`` (= the dataclass's own)."""
-    names = names or {}
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
-        if field.name in skip:
-            continue
-        flag = names.get(field.name, "--" + field.name.replace("_", "-"))
-        kind = _flag_type(hints[field.name])
         default = field.default if field.default is not dataclasses.MISSING else None
-        help_text = f"{field.metadata.get('help', '')} (default: {default})"
-        kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": help_text}
+        kwargs: dict[str, Any] = {"dest": field.name, "default": None,
+                                  "help": f"{field.metadata.get('help', '')} (default: {default})"}  # fmt: skip
+        kind, several = _flag_type(hints[field.name])
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif "choices" in field.metadata:  # after-norm and after_norm alike
+            kwargs.update(choices=field.metadata["choices"], type=lambda value: str(value).replace("-", "_"))
         else:
             kwargs["type"] = kind
-            if "choices" in field.metadata:  # after-norm and after_norm alike
-                kwargs["choices"] = field.metadata["choices"]
-                kwargs["type"] = lambda value: str(value).replace("-", "_")
-            origin = typing.get_args(hints[field.name])
-            if any(typing.get_origin(a) is tuple for a in origin) or isinstance(
-                hints[field.name], types.GenericAlias
-            ):
-                kwargs["nargs"] = "+"
-        parser.add_argument(flag, **kwargs)
+        if several:
+            kwargs["nargs"] = "+"
+        parser.add_argument((names or {}).get(field.name, "--" + field.name.replace("_", "-")), **kwargs)
 
 
-def dataclass_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The fields of ``cls`` given on the command line (those left at ``None`` keep the dataclass default)."""
+def dataclass_from_args(args: argparse.Namespace, cls: type, names: dict[str, str] | None = None) -> Any:
+    """``cls`` built from its flags (those left at ``None`` keep the dataclass default); an error names the flag as
+    the user wrote it (``--max-new-tokens 0``)."""
     values = {}
     for field in dataclasses.fields(cls):
         value = getattr(args, field.name, None)
         if value is not None:
             values[field.name] = tuple(value) if isinstance(value, list) else value
-    return values
-
-
-def dataclass_from_args(args: argparse.Namespace, cls: type, names: dict[str, str] | None = None) -> Any:
-    """``cls`` built from its flags; an error names the flag as the user wrote it (``--max-new-tokens 0``)."""
     try:
-        return cls(**dataclass_values(args, cls))
+        return cls(**values)
     except ValueError as err:
         message = str(err)
         for field in dataclasses.fields(cls):
             flag = (names or {}).get(field.name, "--" + field.name.replace("_", "-"))
             message = message.replace(f"{field.name}=", f"{flag} ")
         raise ValueError(message) from err
-
-
-def settings_from_args(args: argparse.Namespace) -> Any:
-    """The decoding settings of the command line (validated before any model loads)."""
-    from lenssample.decoding.settings import DecodingSettings
-
-    return dataclass_from_args(args, DecodingSettings, SETTINGS_FLAGS)
-
-
-SETTINGS_FLAGS = {"do_sample": "--sample"}

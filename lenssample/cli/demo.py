@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from lenssample.cli.common import add_model_args, load
+from lenssample.cli.common import add_model_args, check_positive, load
 
 DEMO_PROMPT = "The capital of France is"
 DEMO_STRATEGIES = ("final", "dola:layers=high", "window", "layer:layer=-3")
@@ -13,29 +13,26 @@ DEMO_STRATEGIES = ("final", "dola:layers=high", "window", "layer:layer=-3")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="show the logit lens and lens decoders on the default model")
-    add_model_args(parser)
+    add_model_args(parser, lens=False)
     parser.add_argument("--prompt", default=DEMO_PROMPT)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.set_defaults(func=run)
 
 
-def table_layers(num_layers: int) -> list[int]:
-    """Every ~L/8 layers and the final one: the rows of the demo's tables."""
-    return sorted(set(range(0, num_layers, max(1, num_layers // 8))) | {num_layers})
-
-
 def show(model, tokenizer, prompt: str, max_new_tokens: int, lens=None, strategies=DEMO_STRATEGIES) -> None:
-    """The lens table of ``prompt`` (last 6 positions) and one generation per strategy, with its speed."""
+    """The lens table of ``prompt`` (last 6 positions; every ~L/8 layers and the final one) and one generation per
+    strategy, with its speed."""
     from lenssample.analysis.trajectory import trajectory
     from lenssample.api import generate
     from lenssample.plotting.text import text_table
 
     num_layers = model.config.num_hidden_layers
+    layers = sorted(set(range(0, num_layers, max(1, num_layers // 8))) | {num_layers})
     ids = tokenizer(prompt, return_tensors="pt").input_ids[0]
-    positions = range(max(0, len(ids) - 6), len(ids))
-    traj = trajectory(model, tokenizer, ids, lens=lens, layers=table_layers(num_layers), positions=positions)
-    print(text_table(traj, "prob", width=10))
-    print()
+    traj = trajectory(
+        model, tokenizer, ids, lens=lens, layers=layers, positions=range(max(0, len(ids) - 6), len(ids))
+    )
+    print(text_table(traj, "prob", width=10) + "\n")
     for spec in strategies:
         start = time.perf_counter()
         out = generate(model, prompt, spec, tokenizer=tokenizer, lens=lens, max_new_tokens=max_new_tokens)
@@ -47,8 +44,7 @@ def show(model, tokenizer, prompt: str, max_new_tokens: int, lens=None, strategi
 def run(args: argparse.Namespace) -> int:
     from lenssample.lens.tuned import TunedLens, default_lens_path
 
-    if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens {args.max_new_tokens}: must be >= 1")
+    check_positive(args.max_new_tokens, "--max-new-tokens")
     if not args.prompt:
         raise ValueError("--prompt is empty; pass some text")
     start = time.perf_counter()

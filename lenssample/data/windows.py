@@ -15,12 +15,7 @@ from lenssample.validation import check_int
 
 
 def token_windows(
-    texts: Sequence[Any],
-    tokenizer: Any,
-    *,
-    seq_len: int,
-    min_len: int = 8,
-    max_positions: int | None = None,
+    texts: Sequence[Any], tokenizer: Any, *, seq_len: int, min_len: int = 8, max_positions: int | None = None
 ) -> list[torch.Tensor]:
     """Cut each text into windows of at most ``seq_len`` tokens (remainders shorter than ``min_len`` are dropped).
 

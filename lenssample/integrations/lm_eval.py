@@ -33,6 +33,7 @@ from lenssample.eval.perplexity import DEFAULT_FLOOR_LOG_PROB, rolling_windows, 
 from lenssample.lens.base import Lens
 from lenssample.scoring import target_scores
 from lenssample.strategies.base import Strategy, as_strategy
+from lenssample.validation import check_int
 
 
 class LensSampleLM(LM):
@@ -49,25 +50,15 @@ class LensSampleLM(LM):
         excluded_value: replaces ``-inf`` in ``loglikelihood`` sums (DoLa's ``-1000``); ``None`` keeps ``-inf``.
     """
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        *,
-        strategy: Strategy | None = None,
-        lens: Lens | None = None,
-        max_length: int = 2048,
-        max_gen_toks: int = 256,
-        floor_log_prob: float = DEFAULT_FLOOR_LOG_PROB,
-        excluded_value: float | None = -1000.0,
-        progress: bool = False,
-    ) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, strategy: Strategy | None = None,
+                 lens: Lens | None = None, max_length: int = 2048, max_gen_toks: int = 256,
+                 floor_log_prob: float = DEFAULT_FLOOR_LOG_PROB, excluded_value: float | None = -1000.0,
+                 progress: bool = False) -> None:  # fmt: skip
         super().__init__()
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-            raise ValueError(f"max_length={max_length!r} must be an integer >= 2")
+        self.max_length = check_int(max_length, field="max_length", low=2)
         self.model, self.tokenizer = model, tokenizer
         self.strategy = as_strategy(strategy)
-        self.lens, self.max_length, self.max_gen_toks = lens, max_length, max_gen_toks
+        self.lens, self.max_gen_toks = lens, max_gen_toks
         self.floor_log_prob, self.excluded_value, self.progress = floor_log_prob, excluded_value, progress
 
     @property
@@ -92,9 +83,12 @@ class LensSampleLM(LM):
         whole, head = self._encode(context + continuation), self._encode(context)
         return whole[: len(head)], whole[len(head) :]
 
+    def _requests(self, requests: list[Any], desc: str, disable_tqdm: bool) -> Any:
+        return tqdm(requests, desc=desc, disable=disable_tqdm or not self.progress)
+
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         results = []
-        for request in tqdm(requests, desc="loglikelihood", disable=disable_tqdm or not self.progress):
+        for request in self._requests(requests, "loglikelihood", disable_tqdm):
             context, continuation = request.args
             context_ids, cont_ids = self._encode_pair(context, continuation)
             if not cont_ids:
@@ -103,39 +97,29 @@ class LensSampleLM(LM):
             inputs, targets = torch.tensor([full[:-1]]), torch.tensor([full[1:]])
             select = torch.zeros_like(inputs, dtype=torch.bool)
             select[0, -len(cont_ids) :] = True
-            scores = target_scores(
-                self.model,
-                inputs,
-                targets,
-                select,
-                self.strategy,
-                lens=self.lens,
-                excluded_value=self.excluded_value,
-            )
+            scores = target_scores(self.model, inputs, targets, select, self.strategy, lens=self.lens,
+                                   excluded_value=self.excluded_value)  # fmt: skip
             total = float(scores.values[select].double().sum())
             results.append((total, bool(scores.greedy[select].all())))
         return results
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         results = []
-        for request in tqdm(
-            requests, desc="loglikelihood_rolling", disable=disable_tqdm or not self.progress
-        ):
+        for request in self._requests(requests, "loglikelihood_rolling", disable_tqdm):
             (text,) = request.args
             tokens = self._encode(text)
             if not tokens:
                 results.append(0.0)
                 continue
             windows = rolling_windows(tokens, window=self.max_length, prefix_token_id=self.prefix_token_id)
-            records = window_records(
-                self.model, windows, self.strategy, lens=self.lens, floor_log_prob=self.floor_log_prob
-            )
+            records = window_records(self.model, windows, self.strategy, lens=self.lens,
+                                     floor_log_prob=self.floor_log_prob)  # fmt: skip
             results.append(-sum(r["nll"] for r in records))
         return results
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         results = []
-        for request in tqdm(requests, desc="generate_until", disable=disable_tqdm or not self.progress):
+        for request in self._requests(requests, "generate_until", disable_tqdm):
             context, gen_kwargs = request.args
             until = gen_kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)

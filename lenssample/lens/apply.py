@@ -32,17 +32,22 @@ class LensOutput:
         return torch.log_softmax(self.logits, dim=-1)
 
 
+def check_positions(positions: Sequence[int] | None, seq: int, what: str) -> tuple[int, ...]:
+    """``positions`` in ``-seq..seq-1`` (negative counts from the end) as ``0..seq-1``; ``None``: all of them.
+    ``what`` says what the positions index (``"the text has 12 tokens"``) in the error."""
+    if positions is None:
+        return tuple(range(seq))
+    positions = tuple(positions)
+    for p in positions:
+        if isinstance(p, bool) or not isinstance(p, int) or not -seq <= p < seq:
+            raise ValueError(f"positions contains {p!r}, but {what}; use 0..{seq - 1}")
+    return tuple(p % seq for p in positions)
+
+
 @torch.inference_mode()
-def apply_lens(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    *,
-    layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
-    lens: Lens | None = None,
-    attention_mask: torch.Tensor | None = None,
-    max_output_bytes: int = 2**30,
-) -> LensOutput:
+def apply_lens(model: nn.Module, input_ids: torch.Tensor, *, layers: Sequence[int] | None = None,
+               positions: Sequence[int] | None = None, lens: Lens | None = None,
+               attention_mask: torch.Tensor | None = None, max_output_bytes: int = 2**30) -> LensOutput:  # fmt: skip
     """Lens logits for ``layers`` at ``positions`` of ``input_ids``, all projected in one matrix product.
 
     Args:
@@ -64,16 +69,7 @@ def apply_lens(
     layers = tuple(range(lens.num_layers + 1)) if layers is None else lens.check_layers(layers)
     if not layers:
         raise ValueError("layers is empty; pass at least one layer number")
-    if positions is None:
-        positions = tuple(range(seq))
-    else:
-        positions = tuple(positions)
-        for p in positions:
-            if isinstance(p, bool) or not isinstance(p, int) or not -seq <= p < seq:
-                raise ValueError(
-                    f"positions contains {p!r}, but the input has {seq} positions; use 0..{seq - 1}"
-                )
-        positions = tuple(p % seq for p in positions)
+    positions = check_positions(positions, seq, f"the input has {seq} positions")
     size = input_ids.shape[0] * len(positions) * len(layers) * lens.vocab_size * 4
     if size > max_output_bytes:
         raise ValueError(

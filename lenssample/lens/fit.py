@@ -88,19 +88,9 @@ def regression_pairs(
 
 
 @torch.no_grad()
-def collect(
-    model: nn.Module,
-    train_windows: Sequence[torch.Tensor],
-    heldout_windows: Sequence[torch.Tensor],
-    *,
-    cache_positions: int,
-    heldout_positions: int,
-    batch_windows: int,
-    generator: torch.Generator,
-    cache_dtype: torch.dtype,
-    after_norm: bool = False,
-    progress: Any = None,
-) -> Collected:
+def collect(model: nn.Module, train_windows: Sequence[torch.Tensor], heldout_windows: Sequence[torch.Tensor],
+            *, cache_positions: int, heldout_positions: int, batch_windows: int, generator: torch.Generator,
+            cache_dtype: torch.dtype, after_norm: bool = False, progress: Any = None) -> Collected:  # fmt: skip
     """Run the frozen model once over every window; accumulate the fit and sample positions to keep.
 
     Position 0 of each window is skipped (an attention sink whose state is unlike any later position).
@@ -117,7 +107,7 @@ def collect(
         keep_mask = torch.zeros(total, dtype=torch.bool)
         keep_mask[chosen] = True
         kept, offset, tokens = [], 0, 0
-        gram = cross = target_sq = None
+        gram = cross = target_sq = 0  # sums of [L, ...] float64 tensors
         for item in _batches(windows, batch_windows):
             ids = torch.stack(item).to(device)
             out = run_layers(model, ids, layers, use_cache=False, keep=None)
@@ -128,29 +118,19 @@ def collect(
             tokens += n
             kept.append(hidden[mask.to(hidden.device)].to("cpu", cache_dtype))
             features, targets = regression_pairs(hidden, parts.final_norm, after_norm=after_norm)
-            g = torch.bmm(features.transpose(1, 2), features).double()
-            c = torch.bmm(features.transpose(1, 2), targets).double()
-            gram = g if gram is None else gram + g
-            cross = c if cross is None else cross + c
+            gram = gram + torch.bmm(features.transpose(1, 2), features).double()
+            cross = cross + torch.bmm(features.transpose(1, 2), targets).double()
             if heldout:
-                t = targets.double().pow(2).sum(dim=(1, 2))
-                target_sq = t if target_sq is None else target_sq + t
+                target_sq = target_sq + targets.double().pow(2).sum(dim=(1, 2))
             if progress is not None:
                 progress.update(len(item))
         return gram, cross, target_sq, torch.cat(kept), tokens
 
     gram, cross, _, train_hidden, n_train = _pass(train_windows, cache_positions, False)
     h_gram, h_cross, h_sq, heldout_hidden, n_heldout = _pass(heldout_windows, heldout_positions, True)
-    return Collected(
-        gram=gram.cpu(),
-        cross=cross.cpu(),
-        heldout_gram=h_gram.cpu(),
-        heldout_cross=h_cross.cpu(),
-        heldout_target_sq=h_sq.cpu(),
-        train_hidden=train_hidden,
-        heldout_hidden=heldout_hidden,
-        tokens=n_train + n_heldout,
-    )
+    return Collected(gram=gram.cpu(), cross=cross.cpu(), heldout_gram=h_gram.cpu(), heldout_cross=h_cross.cpu(),
+                     heldout_target_sq=h_sq.cpu(), train_hidden=train_hidden, heldout_hidden=heldout_hidden,
+                     tokens=n_train + n_heldout)  # fmt: skip
 
 
 def _batches(windows: Sequence[torch.Tensor], size: int) -> list[list[torch.Tensor]]:

@@ -47,29 +47,19 @@ class LensPass:
     hidden: torch.Tensor
     layers: tuple[int, ...]
 
-    def chunk_rows(self, vocab_size: int, *, max_chunk_bytes: int, copies: int = 3) -> int:
-        """Rows per chunk so that ``copies`` float32 tensors of lens logits stay within ``max_chunk_bytes``."""
-        per_row = len(self.layers) * vocab_size * 4 * copies
-        return max(1, int(max_chunk_bytes // per_row))
-
     def chunks(
         self, lens: Lens, *, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES, copies: int = 3
     ) -> Iterator[LensChunk]:
-        """Project the rows through ``lens``, one chunk at a time (all layers of a chunk in one product)."""
-        size = self.chunk_rows(lens.vocab_size, max_chunk_bytes=max_chunk_bytes, copies=copies)
+        """Project the rows through ``lens``, one chunk at a time (all layers of a chunk in one product), with as
+        many rows per chunk as keep ``copies`` float32 tensors of lens logits within ``max_chunk_bytes``."""
+        size = max(1, int(max_chunk_bytes // (len(self.layers) * lens.vocab_size * 4 * copies)))
         for start in range(0, self.hidden.shape[0], size):
             stop = min(self.hidden.shape[0], start + size)
             yield LensChunk(start=start, stop=stop, logits=lens(self.hidden[start:stop], self.layers))
 
 
-def lens_pass(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    layers: Sequence[int],
-    *,
-    attention_mask: torch.Tensor | None = None,
-    select: torch.Tensor | None = None,
-) -> LensPass:
+def lens_pass(model: nn.Module, input_ids: torch.Tensor, layers: Sequence[int], *, attention_mask: torch.Tensor | None = None,
+              select: torch.Tensor | None = None) -> LensPass:  # fmt: skip
     """One forward pass (no cache) that keeps the residual streams of ``layers`` at the selected positions.
 
     Only ``max(layers)`` blocks run. Left or right padding is handled with ``attention_mask`` (positions count real
@@ -88,14 +78,7 @@ def lens_pass(
     layers = tuple(layers)
     assert list(layers) == sorted(set(layers)), "lens_pass takes sorted, distinct layers"
     position_ids = position_ids_from_mask(attention_mask) if attention_mask is not None else None
-    out = run_layers(
-        model,
-        input_ids,
-        layers,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-        keep=None,
-    )
+    out = run_layers(model, input_ids, layers, attention_mask=attention_mask, position_ids=position_ids,
+                     use_cache=False, keep=None)  # fmt: skip
     hidden = out.hidden[select] if select is not None else out.hidden.reshape(-1, *out.hidden.shape[2:])
     return LensPass(hidden=hidden, layers=layers)

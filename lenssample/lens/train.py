@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -48,9 +49,7 @@ def frozen(model: nn.Module) -> Iterator[None]:
     flags = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
     try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        model.eval()
+        model.requires_grad_(False).eval()
         yield
     finally:
         for p, flag in flags:
@@ -191,34 +190,32 @@ def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
         tmp.unlink(missing_ok=True)
 
 
-def _read_checkpoint(path: Path, fingerprint: str) -> dict[str, torch.Tensor] | None:
-    """The tensors of a checkpoint file with this run's fingerprint; ``None`` when there is none."""
+def _read_checkpoint(path: Path, fingerprint: str | None = None) -> dict[str, Any] | None:
+    """The tensors of a checkpoint file (with this run's ``fingerprint``, unless ``None``), its metadata under
+    ``"metadata"``; ``None`` when there is no file."""
     if not path.is_file():
         return None
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
-    if metadata.get("fingerprint") != fingerprint:
+    if fingerprint is not None and metadata.get("fingerprint") != fingerprint:
         raise ValueError(
             f"checkpoint {str(path)!r} belongs to a run with other settings, model or data; pass a new "
             "checkpoint_dir (--checkpoint-dir), or resume=False (--no-resume) to start over"
         )
-    return load_file(str(path))
+    return {**load_file(str(path)), "metadata": metadata}
 
 
-def train_tuned_lens(
-    model: nn.Module,
-    texts: Sequence[Any],
-    config: TrainConfig | None = None,
-    *,
-    tokenizer: Any = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    resume: bool = True,
-    progress: bool = True,
-    on_step: Callable[[int, float], None] | None = None,
-    **overrides: Any,
-) -> TunedLens:
+@torch.no_grad()
+def _set_translators(lens: TunedLens, weight: torch.Tensor, bias: torch.Tensor) -> TunedLens:
+    lens.weight.copy_(weight)
+    lens.bias.copy_(bias)
+    return lens
+
+
+def train_tuned_lens(model: nn.Module, texts: Sequence[Any], config: TrainConfig | None = None, *,
+                     tokenizer: Any = None, checkpoint_dir: str | os.PathLike | None = None,
+                     resume: bool = True, progress: bool = True,
+                     on_step: Callable[[int, float], None] | None = None, **overrides: Any) -> TunedLens:  # fmt: skip
     """Train a :class:`~lenssample.lens.tuned.TunedLens` for ``model`` on ``texts`` (see the module docstring).
 
     Args:
@@ -287,26 +284,13 @@ def train_tuned_lens(
     with frozen(model):
         data = _read_checkpoint(folder / "data.safetensors", fingerprint) if folder else None
         if data is None:
-            data = _collect_and_fit(
-                model,
-                lens,
-                train_windows,
-                heldout_windows,
-                settings,
-                data_gen,
-                config.batch_windows,
-                progress,
-            )
+            data = _collect_and_fit(model, lens, train_windows, heldout_windows, settings, data_gen,
+                                    config.batch_windows, progress)  # fmt: skip
             if folder is not None:
-                _save_atomic(
-                    data,
-                    folder / "data.safetensors",
-                    {"fingerprint": fingerprint, "placement": config.placement},
-                )
+                metadata = {"fingerprint": fingerprint, "placement": config.placement}
+                _save_atomic(data, folder / "data.safetensors", metadata)
         train_hidden, heldout_hidden = data["train_hidden"], data["heldout_hidden"]
-        with torch.no_grad():
-            lens.weight.copy_(data["start_weight"])
-            lens.bias.copy_(data["start_bias"])
+        _set_translators(lens, data["start_weight"], data["start_bias"])
 
         optimizer = torch.optim.AdamW([lens.weight, lens.bias], lr=lr, weight_decay=config.weight_decay)
         batch_gen = torch.Generator().manual_seed(seed + 1)
@@ -334,8 +318,7 @@ def train_tuned_lens(
                 on_step(step, float(loss.item()))
         bar.close()
 
-        logit_kl = data["heldout_kl_logit"]
-        start_kl = data["heldout_kl_start"]
+        logit_kl, start_kl = data["heldout_kl_logit"], data["heldout_kl_start"]
         final_kl = heldout_kl(lens, heldout_hidden)
         # Per layer, keep the fine-tuned translator only where it beats its start on held-out positions.
         worse = final_kl > start_kl
@@ -344,60 +327,34 @@ def train_tuned_lens(
             lens.bias[worse] = data["start_bias"][worse].to(device)
         chosen_kl = torch.where(worse, start_kl, final_kl)
 
+    kls = {"logit": logit_kl, "closed_form": data["heldout_kl_closed_form"], "tuned": chosen_kl}
     lens.training_info = {
-        **settings,
-        "train_windows": len(train_windows),
-        "heldout_windows": len(heldout_windows),
+        **settings, "train_windows": len(train_windows), "heldout_windows": len(heldout_windows),
         "train_tokens": sum(w.numel() for w in train_windows),
-        "heldout_kl_logit": [round(v, 5) for v in logit_kl.tolist()],
-        "heldout_kl_closed_form": [round(v, 5) for v in data["heldout_kl_closed_form"].tolist()],
-        "heldout_kl_tuned": [round(v, 5) for v in chosen_kl.tolist()],
+        **{f"heldout_kl_{name}": [round(v, 5) for v in kl.tolist()] for name, kl in kls.items()},
         "layers_kept_from_start": torch.nonzero(worse).flatten().tolist(),
-        "wall_seconds": round(time.perf_counter() - wall0, 1),
-        "cpu_seconds": round(time.process_time() - cpu0, 1),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
-        "torch_threads": torch.get_num_threads(),
-    }
+        "wall_seconds": round(time.perf_counter() - wall0, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1), "torch_threads": torch.get_num_threads(),
+    }  # fmt: skip
     return lens
 
 
-def _collect_and_fit(
-    model: nn.Module,
-    lens: TunedLens,
-    train_windows: list[torch.Tensor],
-    heldout_windows: list[torch.Tensor],
-    settings: dict[str, Any],
-    generator: torch.Generator,
-    batch_windows: int,
-    progress: bool,
-) -> dict[str, torch.Tensor]:
+def _collect_and_fit(model: nn.Module, lens: TunedLens, train_windows: list[torch.Tensor],
+                     heldout_windows: list[torch.Tensor], settings: dict[str, Any],
+                     generator: torch.Generator, batch_windows: int,
+                     progress: bool) -> dict[str, torch.Tensor]:  # fmt: skip
     """Steps 2-3: the one pass over the data, the closed-form fit, and the starting translators."""
-    bar = tqdm(
-        total=len(train_windows) + len(heldout_windows),
-        desc="model pass (windows)",
-        disable=not progress,
-        leave=False,
-    )
-    collected = collect(
-        model,
-        train_windows,
-        heldout_windows,
-        cache_positions=settings["cache_positions"],
-        heldout_positions=settings["heldout_positions"],
-        batch_windows=batch_windows,
-        generator=generator,
-        cache_dtype=torch.float32,
-        after_norm=settings["placement"] == "after_norm",
-        progress=bar,
-    )
-    bar.close()
+    total = len(train_windows) + len(heldout_windows)
+    with tqdm(total=total, desc="model pass (windows)", disable=not progress, leave=False) as bar:
+        collected = collect(
+            model, train_windows, heldout_windows, cache_positions=settings["cache_positions"],
+            heldout_positions=settings["heldout_positions"], batch_windows=batch_windows, generator=generator,
+            cache_dtype=torch.float32, after_norm=settings["placement"] == "after_norm", progress=bar,
+        )  # fmt: skip
     heldout_hidden = collected.heldout_hidden
     logit_kl = heldout_kl(lens, heldout_hidden)
     weight, bias, _ = solve_ridge(collected)
-    with torch.no_grad():
-        lens.weight.copy_(weight)
-        lens.bias.copy_(bias)
-    closed_kl = heldout_kl(lens, heldout_hidden)
+    closed_kl = heldout_kl(_set_translators(lens, weight, bias), heldout_hidden)
     start_weight, start_bias = weight.clone(), bias.clone()
     if settings["closed_form"]:
         # A layer whose closed-form fit loses to the identity on held-out positions starts from the identity.
@@ -409,15 +366,9 @@ def _collect_and_fit(
         start_weight.zero_()
         start_bias.zero_()
         start_kl = logit_kl
-    return {
-        "train_hidden": collected.train_hidden,
-        "heldout_hidden": heldout_hidden,
-        "start_weight": start_weight,
-        "start_bias": start_bias,
-        "heldout_kl_logit": logit_kl,
-        "heldout_kl_closed_form": closed_kl,
-        "heldout_kl_start": start_kl,
-    }
+    return {"train_hidden": collected.train_hidden, "heldout_hidden": heldout_hidden, "start_weight": start_weight,
+            "start_bias": start_bias, "heldout_kl_logit": logit_kl, "heldout_kl_closed_form": closed_kl,
+            "heldout_kl_start": start_kl}  # fmt: skip
 
 
 def _state_tensors(
@@ -440,16 +391,10 @@ def _state_tensors(
     return tensors
 
 
-def _load_state(
-    state: dict[str, torch.Tensor],
-    lens: TunedLens,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-) -> int:
+def _load_state(state: dict[str, torch.Tensor], lens: TunedLens, optimizer: torch.optim.Optimizer,
+                generator: torch.Generator) -> int:  # fmt: skip
     device = lens.weight.device
-    with torch.no_grad():
-        lens.weight.copy_(state["weight"])
-        lens.bias.copy_(state["bias"])
+    _set_translators(lens, state["weight"], state["bias"])
     for name, param in (("weight", lens.weight), ("bias", lens.bias)):
         if f"adam.{name}.step" in state:
             optimizer.state[param] = {
@@ -473,20 +418,14 @@ def closed_form_lens(checkpoint_dir: str | os.PathLike, model: nn.Module) -> Tun
     Read from the run's ``data.safetensors``, so it costs no model pass; useful as a baseline in comparisons.
     """
     path = Path(checkpoint_dir) / "data.safetensors"
-    if not path.is_file():
+    data = _read_checkpoint(path)
+    if data is None:
         raise FileNotFoundError(f"{str(path)!r} is missing; pass the checkpoint_dir of a training run")
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        placement = (handle.metadata() or {}).get("placement", "before_norm")
-    data = load_file(str(path))
-    lens = TunedLens(model, placement=placement)
+    lens = TunedLens(model, placement=data["metadata"].get("placement", "before_norm"))
     if tuple(data["start_weight"].shape) != tuple(lens.weight.shape):
         raise ValueError(
             f"{str(path)!r} holds translators of shape {tuple(data['start_weight'].shape)}, not for this model"
         )
-    with torch.no_grad():
-        lens.weight.copy_(data["start_weight"])
-        lens.bias.copy_(data["start_bias"])
+    _set_translators(lens, data["start_weight"], data["start_bias"])
     lens.training_info = {"closed_form": True, "steps": 0, "from": str(path)}
     return lens

@@ -189,28 +189,18 @@ class TunedLens(Lens):
             raise ValueError(
                 f"{str(target)!r} exists and is not a tuned-lens folder; choose a new or empty folder"
             )
-        config = {
-            "format": FORMAT,
-            "version": VERSION,
-            "model": model_identity(self.parts.model),
-            "model_name": str(getattr(self.parts.model.config, "_name_or_path", "") or ""),
-            "apply_final_norm": self.apply_final_norm,
-            "placement": self.placement,
-            "dtype": str(dtype).removeprefix("torch."),
-            "training": self.training_info,
+        config = {"format": FORMAT, "version": VERSION, "model": model_identity(self.parts.model),
+                  "model_name": str(getattr(self.parts.model.config, "_name_or_path", "") or ""),
+                  "apply_final_norm": self.apply_final_norm, "placement": self.placement,
+                  "dtype": str(dtype).removeprefix("torch."), "training": self.training_info}  # fmt: skip
+        files = {
+            CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True).encode(),
+            README_FILE: _model_card(config).encode(),
         }
         tensors = {
-            "weight": self.weight.detach().to("cpu", dtype).contiguous(),
-            "bias": self.bias.detach().to("cpu", dtype).contiguous(),
+            name: getattr(self, name).detach().to("cpu", dtype).contiguous() for name in ("weight", "bias")
         }
-        write_folder_atomically(
-            target,
-            {
-                CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True).encode(),
-                README_FILE: _model_card(config).encode(),
-            },
-            {WEIGHTS_FILE: tensors},
-        )
+        write_folder_atomically(target, files, {WEIGHTS_FILE: tensors})
         return target
 
     @classmethod
@@ -269,11 +259,9 @@ class TunedLens(Lens):
 
 
 def _replaceable(target: Path) -> bool:
-    if not target.is_dir():
-        return False
-    entries = list(target.iterdir())
-    if not entries:
-        return True
+    """Whether an existing ``target`` may be replaced: an empty folder or a tuned-lens folder."""
+    if not target.is_dir() or not any(target.iterdir()):
+        return target.is_dir()
     try:
         return json.loads((target / CONFIG_FILE).read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
@@ -334,37 +322,33 @@ def write_folder_atomically(
 
 
 def _model_card(config: dict[str, Any]) -> str:
-    ident = config["model"]
-    training = config.get("training") or {}
-    lines = [
-        "---",
-        "library_name: lenssample",
-        "tags: [tuned-lens, interpretability]",
-        "---",
-        "",
-        f"# Tuned lens for {config.get('model_name') or ident['model_type']}",
-        "",
-        f"A tuned lens (Belrose et al. 2023) for a {ident['model_type']} model with {ident['num_layers']} layers, "
-        f"d_model {ident['d_model']}, vocabulary {ident['vocab_size']}: one residual affine translator per layer "
-        "(`weight [L, d, d]`, `bias [L, d]` in `model.safetensors`), applied "
-        + (
-            "after the model's own final norm, before its unembedding."
-            if config.get("placement") == "after_norm"
-            else "before the model's own final norm and unembedding."
-        ),
-        "",
-        "```python",
-        "from lenssample.lens.tuned import TunedLens",
-        "lens = TunedLens.load('THIS_FOLDER', model)   # refuses any other model (unembedding SHA-256 "
-        f"{ident['unembed_sha256'][:12]}...)",
-        "```",
-        "",
-    ]
-    if training:
-        scalars = {k: v for k, v in sorted(training.items()) if isinstance(v, (int, float, str, bool))}
-        lines.append("Training record (the full record, with held-out KL per layer, is in config.json):")
-        lines += ["", "```json", json.dumps(scalars, indent=1), "```"]
-    return "\n".join(lines) + "\n"
+    ident, training = config["model"], config.get("training") or {}
+    where = "before the model's own final norm and unembedding"
+    if config.get("placement") == "after_norm":
+        where = "after the model's own final norm, before its unembedding"
+    card = f"""---
+library_name: lenssample
+tags: [tuned-lens, interpretability]
+---
+
+# Tuned lens for {config.get("model_name") or ident["model_type"]}
+
+A tuned lens (Belrose et al. 2023) for a {ident["model_type"]} model with {ident["num_layers"]} layers, \
+d_model {ident["d_model"]}, vocabulary {ident["vocab_size"]}: one residual affine translator per layer \
+(`weight [L, d, d]`, `bias [L, d]` in `model.safetensors`), applied {where}.
+
+```python
+from lenssample.lens.tuned import TunedLens
+lens = TunedLens.load('THIS_FOLDER', model)   # refuses any other model (unembedding SHA-256 \
+{ident["unembed_sha256"][:12]}...)
+```
+
+"""
+    if not training:
+        return card
+    scalars = {k: v for k, v in sorted(training.items()) if isinstance(v, (int, float, str, bool))}
+    record = json.dumps(scalars, indent=1)
+    return f"{card}Training record (the full record, with held-out KL per layer, is in config.json):\n\n```json\n{record}\n```\n"
 
 
 def load_lens(spec: Lens | str | os.PathLike | None, model: nn.Module) -> Lens:

@@ -2,7 +2,7 @@
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot, so no global state and no display is
 ever needed) and rendered with the Agg canvas. Every function returns the figure and, given ``path``, also saves it
-(``.png``, ``.svg`` or ``.pdf``).
+(``.png``, ``.svg`` or ``.pdf``; PNGs at ``dpi``); ``title`` replaces the default title.
 
 * :func:`plot_trajectory`: rows = layers (embedding at the bottom, final layer on top), columns = positions, each
   cell the lens's top-1 token, coloured by a statistic of :class:`~lenssample.analysis.trajectory.Trajectory`.
@@ -17,7 +17,6 @@ import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,17 +92,12 @@ def get_statistic(name: str) -> Statistic:
     )
 
 
-def check_output_path(path: str | os.PathLike, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> Path:
-    """Validate an output file name before any work is done: known extension, existing writable folder."""
-    return check_output_file(path, suffixes=suffixes)
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> Path:
-    """Write ``fig`` to ``path`` (``.png``, ``.svg`` or ``.pdf``), checked with :func:`check_output_path`."""
-    out = check_output_path(path)
-    FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=dpi)
-    return out
+def save_figure(fig: Figure, path: str | os.PathLike | None, *, dpi: int = 100) -> Figure:
+    """Write ``fig`` to ``path`` (``.png``, ``.svg`` or ``.pdf``; nothing when ``None``); returns the figure."""
+    if path is not None:
+        FigureCanvasAgg(fig)
+        fig.savefig(check_output_file(path, suffixes=IMAGE_SUFFIXES), dpi=dpi)
+    return fig
 
 
 def plain(text: str) -> str:
@@ -112,19 +106,27 @@ def plain(text: str) -> str:
 
 
 def text_color(rgba: Sequence[float]) -> str:
+    """Black or white (``#000``, ``#fff``), whichever reads better on the background colour ``rgba``."""
     luminance = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
-    return "black" if luminance > 0.5 else "white"
+    return "#000" if luminance > 0.5 else "#fff"
 
 
-def plot_trajectory(
-    traj: Trajectory,
-    *,
-    stat: str = "prob",
-    max_positions: int = 24,
-    title: str | None = None,
-    path: str | os.PathLike | None = None,
-    dpi: int = 100,
-) -> Figure:
+def layer_label(layer: int, num_layers: int) -> str:
+    return f"emb {layer}" if layer == 0 else f"final {layer}" if layer == num_layers else str(layer)
+
+
+def last_columns(traj: Trajectory, max_positions: int) -> Trajectory:
+    """``traj`` (checked to be a :class:`Trajectory`) cut to its last ``max_positions`` columns."""
+    if not isinstance(traj, Trajectory):
+        raise TypeError(f"traj must be a lenssample Trajectory, got {type(traj).__name__}")
+    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 1:
+        raise ValueError(f"max_positions={max_positions!r} must be an integer >= 1")
+    return traj.last(max_positions) if len(traj.positions) > max_positions else traj
+
+
+def plot_trajectory(traj: Trajectory, *, stat: str = "prob", max_positions: int = 24,
+                    title: str | None = None, path: str | os.PathLike | None = None,
+                    dpi: int = 100) -> Figure:  # fmt: skip
     """A logit-lens heatmap: the top-1 token of every layer (rows) at every position (columns).
 
     The final layer is on top and the embedding (layer 0) at the bottom. The bottom axis shows each column's input
@@ -135,21 +137,9 @@ def plot_trajectory(
             to choose columns.
         stat: colour by ``prob``, ``rank``, ``kl``, ``entropy`` or ``xent`` (see :mod:`lenssample.analysis.trajectory`).
         max_positions: at most this many columns are drawn (the last ones) so cells stay readable.
-        title: default says what is shown.
-        path: also save the figure there.
-        dpi: resolution when saving a PNG.
-
-    Returns:
-        The matplotlib figure.
     """
     statistic = get_statistic(stat)
-    if not isinstance(traj, Trajectory):
-        raise TypeError(f"traj must be a lenssample Trajectory, got {type(traj).__name__}")
-    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 1:
-        raise ValueError(f"max_positions={max_positions!r} must be an integer >= 1")
-    total = len(traj.positions)
-    if total > max_positions:
-        traj = traj.last(max_positions)
+    traj = last_columns(traj, max_positions)
     order = np.argsort(traj.layers)  # embedding at the bottom (row 0 with origin="lower")
     layers = [traj.layers[i] for i in order]
     values = statistic.values(traj)[order]
@@ -169,25 +159,15 @@ def plot_trajectory(
             ax.text(c, r, plain(tokens[r, c]), ha="center", va="center", fontsize=fontsize, color=color)
 
     ax.set_yticks(range(n_rows))
-    ax.set_yticklabels(
-        [
-            f"emb {layer}" if layer == 0 else f"final {layer}" if layer == traj.num_layers else str(layer)
-            for layer in layers
-        ],
-        fontsize=fontsize,
-    )
+    ax.set_yticklabels([layer_label(layer, traj.num_layers) for layer in layers], fontsize=fontsize)
     ax.set_ylabel("layer")
     ax.set_xticks(range(n_cols))
     ax.set_xticklabels([plain(t) for t in traj.input_tokens], rotation=45, ha="right", fontsize=8)
     ax.set_xlabel("input token (position)")
     top = ax.secondary_xaxis("top")
     top.set_xticks(range(n_cols))
-    top.set_xticklabels(
-        [plain(t) + (" ✓" if m else "") for t, m in zip(traj.next_tokens, traj.matches)],
-        rotation=45,
-        ha="left",
-        fontsize=8,
-    )
+    marked = [plain(t) + (" ✓" if m else "") for t, m in zip(traj.next_tokens, traj.matches)]
+    top.set_xticklabels(marked, rotation=45, ha="left", fontsize=8)
     for label, match in zip(top.get_xticklabels(), traj.matches):
         label.set_color("#1a7f37" if match else "#444444")
         if match:
@@ -196,28 +176,15 @@ def plot_trajectory(
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     bar.set_label(statistic.label, fontsize=8)
     shown = f"positions {traj.positions[0]}–{traj.positions[-1]} of {len(traj.input_ids)} tokens"
-    fig.suptitle(
-        plain(title or f"{traj.lens_name}: top-1 token per layer, colour = {statistic.label} ({shown})"),
-        fontsize=10,
-    )
-    if path is not None:
-        save_figure(fig, path, dpi=dpi)
-    return fig
+    title = title or f"{traj.lens_name}: top-1 token per layer, colour = {statistic.label} ({shown})"
+    fig.suptitle(plain(title), fontsize=10)
+    return save_figure(fig, path, dpi=dpi)
 
 
-def plot_trace(
-    trace_or_output: Any,
-    tokenizer: Any = None,
-    *,
-    tokens: Sequence[str] | None = None,
-    row: int = 0,
-    keys: Sequence[str] | None = None,
-    num_layers: int | None = None,
-    max_steps: int = 96,
-    title: str | None = None,
-    path: str | os.PathLike | None = None,
-    dpi: int = 100,
-) -> Figure:
+def plot_trace(trace_or_output: Any, tokenizer: Any = None, *, tokens: Sequence[str] | None = None,
+               row: int = 0, keys: Sequence[str] | None = None, num_layers: int | None = None,
+               max_steps: int = 96, title: str | None = None, path: str | os.PathLike | None = None,
+               dpi: int = 100) -> Figure:  # fmt: skip
     """The per-token decisions of a generation: one panel per ``trace.info`` key, under the generated tokens.
 
     Keys naming a layer (``premature_layer``, ``exit_layer``, ...) are drawn as the chosen layer per step with the
@@ -232,9 +199,6 @@ def plot_trace(
         keys: which ``trace.info`` keys to plot; default all.
         num_layers: ``L`` for the layer axis; default the deepest layer in ``trace.layers``.
         max_steps: at most this many (first) steps are drawn.
-        title: default names the keys.
-        path: also save the figure there.
-        dpi: resolution when saving a PNG.
     """
     trace = getattr(trace_or_output, "trace", trace_or_output)
     info = getattr(trace, "info", None)
@@ -267,10 +231,8 @@ def plot_trace(
     if num_layers is None:
         num_layers = max(trace.layers) if getattr(trace, "layers", None) else None
 
-    fig = Figure(
-        figsize=(min(24.0, 2.5 + 0.3 * steps), 1.2 + 2.0 * len(keys) + (1.0 if tokens else 0.3)),
-        layout="constrained",
-    )
+    size = (min(24.0, 2.5 + 0.3 * steps), 1.2 + 2.0 * len(keys) + (1.0 if tokens else 0.3))
+    fig = Figure(figsize=size, layout="constrained")
     axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
     x = np.arange(steps)
     for ax, key in zip(axes, keys):
@@ -302,9 +264,7 @@ def plot_trace(
             caption = "".join(tokens).replace("␣", " ")
             fig.supxlabel(plain(textwrap.shorten(caption, 200)), fontsize=8)
     fig.suptitle(plain(title or f"decoding trace: {', '.join(keys)} per step"), fontsize=10)
-    if path is not None:
-        save_figure(fig, path, dpi=dpi)
-    return fig
+    return save_figure(fig, path, dpi=dpi)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -327,16 +287,10 @@ METRIC_LABELS = {
 }
 
 
-def plot_layer_curves(
-    curves: Mapping[str, Mapping[str, Sequence[float]]],
-    *,
-    layers: Sequence[int] | None = None,
-    metrics: Sequence[str] | None = None,
-    log_y: Sequence[str] = ("kl",),
-    title: str | None = None,
-    path: str | os.PathLike | None = None,
-    dpi: int = 100,
-) -> Figure:
+def plot_layer_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], *,
+                      layers: Sequence[int] | None = None, metrics: Sequence[str] | None = None,
+                      log_y: Sequence[str] = ("kl",), title: str | None = None,
+                      path: str | os.PathLike | None = None, dpi: int = 100) -> Figure:  # fmt: skip
     """Per-layer curves of several lenses, one panel per metric.
 
     Args:
@@ -346,9 +300,6 @@ def plot_layer_curves(
         layers: the x values (layer numbers) shared by all lenses; default ``0..n-1``.
         metrics: which metrics to draw, in order; default every metric found.
         log_y: metrics drawn on a log scale (when none is negative; zeros are not drawn there).
-        title: figure title.
-        path: also save the figure there.
-        dpi: resolution when saving a PNG.
     """
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("curves is empty; pass {lens name: {metric: per-layer values}}")
@@ -380,6 +331,4 @@ def plot_layer_curves(
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(plain(title), fontsize=10)
-    if path is not None:
-        save_figure(fig, path, dpi=dpi)
-    return fig
+    return save_figure(fig, path, dpi=dpi)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import html
 import os
-from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
 from lenssample.analysis.trajectory import Trajectory
-from lenssample.plotting.figures import STATISTICS, check_output_path, get_statistic, text_color
+from lenssample.plotting.figures import STATISTICS, get_statistic, last_columns, layer_label, text_color
+from lenssample.validation import check_output_file
 
 _CSS = """
 body { font-family: system-ui, sans-serif; font-size: 13px; margin: 16px; }
@@ -55,15 +55,9 @@ def escape(text: str) -> str:
     return html.escape(str(text), quote=True).replace("/", "&#47;")
 
 
-def trajectory_html(
-    traj: Trajectory,
-    *,
-    stat: str = "prob",
-    max_positions: int = 200,
-    title: str | None = None,
-    path: str | os.PathLike | None = None,
-) -> str:
-    """Render a trajectory as one self-contained HTML page.
+def trajectory_html(traj: Trajectory, *, stat: str = "prob", max_positions: int = 200, title: str | None = None,
+                    path: str | os.PathLike | None = None) -> str:  # fmt: skip
+    """Render a trajectory as one self-contained HTML page; returns its text.
 
     Rows are layers (final layer on top, embedding at the bottom), columns positions; each cell shows the lens's
     top-1 token, coloured by ``stat`` (switchable in the page), and on hover the top-k tokens with their
@@ -75,18 +69,10 @@ def trajectory_html(
         max_positions: at most this many (last) columns.
         title: page heading.
         path: also write the page there (``.html``).
-
-    Returns:
-        The HTML text.
     """
     get_statistic(stat)
-    if not isinstance(traj, Trajectory):
-        raise TypeError(f"traj must be a lenssample Trajectory, got {type(traj).__name__}")
-    out_path = check_output_path(path, (".html", ".htm")) if path is not None else None
-    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 1:
-        raise ValueError(f"max_positions={max_positions!r} must be an integer >= 1")
-    if len(traj.positions) > max_positions:
-        traj = traj.last(max_positions)
+    traj = last_columns(traj, max_positions)
+    out_path = check_output_file(path, suffixes=(".html", ".htm")) if path is not None else None
     n_layers, n_cols = traj.top_probs.shape
     colours = {}
     legends = []
@@ -96,11 +82,8 @@ def trajectory_html(
         cmap = colormaps[statistic.cmap]
         colours[name] = np.empty(values.shape, dtype=object)
         for index, value in np.ndenumerate(values):
-            if np.isfinite(value):
-                rgba = cmap(norm(value))
-                colours[name][index] = f"{to_hex(rgba)} {'#000' if text_color(rgba) == 'black' else '#fff'}"
-            else:
-                colours[name][index] = "#dddddd #000"
+            rgba = cmap(norm(value)) if np.isfinite(value) else None
+            colours[name][index] = "#dddddd #000" if rgba is None else f"{to_hex(rgba)} {text_color(rgba)}"
         display = "inline" if name == stat else "none"
         legends.append(
             f'<span class="legend" data-stat="{name}" style="display:{display}">{escape(statistic.label)}: '
@@ -120,34 +103,30 @@ def trajectory_html(
         f'<div class="note">positions {traj.positions[0]}–{traj.positions[-1]} of {len(traj.input_ids)} tokens; '
         'hover a cell for its top tokens. Colour by: <select onchange="colourBy(this.value)">',
     ]
-    for name in STATISTICS:
-        selected = " selected" if name == stat else ""
-        parts.append(f'<option value="{name}"{selected}>{name}</option>')
-    parts.append("</select> " + " ".join(legends) + "</div>")
-    parts.append("<table>")
-    parts.append('<tr><th class="layer">next</th>')
+    parts.extend(
+        f'<option value="{name}"{" selected" if name == stat else ""}>{name}</option>' for name in STATISTICS
+    )
+    parts += ["</select> " + " ".join(legends) + "</div>", "<table>", '<tr><th class="layer">next</th>']
     for token, match in zip(traj.next_tokens, traj.matches):
-        cls = "match" if match else "next"
-        parts.append(f'<th class="{cls}">{escape(token)}{" ✓" if match else ""}</th>')
+        parts.append(
+            f'<th class="{"match" if match else "next"}">{escape(token)}{" ✓" if match else ""}</th>'
+        )
     parts.append("</tr>")
     for r in sorted(range(n_layers), key=lambda i: -traj.layers[i]):  # final layer on top
-        layer = traj.layers[r]
-        name = "emb 0" if layer == 0 else f"final {layer}" if layer == traj.num_layers else str(layer)
-        parts.append(f'<tr><th class="layer">{name}</th>')
-        for c in range(n_cols):
-            parts.append(_cell(traj, r, c, colours, stat))
+        parts.append(f'<tr><th class="layer">{layer_label(traj.layers[r], traj.num_layers)}</th>')
+        parts.extend(_cell(traj, r, c, colours, stat) for c in range(n_cols))
         parts.append("</tr>")
     parts.append('<tr><th class="layer">input</th>')
     parts.extend(f'<th class="input">{escape(token)}</th>' for token in traj.input_tokens)
-    parts.append("</tr></table>")
-    parts.append(
+    parts += [
+        "</tr></table>",
         '<div class="note">✓ = the final layer\'s top-1 token is the actual next token. KL, entropy and '
-        "cross-entropy in nats; rank 1 = the final layer's top token is this layer's top token.</div>"
-    )
-    parts.append("</body></html>")
+        "cross-entropy in nats; rank 1 = the final layer's top token is this layer's top token.</div>",
+        "</body></html>",
+    ]
     text = "\n".join(parts)
     if out_path is not None:
-        Path(out_path).write_text(text, encoding="utf-8")
+        out_path.write_text(text, encoding="utf-8")
     return text
 
 

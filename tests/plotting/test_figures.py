@@ -225,9 +225,10 @@ class FirstConfidentLayer(Strategy):
 
 @pytest.mark.real
 def test_lens_and_trace_cli_on_default_model(real_model, capsys, tmp_path, monkeypatch):
-    # The commands load the model through their module's `load`; hand them the session's copy (saves a load each).
+    # The commands load the model through `load` (trace through cli.common's generate_from_args); hand them the
+    # session's copy (saves a load each).
     monkeypatch.setattr("lenssample.cli.lens.load", lambda args: real_model)
-    monkeypatch.setattr("lenssample.cli.trace.load", lambda args: real_model)
+    monkeypatch.setattr("lenssample.cli.common.load", lambda args: real_model)
     text = "The capital of France is Paris. The capital of Germany is"
     assert main(["lens", text, "--last", "3", "--out", str(tmp_path / "a.png"), "--stat", "rank"]) == 0
     assert imread(tmp_path / "a.png")[..., :3].std() > 0.05
