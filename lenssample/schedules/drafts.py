@@ -33,6 +33,7 @@ from lenssample.model.adapters import ModelParts
 from lenssample.model.capture import LayerOutputs, run_layers
 from lenssample.model.surgery import ReplayedBlock, SkippedBlock, crop_to, replaced_blocks
 from lenssample.specs import Registry, Spec
+from lenssample.validation import is_int
 
 DRAFTS = Registry("draft")
 """Every draft kind by name."""
@@ -106,9 +107,7 @@ class Draft(Spec):
                 tokens.append(int(row.picker.pick(processed)[0]))
                 if row.picker.do_sample:
                     probs.append(torch.softmax(processed[0].float(), dim=-1))
-        return Proposal(
-            tokens=tokens, probs=torch.stack(probs) if probs else None, hidden=torch.stack(hidden)
-        )
+        return Proposal(tokens, torch.stack(probs) if probs else None, torch.stack(hidden))
 
     def verify(self, row: Row, proposal: Proposal, cache: Any, length: int, last: int) -> torch.Tensor:
         """The full model's logits ``[fed, vocab]`` at the positions fed by the verify pass (``last`` first)."""
@@ -124,11 +123,7 @@ class LayerDraft(Draft):
     layer: int
 
     def check(self, num_layers: int) -> None:
-        if (
-            isinstance(self.layer, bool)
-            or not isinstance(self.layer, int)
-            or not 1 <= self.layer < num_layers
-        ):
+        if not is_int(self.layer) or not 1 <= self.layer < num_layers:
             raise ValueError(
                 f"LayerDraft(layer={self.layer!r}): the draft layer must be an integer in 1..{num_layers - 1} for "
                 f"this {num_layers}-layer model (layer {num_layers} would be the model itself)"
@@ -147,11 +142,9 @@ class LayerDraft(Draft):
         E = self.layer
         stubs = {}
         for index in range(E):
-            layer = cache.layers[index]
+            layer, output = cache.layers[index], proposal.hidden[None] if index == E - 1 else None
             keys, values = layer.keys[:, :, length:], layer.values[:, :, length:]
-            stubs[index] = ReplayedBlock(
-                layer, keys, values, proposal.hidden[None] if index == E - 1 else None
-            )
+            stubs[index] = ReplayedBlock(layer, keys, values, output)
         crop_to(cache, length, range(E))
         with replaced_blocks(row.parts, stubs):
             out = row.run([last, *proposal.tokens[:-1]], length, row.parts.num_layers, cache, keep=None)
@@ -176,9 +169,7 @@ class SkipDraft(Draft):
         object.__setattr__(self, "skip", tuple(sorted(set(skip))))
 
     def check(self, num_layers: int) -> None:
-        bad = [
-            b for b in self.skip if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b < num_layers
-        ]
+        bad = [b for b in self.skip if not is_int(b) or not 1 <= b < num_layers]
         if bad or not self.skip or len(self.skip) >= num_layers - 1:
             raise ValueError(
                 f"SkipDraft(skip={self.skip!r}): pass one or more block indices in 1..{num_layers - 1} (block 0 "

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -36,7 +37,7 @@ from lenssample.decoding.emission import Emitter
 from lenssample.decoding.sampling import TokenPicker
 from lenssample.lens.base import Lens
 from lenssample.model.adapters import ModelParts, model_parts
-from lenssample.model.capture import run_layers
+from lenssample.model.capture import block_output, hooked, run_layers
 from lenssample.model.surgery import crop_to
 from lenssample.schedules.base import RowRun, Schedule, register_schedule
 from lenssample.schedules.confidence import MEASURES, Confidence, MaxProb
@@ -91,8 +92,8 @@ class EarlyExit(Schedule):
 
     def prepare(self, model: nn.Module, lens: Lens) -> StatePropagation | None:
         # Built (and validated: architecture, layer types) before any decoding.
-        parts = model_parts(model)
-        return StatePropagation(parts, self.min_layer) if self.skipped_kv == "propagate" else None
+        propagate = self.skipped_kv == "propagate"
+        return StatePropagation(model_parts(model), self.min_layer) if propagate else None
 
     def decode_row(
         self, model: nn.Module, lens: Lens, picker: TokenPicker, emitter: Emitter, state: Any
@@ -113,8 +114,7 @@ class EarlyExit(Schedule):
             full = len(pending) > self.max_pending or cache is None
             propagated = 0
             try:
-                hooks = nullcontext() if full else _exit_hooks(parts, self, lens, propagation)
-                with hooks:
+                with nullcontext() if full else _exit_hooks(parts, self, lens, propagation):
                     out = run_layers(model, ids, (num_layers,), position_ids=positions, cache=cache)
                 layer, hidden, logits = num_layers, out.hidden[0, -1, 0], None
                 cache = out.cache
@@ -128,9 +128,8 @@ class EarlyExit(Schedule):
                     propagated = propagation.fill(hidden[None, None], layer)
                     complete += 1
                     pending = []
-            info["exit_layer"].append(layer)
-            info["pending"].append(len(pending))
-            info["propagated"].append(propagated)
+            for key, value in zip(info, (layer, len(pending), propagated)):
+                info[key].append(value)
             if logits is None:  # a full-depth pass, or a measure that needs no lens (Saturation)
                 logits = lens(hidden[None, None], (layer,))[:, 0]
             token = picker.pick(picker.process(emitter.sequences, logits))
@@ -159,8 +158,8 @@ def _exit_hooks(
     first = schedule.min_layer - 1 if measure.needs_previous else schedule.min_layer
     state: dict[str, Any] = {}
 
-    def hook(_module: nn.Module, _args: tuple, output: Any, layer: int) -> None:
-        hidden = (output[0] if isinstance(output, tuple) else output)[0, -1]
+    def hook(layer: int, _module: nn.Module, _args: tuple, output: Any) -> None:
+        hidden = block_output(output)[0, -1]
         logits = log_probs = None
         if measure.needs_logits:
             logits = lens(hidden[None, None], (layer,))[:, 0]  # [1, vocab]
@@ -169,16 +168,6 @@ def _exit_hooks(
         if confident and layer >= schedule.min_layer:
             raise _Exit(layer, hidden, logits)
 
-    handles = []
-    try:
-        for layer in range(max(first, 1), parts.num_layers):
-            handles.append(
-                parts.blocks[layer - 1].register_forward_hook(
-                    lambda m, a, o, layer=layer: hook(m, a, o, layer)
-                )
-            )
-        with propagation.capture() if propagation is not None else nullcontext():
-            yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = [(parts.blocks[i - 1], partial(hook, i)) for i in range(max(first, 1), parts.num_layers)]
+    with hooked(hooks), propagation.capture() if propagation is not None else nullcontext():
+        yield

@@ -22,18 +22,23 @@ embeddings). Architectures without ``layer_types`` have one type.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 from lenssample.model.adapters import ModelParts, block_attentions
+from lenssample.model.capture import hooked
 
 
-def _accepts_any_keyword(signature: inspect.Signature) -> bool:
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+def _keywords(function: Any) -> set[str] | None:
+    """The keyword names ``function`` accepts, ``None`` when it takes ``**kwargs``."""
+    signature = inspect.signature(function)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return None
+    return set(signature.parameters)
 
 
 def _named_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -85,35 +90,18 @@ class StatePropagation:
                 f"them; pass min_layer >= {first + 1} or skipped_kv='recompute'"
             )
         self._block_signatures = [inspect.signature(block.forward) for block in self.blocks]
-        self._attention_params = []
-        for found in self.attentions:
-            signature = inspect.signature(found.attention.forward)
-            names = None if _accepts_any_keyword(signature) else set(signature.parameters)
-            self._attention_params.append(names)
+        # Per block, the keywords its attention accepts (None: any, it takes **kwargs).
+        self._attention_params = [_keywords(found.attention.forward) for found in self.attentions]
         self._kwargs: dict[str, dict[str, Any]] = {}  # layer type -> kwargs of its latest block in this pass
 
-    @contextmanager
-    def capture(self) -> Iterator[None]:
+    def capture(self) -> AbstractContextManager[None]:
         """Forward pre-hooks that record each block's keyword arguments during a pass; removed in ``finally``."""
+        return hooked(pre=[(block, partial(self._record, index)) for index, block in enumerate(self.blocks)])
 
-        def hook(_module: nn.Module, args: tuple, kwargs: dict, index: int) -> None:
-            if index == 0:
-                self._kwargs.clear()  # a new pass: masks and positions of the previous one are stale
-            named = _named_arguments(self._block_signatures[index], args, kwargs)
-            self._kwargs[self.layer_types[index]] = named
-
-        handles = []
-        try:
-            for index, block in enumerate(self.blocks):
-                handles.append(
-                    block.register_forward_pre_hook(
-                        lambda m, a, k, index=index: hook(m, a, k, index), with_kwargs=True
-                    )
-                )
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
+    def _record(self, index: int, _module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if index == 0:
+            self._kwargs.clear()  # a new pass: masks and positions of the previous one are stale
+        self._kwargs[self.layer_types[index]] = _named_arguments(self._block_signatures[index], args, kwargs)
 
     def fill(self, hidden: torch.Tensor, layer: int) -> int:
         """Append keys/values computed from ``hidden`` to the cache layers ``layer..L-1``.
@@ -128,11 +116,7 @@ class StatePropagation:
             The number of attention modules called (``L - layer``).
         """
         for index in range(layer, len(self.blocks)):
-            layer_type = self.layer_types[index]
-            assert layer_type in self._kwargs, (
-                "checked in __init__: a block of each type runs below min_layer"
-            )
-            kwargs = self._kwargs[layer_type]
+            kwargs = self._kwargs[self.layer_types[index]]  # __init__ checked a block of each type runs below
             allowed = self._attention_params[index]
             if allowed is not None:
                 kwargs = {key: value for key, value in kwargs.items() if key in allowed}

@@ -33,12 +33,6 @@ from lenssample.strategies.base import FinalLayer, Strategy
 from lenssample.validation import check_bool, check_int, check_number
 
 
-def expected_tokens(acceptance: float, k: int, bonus: bool) -> float:
-    """Expected tokens emitted per cycle when each draft token is accepted with probability ``acceptance``."""
-    terms = k + 1 if bonus else k
-    return sum(acceptance**i for i in range(terms))
-
-
 def predicted_speedup(draft: Draft, acceptance: float, k: int, num_layers: int, lens_cost: float) -> float:
     """Tokens per block-equivalent of a cycle, relative to plain decoding (``L + lens_cost`` per token).
 
@@ -47,7 +41,18 @@ def predicted_speedup(draft: Draft, acceptance: float, k: int, num_layers: int, 
     """
     draft_blocks, verify_blocks = draft.costs(num_layers)
     cycle = k * (draft_blocks + lens_cost) + verify_blocks + lens_cost
-    return expected_tokens(acceptance, k, draft.bonus) * (num_layers + lens_cost) / cycle
+    # Expected tokens per cycle when each draft token is accepted with probability `acceptance`.
+    tokens = sum(acceptance**i for i in range(k + 1 if draft.bonus else k))
+    return tokens * (num_layers + lens_cost) / cycle
+
+
+def best_k(
+    draft: Draft, acceptance: float, max_k: int, num_layers: int, lens_cost: float
+) -> tuple[int, float]:
+    """The ``k`` in ``1..max_k`` with the largest :func:`predicted_speedup` (the first on ties), and that speed-up."""
+    speed = {k: predicted_speedup(draft, acceptance, k, num_layers, lens_cost) for k in range(1, max_k + 1)}
+    k = max(speed, key=speed.get)
+    return k, speed[k]
 
 
 @dataclass
@@ -72,14 +77,8 @@ class SpeculativeTrace(Trace):
         return self.accepted / self.drafted if self.drafted else 0.0
 
     def to_dict(self) -> dict:
-        return {
-            **super().to_dict(),
-            "drafted": self.drafted,
-            "accepted": self.accepted,
-            "acceptance_rate": self.acceptance_rate,
-            "accept_histogram": self.accept_histogram,
-            "plain_steps": self.plain_steps,
-        }
+        extra = ("drafted", "accepted", "acceptance_rate", "accept_histogram", "plain_steps")
+        return {**super().to_dict(), **{key: getattr(self, key) for key in extra}}
 
 
 @register_schedule
@@ -177,21 +176,16 @@ class _RowDecoder:
         if not spec.adaptive:
             return spec.k
         acceptance = self.seen_accepted / self.seen_trials
-        speed = {
-            k: predicted_speedup(spec.draft, acceptance, k, self.num_layers, spec.lens_cost)
-            for k in range(1, spec.max_k + 1)
-        }
-        best = max(speed, key=speed.get)
-        if speed[best] > 1.0:
+        best, speed = best_k(spec.draft, acceptance, spec.max_k, self.num_layers, spec.lens_cost)
+        if speed > 1.0:
             self.plain_run = 0
             return best
         self.plain_run += 1
         return 1 if self.plain_run % spec.probe_every == 0 else 0
 
     def _record(self, drafted: int, accepted: int, emitted: int) -> None:
-        self.info["drafted"].append(drafted)
-        self.info["accepted"].append(accepted)
-        self.info["emitted"].append(emitted)
+        for key, value in zip(self.info, (drafted, accepted, emitted)):
+            self.info[key].append(value)
         if drafted:
             self.seen_accepted += accepted
             # A rejection is one more trial; accepting all k leaves the next token's fate unobserved.
@@ -217,9 +211,8 @@ class _RowDecoder:
         tokens = torch.tensor(drafts, dtype=torch.long, device=target.device)
         if not picker.do_sample:
             return verify_greedy(tokens, target)
-        return rejection_sample(
-            tokens, proposal.probs, torch.softmax(target.float(), dim=-1), generator=picker.generator
-        )
+        target_probs = torch.softmax(target.float(), dim=-1)
+        return rejection_sample(tokens, proposal.probs, target_probs, generator=picker.generator)
 
     def run(self) -> RowRun:
         prompt = self.emitter.sequences[0].tolist()
@@ -246,11 +239,4 @@ class _RowDecoder:
         return RowRun(info=self.info, blocks=self.blocks)
 
 
-__all__ = [
-    "LayerDraft",
-    "SelfSpeculative",
-    "SkipDraft",
-    "SpeculativeTrace",
-    "expected_tokens",
-    "predicted_speedup",
-]
+__all__ = ["LayerDraft", "SelfSpeculative", "SkipDraft", "SpeculativeTrace", "predicted_speedup"]

@@ -26,7 +26,8 @@ from lenssample.stats import LOG_PROB_FLOOR, floored_log_probs, log_probs
 from lenssample.strategies.base import Strategy, StrategyOutput, register_strategy
 from lenssample.strategies.fields import (
     check_alpha,
-    check_excluded_logit,
+    check_layer,
+    check_plausibility,
     masked_scores,
     plausible,
     premature_and_mature,
@@ -34,24 +35,28 @@ from lenssample.strategies.fields import (
 from lenssample.validation import check_number
 
 
-def _amateur(strategy: Strategy, amateur_layer: int | None, num_layers: int) -> tuple[int, int]:
-    """``(amateur, L)`` for a model of ``num_layers`` blocks (default amateur: ``L // 2``)."""
-    if amateur_layer is None:
-        return (num_layers // 2, num_layers)
-    return premature_and_mature(amateur_layer, num_layers, field="amateur_layer", owner=strategy.name)
+@dataclass(frozen=True, kw_only=True)
+class _AmateurContrast(Strategy):
+    """Base of the two: the ``amateur_layer`` field, the layers read ``(amateur, L)`` and their log-probs."""
 
+    amateur_layer: int | None = None
 
-def _check_amateur(value: object, owner: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ValueError(
-            f"{owner}: amateur_layer={value!r} must be an integer layer below L (negative counts from the end) "
-            "or null for L // 2"
-        )
+    def __post_init__(self) -> None:
+        check_layer(self.amateur_layer, field="amateur_layer", owner=self.name, optional=True)
+
+    def layers(self, num_layers: int) -> tuple[int, ...]:
+        if self.amateur_layer is None:
+            return (num_layers // 2, num_layers)
+        return premature_and_mature(self.amateur_layer, num_layers, field="amateur_layer", owner=self.name)
+
+    def _log_probs(self, lens_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mature, amateur)`` log-probabilities, ``[rows, vocab]`` each (the amateur's floored)."""
+        return log_probs(lens_logits[:, -1]), floored_log_probs(lens_logits[:, 0])
 
 
 @register_strategy
 @dataclass(frozen=True, kw_only=True)
-class LayerContrast(Strategy):
+class LayerContrast(_AmateurContrast):
     """``(1 + beta) * log q_L - beta * log q_amateur`` inside the plausibility set.
 
     Args:
@@ -62,37 +67,29 @@ class LayerContrast(Strategy):
     """
 
     name: ClassVar[str] = "contrast"
-    amateur_layer: int | None = None
     beta: float = 0.5
     alpha: float | None = 0.1
     excluded_logit: float = -math.inf
 
     def __post_init__(self) -> None:
-        _check_amateur(self.amateur_layer, self.name)
+        super().__post_init__()
         check_number(
             self.beta, field="beta", owner=self.name, low=0.0, fix="Use beta >= 0 (0 = no contrast)."
         )
-        if self.alpha is not None:
-            check_alpha(self.alpha, owner=self.name)
-        check_excluded_logit(self.excluded_logit, owner=self.name)
-
-    def layers(self, num_layers: int) -> tuple[int, ...]:
-        return _amateur(self, self.amateur_layer, num_layers)
+        check_plausibility(self, optional_alpha=True)
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
-        mature = log_probs(lens_logits[:, -1])
-        amateur = floored_log_probs(lens_logits[:, 0])
+        mature, amateur = self._log_probs(lens_logits)
         scores = (1 + self.beta) * mature - self.beta * amateur if self.beta else mature
-        if self.alpha is None:
-            keep = torch.ones_like(scores, dtype=torch.bool)
-        else:
-            keep = plausible(mature, self.alpha)
+        keep = (
+            torch.ones_like(scores, dtype=torch.bool) if self.alpha is None else plausible(mature, self.alpha)
+        )
         return StrategyOutput(logits=masked_scores(scores, keep, self.excluded_logit))
 
 
 @register_strategy
 @dataclass(frozen=True, kw_only=True)
-class AutoContrastive(Strategy):
+class AutoContrastive(_AmateurContrast):
     """Auto-contrastive decoding: contrast inside the head set, head mass kept, tail untouched.
 
     ``log p(x) = log sum_{V_head} q_L + log_softmax_{V_head}(log q_L - log q_amateur)(x)`` for ``x`` in the head,
@@ -104,19 +101,14 @@ class AutoContrastive(Strategy):
     """
 
     name: ClassVar[str] = "acd"
-    amateur_layer: int | None = None
     alpha: float = 0.1
 
     def __post_init__(self) -> None:
-        _check_amateur(self.amateur_layer, self.name)
+        super().__post_init__()
         check_alpha(self.alpha, owner=self.name)
 
-    def layers(self, num_layers: int) -> tuple[int, ...]:
-        return _amateur(self, self.amateur_layer, num_layers)
-
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
-        mature = log_probs(lens_logits[:, -1])
-        amateur = floored_log_probs(lens_logits[:, 0])
+        mature, amateur = self._log_probs(lens_logits)
         head = plausible(mature, self.alpha)
         head_mass = torch.logsumexp(mature.masked_fill(~head, -math.inf), dim=-1, keepdim=True)
         contrast = masked_scores(mature.clamp_min(LOG_PROB_FLOOR) - amateur, head, -math.inf)

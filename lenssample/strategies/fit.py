@@ -87,8 +87,7 @@ def fit_mixture_weights(token_log_probs: np.ndarray) -> tuple[np.ndarray, float]
     Returns:
         ``(weights [n_layers], nll)``.
     """
-    a = np.asarray(token_log_probs, dtype=np.float64)
-    a = np.maximum(a, -1.0e4)
+    a = np.maximum(np.asarray(token_log_probs, dtype=np.float64), -1.0e4)
     shift = a.max(axis=1, keepdims=True)
     b = np.exp(a - shift)  # [N, n], each row's largest entry is 1
     n = a.shape[1]
@@ -97,23 +96,14 @@ def fit_mixture_weights(token_log_probs: np.ndarray) -> tuple[np.ndarray, float]
         s = np.maximum(b @ w, 1e-300)
         return float(-(np.log(s) + shift[:, 0]).mean()), -(b / s[:, None]).mean(axis=0)
 
-    start = np.full(n, 1.0 / n)
-    result = minimize(
-        objective,
-        start,
-        jac=True,
-        method="SLSQP",
-        bounds=[(0.0, 1.0)] * n,
-        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}],
-        options={"maxiter": 500, "ftol": 1e-10},
-    )
+    simplex = {"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}
+    result = minimize(objective, np.full(n, 1.0 / n), jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * n,
+                      constraints=[simplex], options={"maxiter": 500, "ftol": 1e-10})  # fmt: skip
     weights = np.clip(result.x, 0.0, None)
     weights /= weights.sum()
     # The final layer alone is a feasible point; keep it if the optimiser stopped somewhere worse.
-    nll = objective(weights)[0]
     vertex = np.eye(n)[-1]
-    if objective(vertex)[0] < nll:
-        weights, nll = vertex, objective(vertex)[0]
+    weights, nll = min((weights, objective(weights)[0]), (vertex, objective(vertex)[0]), key=lambda c: c[1])
     return weights, nll
 
 
@@ -150,13 +140,8 @@ def fit_layer_weights(
     columns = [layer_token_log_probs(model, ids[None], chosen, lens=lens) for ids in windows]
     table = torch.cat(columns).double().cpu().numpy()
     weights, nll = fit_mixture_weights(table)
-    final_nll = float(-table[:, -1].mean())
-    strategy = LayerEnsemble(layers=list(chosen), weights=[float(w) for w in weights])
+    weights = tuple(float(w) for w in weights)
+    strategy = LayerEnsemble(layers=list(chosen), weights=list(weights))
     return FitResult(
-        strategy=strategy,
-        layers=chosen,
-        weights=tuple(float(w) for w in weights),
-        nll=nll,
-        final_nll=final_nll,
-        tokens=table.shape[0],
+        strategy, chosen, weights, nll, final_nll=float(-table[:, -1].mean()), tokens=table.shape[0]
     )

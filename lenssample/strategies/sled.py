@@ -26,8 +26,8 @@ from typing import ClassVar
 import torch
 
 from lenssample.strategies.base import Strategy, StrategyOutput, register_strategy
-from lenssample.strategies.fields import LayersField, LayerSpec, resolve_layers
-from lenssample.validation import check_number
+from lenssample.strategies.fields import LayersField, LayerSpec
+from lenssample.validation import check_int, check_number
 
 
 def _earlier_layers(num_layers: int) -> tuple[int, ...]:
@@ -89,33 +89,17 @@ class SLED(Strategy):
 
     def __post_init__(self) -> None:
         check_number(self.evolution_rate, field="evolution_rate", owner=self.name, low=0.0, fix="Use e.g. 2.")
-        scale = self.evolution_scale
-        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-            raise ValueError(
-                f"{self.name}: evolution_scale={scale!r} must be an integer >= 1 (how many top tokens evolve), "
-                "e.g. 10"
-            )
+        fix = "It counts the top tokens that evolve, e.g. 10."
+        check_int(self.evolution_scale, field="evolution_scale", owner=self.name, low=1, fix=fix)
         bound = self.evolution_lower_bound
-        if (
-            isinstance(bound, bool)
-            or not isinstance(bound, int | float)
-            or math.isnan(bound)
-            or bound == math.inf
-        ):
+        if isinstance(bound, bool) or not isinstance(bound, int | float) or not bound < math.inf:
             raise ValueError(
                 f"{self.name}: evolution_lower_bound={bound!r} must be a number or -inf, e.g. -100"
             )
 
     def read_layers(self, num_layers: int) -> tuple[int, ...]:
         """The earlier layers and ``L``, sorted (what ``layers(num_layers)`` returns)."""
-        earlier = resolve_layers(
-            self.layers.spec,
-            num_layers,
-            field="layers",
-            owner=self.name,
-            presets={"all": _earlier_layers},
-            allow_final=False,
-        )
+        earlier = self.layers.resolve(num_layers, {"all": _earlier_layers}, allow_final=False)
         return (*sorted(earlier), num_layers)
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
