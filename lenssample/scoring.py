@@ -25,7 +25,7 @@ from torch import nn
 
 from lenssample.lens.base import Lens, as_lens
 from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
-from lenssample.strategies.base import Strategy, StrategyOutput, as_strategy
+from lenssample.strategies.base import Strategy, as_strategy
 from lenssample.validation import check_attention_mask, check_next_token_logits, check_token_ids
 
 
@@ -37,18 +37,20 @@ def strategy_decisions(
     lens: Lens | None,
     attention_mask: torch.Tensor | None,
     select: torch.Tensor,
+    info: dict[str, list[torch.Tensor]],
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> Iterator[tuple[int, int, StrategyOutput]]:
+) -> Iterator[tuple[slice, torch.Tensor]]:
     """The strategy's output at the selected positions: one lens pass, then lens and strategy over chunks.
 
     Args:
         input_ids: ``[batch, seq]`` on the model's device; ``attention_mask`` the same shape (or ``None``).
         select: ``[batch, seq]`` bool, the positions to decide at.
+        info: receives the strategy's per-row decisions, flattened, in row-major order of the selected positions.
         max_chunk_bytes: memory budget of one chunk (positions x layers x vocab x 4 bytes x 3).
 
     Yields:
-        ``(start, stop, output)``: rows ``start:stop`` of the selected positions in row-major order, and the
-        strategy's :class:`~lenssample.strategies.base.StrategyOutput` for them (``logits [stop - start, vocab]``).
+        ``(rows, logits)``: a slice of the selected positions in row-major order and the strategy's float32
+        next-token logits for them, ``[rows, vocab]``.
     """
     lens = as_lens(model, lens).with_final_norm(strategy.apply_final_norm)
     layers = strategy.check_model(lens.num_layers)
@@ -56,7 +58,9 @@ def strategy_decisions(
     for chunk in passed.chunks(lens, max_chunk_bytes=max_chunk_bytes):
         decision = strategy(chunk.logits, layers)
         check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
-        yield chunk.start, chunk.stop, decision
+        for key, value in decision.info.items():
+            info.setdefault(key, []).append(value.reshape(-1))
+        yield slice(chunk.start, chunk.stop), decision.logits.float()
 
 
 def _prepare(model: nn.Module, input_ids: Any, attention_mask: Any, min_length: int) -> tuple:
@@ -119,19 +123,15 @@ def score(
     token_lp = torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device)
     full = torch.empty(targets.numel(), as_lens(model, lens).vocab_size) if return_log_probs else None
     info: dict[str, list[torch.Tensor]] = {}
-    for start, stop, decision in strategy_decisions(
-        model, input_ids, strategy, lens=lens, attention_mask=attention_mask, select=select,
+    for rows, logits in strategy_decisions(
+        model, input_ids, strategy, lens=lens, attention_mask=attention_mask, select=select, info=info,
         max_chunk_bytes=max_chunk_bytes,
     ):  # fmt: skip
-        log_probs = torch.log_softmax(decision.logits.float(), dim=-1)
-        token_lp[start:stop] = log_probs.gather(-1, targets[start:stop, None]).squeeze(-1)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        token_lp[rows] = log_probs.gather(-1, targets[rows, None]).squeeze(-1)
         if full is not None:
-            full[start:stop] = log_probs.to(full.device)
-        for key, value in decision.info.items():
-            info.setdefault(key, []).append(value.reshape(-1))
-    target_mask = (
-        attention_mask[:, 1:].bool() if attention_mask is not None else torch.ones_like(select[:, 1:])
-    )
+            full[rows] = log_probs.to(full.device)
+    target_mask = torch.ones_like(select[:, 1:]) if attention_mask is None else attention_mask[:, 1:].bool()
     token_lp = token_lp.reshape(batch, seq - 1).masked_fill(~target_mask, 0.0)
     excluded = torch.isneginf(token_lp)
     if bool(excluded.any()):
@@ -206,17 +206,13 @@ def target_scores(
     picked = torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device)
     top = torch.empty(targets.numel(), dtype=torch.bool, device=input_ids.device)
     info: dict[str, list[torch.Tensor]] = {}
-    for start, stop, decision in strategy_decisions(
-        model, input_ids, strategy, lens=lens, attention_mask=attention_mask, select=select,
+    for rows, logits in strategy_decisions(
+        model, input_ids, strategy, lens=lens, attention_mask=attention_mask, select=select, info=info,
         max_chunk_bytes=max_chunk_bytes,
     ):  # fmt: skip
-        logits = decision.logits.float()
-        if post_softmax:
-            logits = torch.log_softmax(logits, dim=-1)
-        picked[start:stop] = logits.gather(-1, targets[start:stop, None]).squeeze(-1)
-        top[start:stop] = picked[start:stop] >= logits.max(dim=-1).values
-        for key, value in decision.info.items():
-            info.setdefault(key, []).append(value.reshape(-1).float())
+        logits = torch.log_softmax(logits, dim=-1) if post_softmax else logits
+        picked[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1)
+        top[rows] = picked[rows] >= logits.max(dim=-1).values
     excluded_rows = torch.isneginf(picked)
     if excluded_value is not None:
         picked = picked.masked_fill(excluded_rows, float(excluded_value))
@@ -230,5 +226,5 @@ def target_scores(
         values=spread(picked, 0.0),
         excluded=spread(excluded_rows, False),
         greedy=spread(top, False),
-        info={key: torch.cat(parts).cpu() for key, parts in info.items()},
+        info={key: torch.cat(parts).float().cpu() for key, parts in info.items()},
     )

@@ -285,13 +285,9 @@ class Spec:
     def to_spec(self) -> str:
         """The spec string: the name and every parameter that differs from its default (nested ones flattened)."""
         params: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if isinstance(value, Spec) and f.name in self.nested:
-                params[f.name] = value.name
-                params.update({k: v for k, v in _changed(value).items()})
-            elif _is_required(f) or to_json(value) != to_json(_default(f)):
-                params[f.name] = to_json(value)
+        for key, value in _changed(self).items():
+            nested = getattr(self, key)
+            params.update({key: nested.name, **_changed(nested)} if key in self.nested else {key: value})
         return format_spec(self.name, params)
 
     def __str__(self) -> str:
@@ -313,9 +309,10 @@ def _field_names(cls: Any) -> list[str]:
 
 
 def _changed(obj: Spec) -> dict[str, Any]:
-    """The parameters of ``obj`` that differ from its class defaults (all required ones included)."""
+    """The parameters of ``obj`` (JSON form) that differ from its class defaults, required ones and nested objects
+    always included."""
     return {
         f.name: to_json(getattr(obj, f.name))
         for f in dataclasses.fields(obj)  # type: ignore[arg-type]
-        if _is_required(f) or to_json(getattr(obj, f.name)) != to_json(_default(f))
+        if _is_required(f) or f.name in obj.nested or to_json(getattr(obj, f.name)) != to_json(_default(f))
     }

@@ -13,13 +13,15 @@ Register a new architecture with :func:`register_adapter`::
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
+
+from lenssample.validation import did_you_mean
 
 LogitsTransform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -71,34 +73,23 @@ class Adapter:
 
 def _softcap(config: object) -> LogitsTransform | None:
     cap = getattr(config, "final_logit_softcapping", None)
-    if not cap:
-        return None
-    cap = float(cap)
-    return lambda logits: torch.tanh(logits / cap) * cap
+    return (lambda logits, cap=float(cap): torch.tanh(logits / cap) * cap) if cap else None
 
 
-def _logit_scale(config: object) -> LogitsTransform | None:
-    scale = getattr(config, "logit_scale", None)
+def _scaled(config: object, name: str, divide: bool = False) -> LogitsTransform | None:
+    """Multiply (Cohere's ``logit_scale``) or divide (Granite's ``logits_scaling``) the logits by a config value."""
+    scale = getattr(config, name, None)
     if scale is None or scale == 1.0:
         return None
-    scale = float(scale)
-    return lambda logits: logits * scale
+    return (lambda x, s=float(scale): x / s) if divide else (lambda x, s=float(scale): x * s)
 
 
-# Most decoder blocks normalise with `input_layernorm` and then call `self_attn` (read from transformers'
-# modeling_*.py files of each architecture).
+# Most decoder blocks live at `model.layers`, normalise with `input_layernorm` and then call `self_attn` (read from
+# transformers' modeling_*.py files of each architecture).
+_decoder = partial(Adapter, base="model", blocks="layers", final_norm="norm", unembed="lm_head")
 _PRE_NORM_ATTENTION = {"attention": "self_attn", "attention_norm": "input_layernorm"}
-_LLAMA_LIKE = Adapter(
-    base="model", blocks="layers", final_norm="norm", unembed="lm_head", **_PRE_NORM_ATTENTION
-)
-_GEMMA_LIKE = Adapter(
-    base="model",
-    blocks="layers",
-    final_norm="norm",
-    unembed="lm_head",
-    logits_transform=_softcap,
-    **_PRE_NORM_ATTENTION,
-)
+_LLAMA_LIKE = _decoder(**_PRE_NORM_ATTENTION)
+_GEMMA_LIKE = _decoder(logits_transform=_softcap, **_PRE_NORM_ATTENTION)
 
 ADAPTERS: dict[str, Adapter] = {
     "llama": _LLAMA_LIKE,
@@ -107,28 +98,11 @@ ADAPTERS: dict[str, Adapter] = {
     "qwen3": _LLAMA_LIKE,
     "phi3": _LLAMA_LIKE,
     # OLMo-2 normalises the attention *output* (post_attention_layernorm); its attention reads the raw stream.
-    "olmo2": Adapter(
-        base="model", blocks="layers", final_norm="norm", unembed="lm_head", attention="self_attn"
+    "olmo2": _decoder(attention="self_attn"),
+    "granite": _decoder(
+        logits_transform=partial(_scaled, name="logits_scaling", divide=True), **_PRE_NORM_ATTENTION
     ),
-    "granite": Adapter(
-        base="model",
-        blocks="layers",
-        final_norm="norm",
-        unembed="lm_head",
-        # Granite divides its logits by `logits_scaling`.
-        logits_transform=lambda c: (
-            (lambda x, s=float(c.logits_scaling): x / s) if getattr(c, "logits_scaling", 1.0) != 1.0 else None
-        ),
-        **_PRE_NORM_ATTENTION,
-    ),
-    "cohere": Adapter(
-        base="model",
-        blocks="layers",
-        final_norm="norm",
-        unembed="lm_head",
-        logits_transform=_logit_scale,
-        **_PRE_NORM_ATTENTION,
-    ),
+    "cohere": _decoder(logits_transform=partial(_scaled, name="logit_scale"), **_PRE_NORM_ATTENTION),
     "gemma": _GEMMA_LIKE,
     "gemma2": _GEMMA_LIKE,
     "gemma3_text": _GEMMA_LIKE,
@@ -177,10 +151,8 @@ def adapter_for(config: object) -> Adapter:
     model_type = getattr(config, "model_type", None)
     if model_type in ADAPTERS:
         return ADAPTERS[model_type]
-    close = difflib.get_close_matches(str(model_type), ADAPTERS, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(
-        f"model_type={model_type!r} is not supported by lenssample.{hint} Supported: "
+        f"model_type={model_type!r} is not supported by lenssample.{did_you_mean(model_type, ADAPTERS)} Supported: "
         f"{', '.join(sorted(ADAPTERS))}. To add it, register where its pieces live, e.g. "
         "lenssample.model.adapters.register_adapter('"
         + str(model_type)

@@ -57,9 +57,8 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor) -> Ve
     target_tokens = target_logits.argmax(dim=-1)
     agree = (target_tokens[:k] == draft_tokens).long()
     accepted = int(agree.cumprod(0).sum())
-    if accepted < target_tokens.shape[0]:
-        return Verdict(accepted=accepted, next_token=int(target_tokens[accepted]))
-    return Verdict(accepted=accepted, next_token=None)
+    next_token = int(target_tokens[accepted]) if accepted < target_tokens.shape[0] else None
+    return Verdict(accepted=accepted, next_token=next_token)
 
 
 def rejection_sample(
@@ -94,10 +93,9 @@ def rejection_sample(
         residual = (target_probs[accepted].double() - draft_probs[accepted].double()).clamp_min(0)
         total = residual.sum()
         # p == q gives a zero residual but then the token is never rejected; guard against round-off anyway.
-        residual = residual / total if total > 0 else target_probs[accepted].double()
-        token = torch.multinomial(residual.float(), 1, generator=generator)
-        return Verdict(accepted=accepted, next_token=int(token))
-    if target_probs.shape[0] == k + 1:
-        token = torch.multinomial(target_probs[k].float(), 1, generator=generator)
-        return Verdict(accepted=accepted, next_token=int(token))
-    return Verdict(accepted=accepted, next_token=None)
+        next_probs = residual / total if total > 0 else target_probs[accepted].double()
+    elif target_probs.shape[0] == k + 1:
+        next_probs = target_probs[k]
+    else:
+        return Verdict(accepted=accepted, next_token=None)
+    return Verdict(accepted, int(torch.multinomial(next_probs.float(), 1, generator=generator)))
