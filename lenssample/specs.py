@@ -19,10 +19,11 @@ inverse: ``registry.build(obj.to_spec()) == obj``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from lenssample.validation import did_you_mean
@@ -34,19 +35,12 @@ _NAME = re.compile(r"\s*([A-Za-z][A-Za-z0-9_.-]*)\s*(:|$)")
 def parse_value(text: str) -> Any:
     """One value: JSON (numbers, true/false, null, lists, quoted strings), a comma list, or a bare string."""
     text = text.strip()
-    try:
+    with contextlib.suppress(json.JSONDecodeError):
         return json.loads(text)
-    except json.JSONDecodeError:
-        pass
     parts = _split_top(text, ",")
     if len(parts) > 1:
         return [parse_value(part) for part in parts if part.strip()]
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    return text
+    return {"true": True, "false": False, "none": None, "null": None}.get(text.lower(), text)
 
 
 def _split_top(text: str, separators: str) -> list[str]:
@@ -56,8 +50,7 @@ def _split_top(text: str, separators: str) -> list[str]:
         if char == '"':
             quoted = not quoted
         elif not quoted:
-            depth += char in "[{("
-            depth -= char in "]})"
+            depth += (char in "[{(") - (char in "]})")
         if char in separators and depth == 0 and not quoted:
             parts.append(current)
             current = ""
@@ -130,10 +123,9 @@ def split_specs(text: str, names: Sequence[str]) -> list[str]:
     specs: list[str] = []
     for part in _split_top(text, ","):
         match = _NAME.match(part)
-        starts = (
-            match is not None and not _KEY.match(part) and (match.group(2) == ":" or match.group(1) in names)
-        )
-        if starts or not specs:
+        if not specs or (
+            match and not _KEY.match(part) and (match.group(2) == ":" or match.group(1) in names)
+        ):
             specs.append(part.strip())
         else:
             specs[-1] += "," + part
@@ -165,48 +157,32 @@ def to_json(value: Any) -> Any:
     return value
 
 
-class Registry(Mapping):
-    """Classes of one family by name (a mapping), and :meth:`build` from a spec, a mapping or an object.
+class Registry(dict[str, type["Spec"]]):
+    """Classes of one family by name (a dict), and :meth:`build` from a spec, a mapping or an object.
 
     Args:
         kind: what the family is called in messages (``"strategy"``, ``"schedule"``).
     """
 
     def __init__(self, kind: str) -> None:
+        super().__init__()
         self.kind = kind
-        self._classes: dict[str, type[Spec]] = {}
-
-    def __getitem__(self, name: str) -> type[Spec]:
-        return self._classes[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._classes)
-
-    def __len__(self) -> int:
-        return len(self._classes)
 
     def register(self, cls: type[Spec]) -> type[Spec]:
         """Class decorator: make ``cls`` buildable by its ``name``."""
-        name = cls.name
-        if not name or (name in self._classes and self._classes[name] is not cls):
-            raise ValueError(f"{self.kind} name {name!r} is empty or already registered")
-        self._classes[name] = cls
+        if not cls.name or self.get(cls.name, cls) is not cls:
+            raise ValueError(f"{self.kind} name {cls.name!r} is empty or already registered")
+        self[cls.name] = cls
         return cls
-
-    def __setitem__(self, name: str, cls: type[Spec]) -> None:
-        self._classes[name] = cls
-
-    def __delitem__(self, name: str) -> None:
-        del self._classes[name]
 
     def lookup(self, name: Any) -> type[Spec]:
         """The class called ``name``; an unknown name raises with the closest known one."""
-        if not isinstance(name, str) or name not in self._classes:
+        if not isinstance(name, str) or name not in self:
             raise ValueError(
-                f"{self.kind}={name!r} is not known.{did_you_mean(name, self._classes)} "
-                f"Known {self.kind} names: {', '.join(sorted(self._classes))}"
+                f"{self.kind}={name!r} is not known.{did_you_mean(name, self)} "
+                f"Known {self.kind} names: {', '.join(sorted(self))}"
             )
-        return self._classes[name]
+        return self[name]
 
     def build(self, spec: Any) -> Spec:
         """An object from a spec string, a ``{"name": ...}`` mapping, or an object of this family (returned as is)."""
@@ -222,7 +198,7 @@ class Registry(Mapping):
         else:
             raise TypeError(
                 f"{self.kind} must be a lenssample {self.kind} object or a spec such as "
-                f"'{next(iter(self._classes), 'name')}:key=value', got {type(spec).__name__}"
+                f"'{next(iter(self), 'name')}:key=value', got {type(spec).__name__}"
             )
         return self.lookup(name).from_params(**params)
 
