@@ -16,7 +16,6 @@ kept tokens and the excluded fraction.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,29 +28,40 @@ from lenssample.strategies.base import Strategy, as_strategy
 from lenssample.validation import check_attention_mask, check_next_token_logits, check_token_ids
 
 
-def strategy_decisions(
+def _prepare(model: nn.Module, input_ids: Any, attention_mask: Any, min_length: int) -> tuple:
+    vocab = as_lens(model, None).vocab_size
+    ids = check_token_ids(input_ids, vocab, min_length=min_length).to(next(model.parameters()).device)
+    return ids, check_attention_mask(attention_mask, ids)
+
+
+def _target_scores(
     model: nn.Module,
     input_ids: torch.Tensor,
+    target_ids: torch.Tensor,
+    select: torch.Tensor,
     strategy: Strategy,
     *,
     lens: Lens | None,
     attention_mask: torch.Tensor | None,
-    select: torch.Tensor,
-    info: dict[str, list[torch.Tensor]],
-    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> Iterator[tuple[slice, torch.Tensor]]:
-    """The strategy's output at the selected positions: one lens pass, then lens and strategy over chunks.
+    post_softmax: bool,
+    max_chunk_bytes: int,
+    full: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
+    """The strategy at the selected positions: one lens pass, then lens and strategy over chunks of positions.
 
     Args:
-        input_ids: ``[batch, seq]`` on the model's device; ``attention_mask`` the same shape (or ``None``).
-        select: ``[batch, seq]`` bool, the positions to decide at.
-        info: receives the strategy's per-row decisions, flattened, in row-major order of the selected positions.
-        max_chunk_bytes: memory budget of one chunk (positions x layers x vocab x 4 bytes x 3).
+        input_ids, target_ids, select: ``[batch, seq]`` on the model's device; ``attention_mask`` too (or ``None``).
+        full: ``[n_selected, vocab]`` to receive the whole scored distributions, or ``None``.
 
-    Yields:
-        ``(rows, logits)``: a slice of the selected positions in row-major order and the strategy's float32
-        next-token logits for them, ``[rows, vocab]``.
+    Returns:
+        ``(scores, greedy, info)``: ``[n_selected]`` scores of the targets (float32), ``[n_selected]`` whether each
+        is the strategy's top token, and the strategy's per-row decisions (flattened chunks), all in row-major order
+        of the selected positions.
     """
+    targets = target_ids[select]
+    picked = torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device)
+    top = torch.empty(targets.numel(), dtype=torch.bool, device=input_ids.device)
+    info: dict[str, list[torch.Tensor]] = {}
     lens = as_lens(model, lens).with_final_norm(strategy.apply_final_norm)
     layers = strategy.check_model(lens.num_layers)
     passed = lens_pass(model, input_ids, layers, attention_mask=attention_mask, select=select)
@@ -60,13 +70,15 @@ def strategy_decisions(
         check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
         for key, value in decision.info.items():
             info.setdefault(key, []).append(value.reshape(-1))
-        yield slice(chunk.start, chunk.stop), decision.logits.float()
-
-
-def _prepare(model: nn.Module, input_ids: Any, attention_mask: Any, min_length: int) -> tuple:
-    vocab = as_lens(model, None).vocab_size
-    ids = check_token_ids(input_ids, vocab, min_length=min_length).to(next(model.parameters()).device)
-    return ids, check_attention_mask(attention_mask, ids)
+        rows = slice(chunk.start, chunk.stop)
+        logits = (
+            torch.log_softmax(decision.logits.float(), dim=-1) if post_softmax else decision.logits.float()
+        )
+        picked[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1)
+        top[rows] = picked[rows] >= logits.max(dim=-1).values
+        if full is not None:
+            full[rows] = logits.to(full.device)
+    return picked, top, info
 
 
 @dataclass
@@ -119,18 +131,11 @@ def score(
     batch, seq = input_ids.shape
     select = torch.ones_like(input_ids, dtype=torch.bool)
     select[:, -1] = False  # the last position has no target
-    targets = input_ids[:, 1:].reshape(-1)
-    token_lp = torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device)
-    full = torch.empty(targets.numel(), as_lens(model, lens).vocab_size) if return_log_probs else None
-    info: dict[str, list[torch.Tensor]] = {}
-    for rows, logits in strategy_decisions(
-        model, input_ids, strategy, lens=lens, attention_mask=attention_mask, select=select, info=info,
-        max_chunk_bytes=max_chunk_bytes,
-    ):  # fmt: skip
-        log_probs = torch.log_softmax(logits, dim=-1)
-        token_lp[rows] = log_probs.gather(-1, targets[rows, None]).squeeze(-1)
-        if full is not None:
-            full[rows] = log_probs.to(full.device)
+    full = torch.empty(batch * (seq - 1), as_lens(model, lens).vocab_size) if return_log_probs else None
+    token_lp, _, info = _target_scores(
+        model, input_ids, input_ids.roll(-1, dims=1), select, strategy, lens=lens, attention_mask=attention_mask,
+        post_softmax=True, max_chunk_bytes=max_chunk_bytes, full=full,
+    )  # fmt: skip
     target_mask = torch.ones_like(select[:, 1:]) if attention_mask is None else attention_mask[:, 1:].bool()
     token_lp = token_lp.reshape(batch, seq - 1).masked_fill(~target_mask, 0.0)
     excluded = torch.isneginf(token_lp)
@@ -202,17 +207,10 @@ def target_scores(
     """
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=1)
     target_ids, select = target_ids.to(input_ids.device), select.to(input_ids.device).bool()
-    targets = target_ids[select]
-    picked = torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device)
-    top = torch.empty(targets.numel(), dtype=torch.bool, device=input_ids.device)
-    info: dict[str, list[torch.Tensor]] = {}
-    for rows, logits in strategy_decisions(
-        model, input_ids, strategy, lens=lens, attention_mask=attention_mask, select=select, info=info,
-        max_chunk_bytes=max_chunk_bytes,
-    ):  # fmt: skip
-        logits = torch.log_softmax(logits, dim=-1) if post_softmax else logits
-        picked[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1)
-        top[rows] = picked[rows] >= logits.max(dim=-1).values
+    picked, top, info = _target_scores(
+        model, input_ids, target_ids, select, strategy, lens=lens, attention_mask=attention_mask,
+        post_softmax=post_softmax, max_chunk_bytes=max_chunk_bytes,
+    )  # fmt: skip
     excluded_rows = torch.isneginf(picked)
     if excluded_value is not None:
         picked = picked.masked_fill(excluded_rows, float(excluded_value))

@@ -3,12 +3,9 @@ decoding.
 
 Terms: the *mature* (expert) layer is ``L``; the *amateur* is an earlier layer read through the lens.
 
-* :class:`LayerContrast` (O'Brien & Lewis 2023, arXiv 2309.09117, with the amateur being an early exit instead of a
-  smaller model): ``(1 + beta) * s_mature - beta * s_amateur`` inside the plausibility set
-  ``{x: q_L(x) >= alpha * max q_L}``, ``excluded_logit`` outside. ``beta = 0`` is the mature layer.
-* :class:`AutoContrastive` (Gera et al. 2023, arXiv 2305.01628): inside the *head* set ``V_head`` (the same
-  plausibility set) tokens are re-weighted by ``softmax(log q_L - log q_amateur)`` and share the head's probability
-  mass ``sum_{V_head} q_L``; tokens of the *tail* keep their mature probability (not ``-inf``).
+* :class:`LayerContrast` (O'Brien & Lewis 2023, arXiv 2309.09117), the amateur being an early exit instead of a
+  smaller model;
+* :class:`AutoContrastive` (Gera et al. 2023, arXiv 2305.01628).
 
 Both work on log-probabilities: a layer's logits and log-probs differ by a per-row constant, which the
 softmax of ``(1 + beta) s_m - beta s_a`` does not see, and log-probs keep huge logits from overflowing.
@@ -37,7 +34,11 @@ from lenssample.validation import check_number
 
 @dataclass(frozen=True, kw_only=True)
 class _AmateurContrast(Strategy):
-    """Base of the two: the ``amateur_layer`` field, the layers read ``(amateur, L)`` and their log-probs."""
+    """Base of the two: reads ``(amateur, L)``.
+
+    Args:
+        amateur_layer: the earlier layer (``< L``; negative counts from the end; ``None``: ``L // 2``).
+    """
 
     amateur_layer: int | None = None
 
@@ -57,10 +58,10 @@ class _AmateurContrast(Strategy):
 @register_strategy
 @dataclass(frozen=True, kw_only=True)
 class LayerContrast(_AmateurContrast):
-    """``(1 + beta) * log q_L - beta * log q_amateur`` inside the plausibility set.
+    """``(1 + beta) * log q_L - beta * log q_amateur`` inside the plausibility set ``{x: q_L(x) >= alpha * max q_L}``,
+    ``excluded_logit`` outside.
 
     Args:
-        amateur_layer: the earlier layer (``< L``; negative counts from the end; ``None``: ``L // 2``).
         beta: contrast strength ``>= 0`` (0: the mature layer; O'Brien & Lewis use 0.5).
         alpha: plausibility cut-off in ``(0, 1]``, or ``None`` for no cut-off.
         excluded_logit: score outside the plausibility set (``-inf``; e.g. ``-1000`` for scoring).
@@ -96,7 +97,6 @@ class AutoContrastive(_AmateurContrast):
     ``log q_L(x)`` in the tail. The output is normalised; ``alpha = 1`` (a head of the top token) is the mature layer.
 
     Args:
-        amateur_layer: the earlier layer (``< L``; negative counts from the end; ``None``: ``L // 2``).
         alpha: head cut-off in ``(0, 1]`` (Gera et al. use 0.1).
     """
 
