@@ -28,13 +28,9 @@ LogitsTransform = Callable[[torch.Tensor], torch.Tensor]
 
 def _resolve(root: nn.Module, path: str | None) -> nn.Module | None:
     """Follow a dotted attribute path (``"model.decoder"``); ``None`` or ``""`` gives ``None``/``root``."""
-    if path is None:
-        return None
-    module = root
-    for part in filter(None, path.split(".")):
-        module = getattr(module, part, None)
-        if module is None:
-            return None
+    module = None if path is None else root
+    for part in filter(None, (path or "").split(".")):
+        module = getattr(module, part, None)  # stays None once a part is missing
     return module
 
 
@@ -154,27 +150,19 @@ def adapter_for(config: object) -> Adapter:
     raise ValueError(
         f"model_type={model_type!r} is not supported by lenssample.{did_you_mean(model_type, ADAPTERS)} Supported: "
         f"{', '.join(sorted(ADAPTERS))}. To add it, register where its pieces live, e.g. "
-        "lenssample.model.adapters.register_adapter('"
-        + str(model_type)
-        + "', lenssample.model.adapters.Adapter("
+        f"lenssample.model.adapters.register_adapter('{model_type}', lenssample.model.adapters.Adapter("
         "base='model', blocks='layers', final_norm='norm', unembed='lm_head'))"
     )
 
 
 @dataclass(frozen=True)
 class ModelParts:
-    """The resolved modules of one model, as the lens and the decoding loop use them.
+    """The modules an :class:`Adapter`'s paths name, resolved on one model (``model`` is the ``*ForCausalLM``,
+    ``len(blocks)`` the number of layers ``L``, ``unembed`` maps ``[d_model] -> [vocab]``, ``logits_transform``
+    is built from the config), as the lens and the decoding loop use them.
 
-    Attributes:
-        model: the ``*ForCausalLM``.
-        base: the base model (embeddings, blocks, final norm).
-        blocks: the list of transformer blocks; ``len(blocks)`` is the number of layers ``L``.
-        final_norm: the final norm, or ``None``.
-        pre_unembed: a projection between final norm and unembedding, or ``None``.
-        unembed: the output projection, ``[d_model] -> [vocab]``.
-        logits_transform: post-processing of logits, or ``None``.
-        cache_kwarg: the name under which the base model takes its KV cache (``"cache"`` in recent
-            transformers 5 releases, ``"past_key_values"`` before).
+    ``cache_kwarg`` is the name under which the base model takes its KV cache (``"cache"`` in recent transformers 5
+    releases, ``"past_key_values"`` before).
     """
 
     model: nn.Module
@@ -215,8 +203,7 @@ def model_parts(model: nn.Module) -> ModelParts:
             f"{adapter.base}.{adapter.blocks} and the unembedding at {adapter.unembed}. Load the model with "
             "AutoModelForCausalLM, or register a matching adapter with lenssample.model.adapters.register_adapter"
         )
-    params = inspect.signature(base.forward).parameters
-    cache_kwarg = "cache" if "cache" in params else "past_key_values"
+    cache_kwarg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
     parts = ModelParts(
         model=model,
         base=base,
@@ -252,10 +239,9 @@ def block_attentions(parts: ModelParts) -> list[BlockAttention]:
             f"model_type={model_type!r}: its adapter names no attention module (Adapter(attention=..., "
             "attention_norm=...))"
         )
-    found = []
+    found, norm_path = [], adapter.attention_norm
     for index, block in enumerate(parts.blocks):
         attention = _resolve(block, adapter.attention)
-        norm_path = adapter.attention_norm
         norm = norm_path(block) if callable(norm_path) else _resolve(block, norm_path)
         if attention is None or (isinstance(norm_path, str) and norm is None):
             raise ValueError(
