@@ -86,12 +86,10 @@ class Schedule(Spec):
             runs.append(self.decode_row(model, lens, picker, emitter, state))
             emitter.end()
             rows.append(emitter.new_tokens[0])
-        tokens = sum(len(row) for row in rows)
+        blocks_per_step = sum(run.blocks for run in runs) / max(sum(len(row) for row in rows), 1)
+        info = Trace.row_info([run.info for run in runs])
         trace = self.trace_class(
-            layers=(lens.num_layers,),
-            info=Trace.row_info([run.info for run in runs]),
-            blocks_per_step=sum(run.blocks for run in runs) / max(tokens, 1),
-            **self.trace_fields(runs),
+            layers=(lens.num_layers,), info=info, blocks_per_step=blocks_per_step, **self.trace_fields(runs)
         )
         return GenerateOutput.from_rows(prompt, rows, policy.pad_token_id, trace)
 

@@ -80,12 +80,11 @@ class Strategy(Spec):
     def check_model(self, num_layers: int) -> tuple[int, ...]:
         """The layers for a model of ``num_layers`` blocks, validated: raises ``ValueError`` naming the field."""
         layers = tuple(self.layers(num_layers))
-        for layer in layers:
-            if not 0 <= layer <= num_layers:
-                raise ValueError(
-                    f"{self.name} reads layer {layer}, but the model has layers 0..{num_layers}; "
-                    f"choose layers in that range"
-                )
+        outside = [layer for layer in layers if not 0 <= layer <= num_layers]
+        if outside:
+            raise ValueError(
+                f"{self.name} reads layer {outside[0]}, but the model has layers 0..{num_layers}; choose layers in that range"
+            )
         if not layers:
             raise ValueError(
                 f"{self.name} reads no layer for a model of {num_layers} layers; give it some layers"
@@ -146,8 +145,7 @@ class SingleLayer(Strategy):
         check_int(self.layer, field="layer", fix="Pass a layer number (negative counts from the end).")
 
     def layers(self, num_layers: int) -> tuple[int, ...]:
-        layer = self.layer if self.layer >= 0 else num_layers + 1 + self.layer
-        if not 0 <= layer <= num_layers:
+        if not 0 <= (layer := self.layer if self.layer >= 0 else num_layers + 1 + self.layer) <= num_layers:
             raise ValueError(
                 f"layer={self.layer} is out of range for a model with layers 0..{num_layers}; "
                 f"pass 0..{num_layers} or -1..-{num_layers + 1}"

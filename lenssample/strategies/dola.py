@@ -57,14 +57,6 @@ def dola_buckets(num_layers: int, start: int) -> dict[str, tuple[int, ...]]:
     return {"low": low, "high": tuple(range(n // 2 if n <= 40 else n - 20, n, 2))}
 
 
-def _contrast(
-    mature_log_probs: torch.Tensor, premature_log_probs: torch.Tensor, alpha: float, excluded_logit: float
-) -> torch.Tensor:
-    """``log q_mature - log q_premature`` inside the plausibility set, ``excluded_logit`` outside: ``[rows, vocab]``."""
-    keep = plausible(mature_log_probs, alpha)
-    return masked_scores(mature_log_probs - premature_log_probs, keep, excluded_logit)
-
-
 @register_strategy
 @dataclass(frozen=True, kw_only=True)
 class DoLa(Strategy):
@@ -108,7 +100,7 @@ class DoLa(Strategy):
         jsd = js_divergence(mature[:, None], premature)  # [rows, n_candidates]
         choice = jsd.argmax(dim=-1)  # first maximum on ties
         chosen = premature.gather(1, choice[:, None, None].expand(-1, 1, premature.shape[-1]))[:, 0]
-        logits = _contrast(mature, chosen, self.alpha, self.excluded_logit)
+        logits = masked_scores(mature - chosen, plausible(mature, self.alpha), self.excluded_logit)
         candidates = torch.tensor(layers[:-1], device=choice.device)
         return StrategyOutput(logits=logits, info={"premature_layer": candidates[choice]})
 
@@ -120,8 +112,7 @@ class DoLaStatic(Strategy):
 
     Args:
         premature_layer: the layer contrasted with ``L`` (negative counts from the end; must be ``< L``).
-        alpha: plausibility cut-off in ``(0, 1]``.
-        excluded_logit: score outside the plausibility set (``-inf``, or e.g. ``-1000`` for scoring).
+        alpha, excluded_logit: as in :class:`DoLa`.
     """
 
     name: ClassVar[str] = "dola-static"
@@ -140,8 +131,10 @@ class DoLaStatic(Strategy):
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
         log_probs = floored_log_probs(lens_logits)
-        logits = _contrast(log_probs[:, -1], log_probs[:, 0], self.alpha, self.excluded_logit)
-        return StrategyOutput(logits=logits)
+        mature, premature = log_probs[:, -1], log_probs[:, 0]
+        return StrategyOutput(
+            logits=masked_scores(mature - premature, plausible(mature, self.alpha), self.excluded_logit)
+        )
 
 
 @register_strategy

@@ -31,14 +31,9 @@ WEIGHT_SCHEMES = ("uniform", "linear", "exponential", "entropy", "max_prob")
 def _static_weights(scheme: str, layers: Sequence[int], decay: float) -> torch.Tensor:
     """``[n_layers]`` weights of a static scheme (unnormalised), growing toward the last layer."""
     position = torch.arange(1, len(layers) + 1, dtype=torch.float64)
-    if scheme == "uniform":
-        return torch.ones_like(position)
-    # "exponential": each layer weighs `decay` times the next one.
-    return (
-        position
-        if scheme == "linear"
-        else torch.tensor(decay, dtype=torch.float64) ** (len(layers) - position)
-    )
+    if scheme == "exponential":  # each layer weighs `decay` times the next one
+        return torch.tensor(decay, dtype=torch.float64) ** (len(layers) - position)
+    return position if scheme == "linear" else torch.ones_like(position)
 
 
 def _confidence_log_weights(log_probs: torch.Tensor, scheme: str, temperature: float) -> torch.Tensor:
@@ -143,15 +138,13 @@ class LayerEnsemble(Strategy):
         """``[rows or 1, n_layers]`` normalised log-weights for ``layers`` (sorted, as read)."""
         if isinstance(self.weights, tuple):
             # Explicit weights come with "all" (0..L, so L is the last layer read) or non-negative layer numbers.
-            given = self.given_layers(layers[-1])
-            by_layer = dict(zip(given, self.weights))
+            by_layer = dict(zip(self.given_layers(layers[-1]), self.weights))
             weights = torch.tensor([by_layer[layer] for layer in layers], dtype=torch.float64)
         elif self.weights in ("entropy", "max_prob"):
             return _confidence_log_weights(log_probs, self.weights, self.temperature)
         else:
             weights = _static_weights(self.weights, layers, self.decay)
-        log_weights = (weights / weights.sum()).log().float().to(log_probs.device)
-        return log_weights[None]
+        return (weights / weights.sum()).log().float().to(log_probs.device)[None]
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
         log_probs = log_probs_of(lens_logits)  # [rows, n, vocab]

@@ -25,11 +25,7 @@ LayerSpec = str | tuple[int, ...]
 
 
 def check_layer_spec(value: Any, *, field: str, owner: str, presets: Sequence[str]) -> LayerSpec:
-    """Normalise a layer-set field: a preset name, or a non-empty tuple of distinct integers.
-
-    Raises:
-        ValueError: unknown preset, empty list, non-integers, duplicates.
-    """
+    """Normalise a layer-set field: a preset name, or a non-empty tuple of distinct integers (else ``ValueError``)."""
     names = ", ".join(map(repr, presets))
     if isinstance(value, str):
         if value in presets:
@@ -75,12 +71,8 @@ def resolve_layers(
     presets: Mapping[str, Callable[[int], Sequence[int]]],
     allow_final: bool = True,
 ) -> tuple[int, ...]:
-    """Layer numbers (in the order given, negatives resolved) for a model of ``num_layers`` blocks.
-
-    Raises:
-        ValueError: a layer outside ``0..L`` (or equal to ``L`` when ``allow_final`` is False), or two entries that
-            name the same layer.
-    """
+    """Layer numbers (in the order given, negatives resolved) for a model of ``num_layers`` blocks; a ``ValueError``
+    for a layer outside ``0..L`` (or equal to ``L`` unless ``allow_final``), or two entries naming the same layer."""
     if isinstance(spec, str):
         layers = tuple(presets[spec](num_layers))
         if not layers:
@@ -149,8 +141,7 @@ def plausible(mature_log_probs: torch.Tensor, alpha: float) -> torch.Tensor:
     Returns:
         ``[rows, vocab]`` bool; the top token is always inside.
     """
-    top = mature_log_probs.max(dim=-1, keepdim=True).values
-    return mature_log_probs >= top + math.log(alpha)
+    return mature_log_probs >= mature_log_probs.max(dim=-1, keepdim=True).values + math.log(alpha)
 
 
 def masked_scores(scores: torch.Tensor, keep: torch.Tensor, excluded_logit: float) -> torch.Tensor:
@@ -169,8 +160,7 @@ class LayerChoice:
     __slots__ = ("spec", "_strategy")
 
     def __init__(self, spec: LayerSpec, strategy: Any) -> None:
-        self.spec = spec
-        self._strategy = strategy
+        self.spec, self._strategy = spec, strategy
 
     def __call__(self, num_layers: int) -> tuple[int, ...]:
         """The sorted, distinct layers the strategy reads for a model of ``num_layers`` blocks."""
@@ -211,12 +201,10 @@ class LayersField:
     """
 
     def __init__(self, default: LayerSpec, presets: Sequence[str]) -> None:
-        self.default = default
-        self.presets = tuple(presets)
+        self.default, self.presets = default, tuple(presets)
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.field = name
-        self.private = f"_{name}_spec"
+        self.field, self.private = name, f"_{name}_spec"
 
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         return self.default if obj is None else LayerChoice(obj.__dict__[self.private], obj)
