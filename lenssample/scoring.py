@@ -47,17 +47,10 @@ def _target_scores(
     max_chunk_bytes: int,
     full: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
-    """The strategy at the selected positions: one lens pass, then lens and strategy over chunks of positions.
-
-    Args:
-        input_ids, target_ids, select: ``[batch, seq]`` on the model's device; ``attention_mask`` too (or ``None``).
-        full: ``[n_selected, vocab]`` to receive the whole scored distributions, or ``None``.
-
-    Returns:
-        ``(scores, greedy, info)``: ``[n_selected]`` scores of the targets (float32), ``[n_selected]`` whether each
-        is the strategy's top token, and the strategy's per-row decisions (flattened chunks), all in row-major order
-        of the selected positions.
-    """
+    """``(scores, greedy, info)`` of the targets at the selected positions, in their row-major order: one lens
+    pass, then lens and strategy over chunks. ``scores [n_selected]`` float32, ``greedy [n_selected]`` whether the
+    target is the strategy's top token, ``info`` the strategy's decisions (flattened chunks); ``full``, when given,
+    receives the scored distributions ``[n_selected, vocab]``. Tensors ``[batch, seq]`` on the model's device."""
     targets = target_ids[select]
     picked = torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device)
     top = torch.empty(targets.numel(), dtype=torch.bool, device=input_ids.device)
@@ -112,19 +105,15 @@ def score(
     return_log_probs: bool = False,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> ScoreOutput:
-    """Score every next token of ``input_ids`` under ``strategy``.
+    """Score every next token of ``input_ids`` under ``strategy``; a warning says how many targets it excluded.
 
     Args:
-        model: a supported causal LM.
-        input_ids: ``[batch, seq]`` (or ``[seq]``), seq >= 2; right or left padding allowed with ``attention_mask``.
+        input_ids: ``[batch, seq]`` (or ``[seq]``), seq >= 2; right or left padding allowed with ``attention_mask``
+            (``[batch, seq]`` of 0/1).
         strategy: a strategy or a spec (``"dola:layers=high"``); default ``FinalLayer`` (the model's own log-probs).
         lens: default the logit lens.
-        attention_mask: ``[batch, seq]`` of 0/1.
         return_log_probs: also return the full ``[batch, seq - 1, vocab]`` log-probs.
         max_chunk_bytes: memory budget for one chunk of lens logits (positions x layers x vocab x 4 bytes x 3).
-
-    Returns:
-        :class:`ScoreOutput`. A warning says how many targets the strategy excluded (``-inf``), if any.
     """
     strategy = as_strategy(strategy)
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=2)
@@ -192,18 +181,14 @@ def target_scores(
     """Score ``target_ids[b, t]`` given ``input_ids[b, : t + 1]`` at the positions where ``select`` is True.
 
     Args:
-        model: a supported causal LM.
-        input_ids: ``[batch, seq]`` model inputs, right-padded (``attention_mask`` 0 on the padding).
+        input_ids: ``[batch, seq]`` model inputs, right-padded (``attention_mask [batch, seq]`` 0 on the padding).
         target_ids: ``[batch, seq]`` the token expected after each input position.
         select: ``[batch, seq]`` bool, positions to score (never on padding).
-        strategy: any registered :class:`~lenssample.strategies.base.Strategy`.
         lens: the lens the strategy reads through (default the logit lens).
-        attention_mask: ``[batch, seq]``.
         post_softmax: score with ``log_softmax`` of the strategy's logits (a log-probability). ``False`` scores
             with the raw logits, as DoLa's ``lm_score(post_softmax=False)`` does for its contrast scores.
         excluded_value: replace ``-inf`` scores by this value (DoLa's convention is ``-1000``); ``None`` keeps
             ``-inf`` and the caller must handle it (see ``excluded``).
-        max_chunk_bytes: memory budget for one chunk of lens logits.
     """
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=1)
     target_ids, select = target_ids.to(input_ids.device), select.to(input_ids.device).bool()

@@ -88,13 +88,11 @@ def run_layers(
     same layers).
 
     Args:
-        model: a Hugging Face causal LM supported by :mod:`lenssample.model.adapters`.
         input_ids: ``[batch, seq]`` new tokens (the whole prompt at prefill, one token per step after).
         layers: sorted, distinct layer numbers in ``0..L``.
         attention_mask: ``[batch, past + seq]`` 1 for real tokens, 0 for (left) padding; ``None`` means all ones.
         position_ids: ``[batch, seq]``; ``None`` lets the model count from the cache length.
-        cache: the KV cache from the previous pass, or ``None`` at prefill.
-        use_cache: whether to build and return a KV cache.
+        cache: the KV cache from the previous pass, or ``None`` at prefill (``use_cache``: build and return one).
         keep: how many trailing positions to keep; ``None`` keeps all.
 
     Returns:

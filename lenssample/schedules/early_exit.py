@@ -139,11 +139,10 @@ class EarlyExit(Schedule):
 
 
 class _Exit(Exception):
-    """Raised by a block hook to stop the forward pass at a confident layer (private control flow)."""
+    """Raised by a block hook to stop the forward pass at a confident layer (private control flow); ``logits``:
+    ``[1, vocab]`` the lens at the exit layer when the measure computed it (reused to pick the token)."""
 
     def __init__(self, layer: int, hidden: torch.Tensor, logits: torch.Tensor | None) -> None:
-        super().__init__(layer)
-        # logits: [1, vocab] the lens at the exit layer when the measure computed it (reused to pick the token).
         self.layer, self.hidden, self.logits = layer, hidden, logits
 
 

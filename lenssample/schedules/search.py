@@ -54,7 +54,6 @@ def choose_self_speculative(
     """Estimate acceptance of each candidate draft on ``input_ids: [1, seq]`` and pick the best ``(draft, k)``.
 
     Args:
-        model: the causal LM.
         input_ids: ``[1, seq]`` sample text (ideally the model's own generation), seq >= 2.
         lens: lens for layer drafts (default logit lens; a tuned lens makes layer drafts far better).
         layers: candidate draft layers (default a spread of ``L``).

@@ -4,9 +4,8 @@ A cycle: the draft (:mod:`~lenssample.schedules.drafts`) proposes ``k`` tokens a
 pass gives the full model's distribution at each drafted position; the acceptance rule keeps a prefix of the draft
 and adds the full model's own token where it first disagrees.
 
-Acceptance rule (greedy): accept the longest prefix of the draft equal to the full model's argmax, then emit the
-full model's token at the first disagreement. With sampling, :func:`~lenssample.schedules.rejection.rejection_sample`
-keeps each token distributed exactly as the full model's (processed) distribution.
+With sampling, :func:`~lenssample.schedules.rejection.rejection_sample` keeps each token distributed exactly as the
+full model's (processed) distribution.
 
 Cache surgery uses the model's own ``DynamicCache`` (per-layer ``crop``) and block stubs swapped into the block
 list inside a context manager that restores the model in ``finally`` (:mod:`lenssample.model.surgery`).

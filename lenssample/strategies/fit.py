@@ -120,28 +120,21 @@ def fit_layer_weights(
     """Fit mixture weights over ``layers`` on ``texts`` and return a ready strategy.
 
     Args:
-        model: a supported causal LM.
-        tokenizer: its tokenizer.
         texts: fitting text, e.g. ``[d.text for d in lenssample.data.wikipedia("train")]``.
         layers: ``"all"`` or layer numbers (the final layer is always included).
         lens: the lens to fit through (default the logit lens).
         max_tokens: about how many next-token targets to fit on.
         window: tokens per forward pass.
 
-    Returns:
-        :class:`FitResult`; ``result.strategy`` decodes or scores with the fitted weights.
+    ``result.strategy`` of the :class:`FitResult` decodes or scores with the fitted weights.
     """
     num_layers = model_parts(model).num_layers
-    probe = LayerEnsemble(layers=layers)
-    chosen = tuple(sorted({*probe.layers(num_layers), num_layers}))
+    chosen = tuple(sorted({*LayerEnsemble(layers=layers).layers(num_layers), num_layers}))
     windows = token_windows(texts, tokenizer, seq_len=window, max_positions=max_tokens)
     if not windows:
         raise ValueError("the texts hold no window of at least 8 tokens; give more text to fit on")
-    columns = [layer_token_log_probs(model, ids[None], chosen, lens=lens) for ids in windows]
-    table = torch.cat(columns).double().cpu().numpy()
-    weights, nll = fit_mixture_weights(table)
+    table = torch.cat([layer_token_log_probs(model, ids[None], chosen, lens=lens) for ids in windows])
+    weights, nll = fit_mixture_weights(table.double().cpu().numpy())
     weights = tuple(float(w) for w in weights)
     strategy = LayerEnsemble(layers=list(chosen), weights=list(weights))
-    return FitResult(
-        strategy, chosen, weights, nll, final_nll=float(-table[:, -1].mean()), tokens=table.shape[0]
-    )
+    return FitResult(strategy, chosen, weights, nll, float(-table[:, -1].double().mean()), table.shape[0])
