@@ -24,41 +24,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
-from lenssample.decoding.emission import Emitter
-from lenssample.decoding.sampling import TokenPicker
-from lenssample.lens.base import Lens
 from lenssample.model.adapters import ModelParts
-from lenssample.model.capture import LayerOutputs, run_layers
 from lenssample.model.surgery import ReplayedBlock, SkippedBlock, crop_to, replaced_blocks
+from lenssample.schedules.base import Row
 from lenssample.specs import Registry, Spec
 from lenssample.validation import is_int
 
 DRAFTS = Registry("draft")
 """Every draft kind by name."""
-
-
-@dataclass
-class Row:
-    """One row being decoded: the model, its parts, the lens, the token picker and the row's emitter."""
-
-    model: nn.Module
-    parts: ModelParts
-    lens: Lens
-    picker: TokenPicker
-    emitter: Emitter
-
-    def run(self, ids: list[int], start: int, layer: int, cache: Any, keep: int | None = 1) -> LayerOutputs:
-        """Feed ``ids`` at positions ``start..`` through the blocks up to ``layer``, appending to ``cache``."""
-        device = self.emitter.sequences.device
-        input_ids = torch.tensor([ids], dtype=torch.long, device=device)
-        positions = torch.arange(start, start + len(ids), device=device)[None]
-        return run_layers(self.model, input_ids, (layer,), position_ids=positions, cache=cache, keep=keep)
-
-    def logits(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
-        """``hidden: [positions, d_model]`` -> ``[positions, vocab]`` lens logits of ``layer``."""
-        return self.lens(hidden[:, None, :], (layer,))[:, 0]
 
 
 @dataclass

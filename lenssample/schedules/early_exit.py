@@ -33,13 +33,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from lenssample.decoding.emission import Emitter
-from lenssample.decoding.sampling import TokenPicker
 from lenssample.lens.base import Lens
 from lenssample.model.adapters import ModelParts, model_parts
-from lenssample.model.capture import block_output, hooked, run_layers
+from lenssample.model.capture import block_output, hooked
 from lenssample.model.surgery import crop_to
-from lenssample.schedules.base import RowRun, Schedule, register_schedule
+from lenssample.schedules.base import Row, RowRun, Schedule, register_schedule
 from lenssample.schedules.confidence import MEASURES, Confidence, MaxProb
 from lenssample.schedules.propagate import StatePropagation
 from lenssample.validation import check_choice, check_int
@@ -95,27 +93,22 @@ class EarlyExit(Schedule):
         propagate = self.skipped_kv == "propagate"
         return StatePropagation(model_parts(model), self.min_layer) if propagate else None
 
-    def decode_row(
-        self, model: nn.Module, lens: Lens, picker: TokenPicker, emitter: Emitter, state: Any
-    ) -> RowRun:
-        parts, propagation = model_parts(model), state
+    def decode_row(self, row: Row, state: StatePropagation | None) -> RowRun:
+        row.lens = row.lens.with_final_norm(True)
+        parts, emitter, propagation = row.parts, row.emitter, state
         num_layers = parts.num_layers
-        lens = lens.with_final_norm(True)
         info: dict[str, list[float]] = {"exit_layer": [], "pending": [], "propagated": []}
-        device = emitter.sequences.device
         pending = emitter.sequences[0].tolist()  # tokens whose keys/values are missing in some layer
         complete = 0  # positions held by every cache layer
         cache = None
         while not emitter.done:
             if cache is not None:
                 crop_to(cache, complete)  # drop the partial keys/values of pending positions
-            ids = torch.tensor([pending], dtype=torch.long, device=device)
-            positions = torch.arange(complete, complete + len(pending), device=device)[None]
             full = len(pending) > self.max_pending or cache is None
             propagated = 0
             try:
-                with nullcontext() if full else _exit_hooks(parts, self, lens, propagation):
-                    out = run_layers(model, ids, (num_layers,), position_ids=positions, cache=cache)
+                with nullcontext() if full else _exit_hooks(parts, self, row.lens, propagation):
+                    out = row.run(pending, complete, num_layers, cache)
                 layer, hidden, logits = num_layers, out.hidden[0, -1, 0], None
                 cache = out.cache
                 complete += len(pending)
@@ -131,8 +124,8 @@ class EarlyExit(Schedule):
             for key, value in zip(info, (layer, len(pending), propagated)):
                 info[key].append(value)
             if logits is None:  # a full-depth pass, or a measure that needs no lens (Saturation)
-                logits = lens(hidden[None, None], (layer,))[:, 0]
-            token = picker.pick(picker.process(emitter.sequences, logits))
+                logits = row.logits(hidden[None], layer)
+            token = row.picker.pick(row.picker.process(emitter.sequences, logits))
             pending.append(int(token[0]))
             emitter.emit(token)
         return RowRun(info=info, blocks=float(sum(info["exit_layer"])))

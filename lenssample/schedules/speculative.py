@@ -17,16 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
-from lenssample.decoding.emission import Emitter
 from lenssample.decoding.outputs import Trace
-from lenssample.decoding.sampling import TokenPicker
-from lenssample.lens.base import Lens
-from lenssample.model.adapters import model_parts
 from lenssample.model.surgery import crop_to
-from lenssample.schedules.base import RowRun, Schedule, register_schedule
-from lenssample.schedules.drafts import DRAFTS, Draft, LayerDraft, Proposal, Row, SkipDraft
+from lenssample.schedules.base import Row, RowRun, Schedule, register_schedule
+from lenssample.schedules.drafts import DRAFTS, Draft, LayerDraft, Proposal, SkipDraft
 from lenssample.schedules.rejection import Verdict, rejection_sample, verify_greedy
 from lenssample.strategies.base import FinalLayer, Strategy
 from lenssample.validation import check_bool, check_int, check_number
@@ -138,10 +133,8 @@ class SelfSpeculative(Schedule):
     def teacher_forced(self) -> Strategy:
         return FinalLayer()  # lossless: every token follows the full model's distribution
 
-    def decode_row(
-        self, model: nn.Module, lens: Lens, picker: TokenPicker, emitter: Emitter, state: Any
-    ) -> RowRun:
-        return _RowDecoder(self, Row(model, model_parts(model), lens, picker, emitter)).run()
+    def decode_row(self, row: Row, state: Any) -> RowRun:
+        return _RowDecoder(self, row).run()
 
     def trace_fields(self, runs: list[RowRun]) -> dict[str, Any]:
         cycles = [(d, a) for r in runs for d, a in zip(r.info["drafted"], r.info["accepted"]) if d > 0]
