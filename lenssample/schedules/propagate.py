@@ -57,14 +57,9 @@ def _named_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) ->
 class StatePropagation:
     """Fills the skipped layers' keys/values of an early-exited position (see the module docstring).
 
-    Args:
-        parts: the model's resolved parts.
-        min_layer: the lowest exit layer; every layer type of blocks ``min_layer..L-1`` must occur among blocks
-            ``0..min_layer-1`` (the blocks that always run), else a ``ValueError``.
-
-    Raises:
-        ValueError: the architecture's adapter names no attention module, or ``min_layer`` is too low for the
-            model's layer types.
+    ``ValueError`` when the architecture's adapter names no attention module, or when a layer type of blocks
+    ``min_layer..L-1`` (``min_layer``: the lowest exit layer) occurs nowhere among blocks ``0..min_layer-1`` (the
+    blocks that always run).
     """
 
     def __init__(self, parts: ModelParts, min_layer: int) -> None:
@@ -104,17 +99,9 @@ class StatePropagation:
         self._kwargs[self.layer_types[index]] = _named_arguments(self._block_signatures[index], args, kwargs)
 
     def fill(self, hidden: torch.Tensor, layer: int) -> int:
-        """Append keys/values computed from ``hidden`` to the cache layers ``layer..L-1``.
-
-        Args:
-            hidden: ``[batch, seq, d_model]`` the exited residual stream at layer ``layer`` (the positions of this
-                pass).
-            layer: the exit layer ``e``; blocks ``0..e-1`` ran in the pass being completed (inside
-                :meth:`capture`).
-
-        Returns:
-            The number of attention modules called (``L - layer``).
-        """
+        """Append keys/values computed from ``hidden: [batch, seq, d_model]`` (the exited residual stream of this
+        pass's positions) to the cache layers ``layer..L-1``; blocks ``0..layer-1`` ran in the pass being completed
+        (inside :meth:`capture`). Returns the number of attention modules called (``L - layer``)."""
         for index in range(layer, len(self.blocks)):
             kwargs = self._kwargs[self.layer_types[index]]  # __init__ checked a block of each type runs below
             allowed = self._attention_params[index]

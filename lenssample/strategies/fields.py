@@ -132,15 +132,9 @@ def check_plausibility(strategy: Any, *, optional_alpha: bool = False) -> None:
 
 
 def plausible(mature_log_probs: torch.Tensor, alpha: float) -> torch.Tensor:
-    """The adaptive plausibility set ``{x: p(x) >= alpha * max p}`` (Li et al. 2023; DoLa eq. 3).
-
-    Args:
-        mature_log_probs: ``[rows, vocab]`` log-probabilities of the mature layer.
-        alpha: in ``(0, 1]``.
-
-    Returns:
-        ``[rows, vocab]`` bool; the top token is always inside.
-    """
+    """The adaptive plausibility set ``{x: p(x) >= alpha * max p}`` (Li et al. 2023; DoLa eq. 3) of the mature
+    layer's ``[rows, vocab]`` log-probabilities, ``alpha`` in ``(0, 1]``: ``[rows, vocab]`` bool, the top token
+    always inside."""
     return mature_log_probs >= mature_log_probs.max(dim=-1, keepdim=True).values + math.log(alpha)
 
 

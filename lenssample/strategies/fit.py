@@ -79,14 +79,8 @@ def layer_token_log_probs(
 
 
 def fit_mixture_weights(token_log_probs: np.ndarray) -> tuple[np.ndarray, float]:
-    """Minimise ``-mean_i log(sum_j w_j exp(A_ij))`` over the simplex.
-
-    Args:
-        token_log_probs: ``A``, ``[positions, n_layers]`` log-probabilities of the observed tokens.
-
-    Returns:
-        ``(weights [n_layers], nll)``.
-    """
+    """``(weights [n_layers], nll)`` minimising ``-mean_i log(sum_j w_j exp(A_ij))`` over the simplex, ``A`` the
+    ``[positions, n_layers]`` log-probabilities of the observed tokens."""
     a = np.maximum(np.asarray(token_log_probs, dtype=np.float64), -1.0e4)
     shift = a.max(axis=1, keepdims=True)
     b = np.exp(a - shift)  # [N, n], each row's largest entry is 1
