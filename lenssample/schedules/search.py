@@ -28,17 +28,13 @@ from lenssample.schedules.speculative import SelfSpeculative, best_k
 
 @dataclass
 class SpeculativeChoice:
-    """Result of :func:`choose_self_speculative`.
+    """Result of :func:`choose_self_speculative`."""
 
-    Attributes:
-        schedule: the best schedule (adaptive ``k``, starting from the best ``k``), or ``None`` for plain decoding.
-        predicted_speedup: the cost model's speed-up of the best candidate (``<= 1`` when ``schedule`` is None).
-        table: one row per candidate draft: ``draft``, ``acceptance``, ``best_k``, ``predicted_speedup``.
-    """
-
-    schedule: SelfSpeculative | None
-    predicted_speedup: float
-    table: list[dict] = field(default_factory=list)
+    schedule: SelfSpeculative | None  # the best (adaptive k, starting from the best k); None: decode plainly
+    predicted_speedup: float  # the cost model's speed-up of the best candidate (<= 1 when schedule is None)
+    table: list[dict] = field(
+        default_factory=list
+    )  # per candidate: draft, acceptance, best_k, predicted_speedup
 
 
 def choose_self_speculative(

@@ -54,11 +54,8 @@ class SpeculativeTrace(Trace):
     """:class:`Trace` plus speculative counts (``info``: ``drafted``, ``accepted``, ``emitted`` per cycle, ``-1``
     after a row's last cycle).
 
-    Attributes:
-        drafted: draft tokens proposed, all rows.
-        accepted: draft tokens accepted, all rows.
-        accept_histogram: ``accept_histogram[n]`` cycles that accepted ``n`` draft tokens (plain steps excluded).
-        plain_steps: steps decoded without drafting (fallback when drafting cannot pay).
+    Counts over all rows: draft tokens ``drafted`` and ``accepted``; ``accept_histogram[n]`` cycles that accepted
+    ``n`` draft tokens (plain steps excluded); ``plain_steps`` decoded without drafting (when drafting cannot pay).
     """
 
     drafted: int = 0

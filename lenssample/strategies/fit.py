@@ -30,23 +30,14 @@ from lenssample.strategies.fields import LayerSpec
 
 @dataclass(frozen=True)
 class FitResult:
-    """Fitted layer weights.
+    """Fitted layer weights; NLLs are means in nats/token over the fitting tokens."""
 
-    Attributes:
-        strategy: a ready :class:`LayerEnsemble` (``combine="mixture"``) with the fitted weights.
-        layers: the layers, in the order of ``weights``.
-        weights: non-negative, summing to 1.
-        nll: mean NLL (nats/token) of the fitted mixture on the fitting tokens.
-        final_nll: mean NLL of the final layer alone on the same tokens.
-        tokens: how many next-token targets were fitted.
-    """
-
-    strategy: LayerEnsemble
-    layers: tuple[int, ...]
-    weights: tuple[float, ...]
-    nll: float
-    final_nll: float
-    tokens: int
+    strategy: LayerEnsemble  # ready to use (combine="mixture"), with the fitted weights
+    layers: tuple[int, ...]  # in the order of `weights`
+    weights: tuple[float, ...]  # non-negative, summing to 1
+    nll: float  # of the fitted mixture
+    final_nll: float  # of the final layer alone
+    tokens: int  # how many next-token targets were fitted
 
 
 @torch.inference_mode()
