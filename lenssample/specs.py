@@ -204,17 +204,12 @@ class Registry(dict[str, type["Spec"]]):
 
 
 class Spec:
-    """Base of every configurable object: a frozen, keyword-only dataclass with a registered ``name``.
-
-    Class attributes:
-        name: the registry name.
-        registry: the family's :class:`Registry`.
-        nested: fields holding an object of another family, by field name (their parameters are flattened into the
-            spec string: ``early-exit:measure=margin,threshold=0.3``).
-    """
+    """Base of every configurable object: a frozen, keyword-only dataclass with a registered ``name``."""
 
     name: ClassVar[str] = ""
-    registry: ClassVar[Registry]
+    registry: ClassVar[Registry]  # the family's registry
+    # Fields holding an object of another family, by field name (their parameters are flattened into the spec
+    # string: ``early-exit:measure=margin,threshold=0.3``).
     nested: ClassVar[Mapping[str, Registry]] = {}
     example: ClassVar[str] = ""  # a spec shown when a required parameter is missing
 

@@ -92,20 +92,18 @@ def check_choice(value: Any, choices: Iterable[str], *, field: str, owner: str =
     return value
 
 
+_TOKEN_DTYPES = (torch.long, torch.int32, torch.int16)
+
+
 def check_token_ids(
     input_ids: Any, vocab_size: int, *, name: str = "input_ids", min_length: int = 1
 ) -> torch.Tensor:
     """``[batch, seq]`` integer token ids inside the vocabulary (a ``[seq]`` tensor gains a batch dimension).
 
-    Raises:
-        TypeError: not an integer tensor.
-        ValueError: wrong shape, fewer than ``min_length`` positions, or an id outside ``0..vocab_size - 1``.
+    ``TypeError`` for a tensor that is not of integers; ``ValueError`` for a wrong shape, fewer than ``min_length``
+    positions, or an id outside ``0..vocab_size - 1``.
     """
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (
-        torch.long,
-        torch.int32,
-        torch.int16,
-    ):
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in _TOKEN_DTYPES:
         raise TypeError(
             f"{name} must be a LongTensor of token ids (got {type(input_ids).__name__}"
             f"{' of ' + str(input_ids.dtype) if isinstance(input_ids, torch.Tensor) else ''}); tokenize text with "

@@ -36,12 +36,8 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
 
 @dataclass(frozen=True)
 class StrategyOutput:
-    """A strategy's decision at each row.
-
-    Attributes:
-        logits: ``[rows, vocab]`` unnormalised next-token scores (float32).
-        info: per-row values worth tracing, e.g. ``{"premature_layer": [rows]}``; empty for most strategies.
-    """
+    """A strategy's decision at each row: ``logits [rows, vocab]`` unnormalised next-token scores (float32), and
+    ``info``, per-row values worth tracing, e.g. ``{"premature_layer": [rows]}`` (empty for most strategies)."""
 
     logits: torch.Tensor
     info: Mapping[str, torch.Tensor] = field(default_factory=dict)
@@ -50,15 +46,11 @@ class StrategyOutput:
 @dataclass(frozen=True, kw_only=True)
 class Strategy(Spec):
     """Base class: subclasses set ``name``, declare their hyperparameters as fields, and implement
-    :meth:`layers` and :meth:`__call__`.
-
-    Class attributes:
-        name: registry name.
-        apply_final_norm: whether the lens should normalise intermediate layers (``False`` only for parity with
-            references that unembed raw hidden states).
-    """
+    :meth:`layers` and :meth:`__call__`."""
 
     registry: ClassVar[Registry] = STRATEGIES
+    # Whether the lens normalises intermediate layers (False only for parity with references that unembed raw
+    # hidden states).
     apply_final_norm: ClassVar[bool] = True
 
     def layers(self, num_layers: int) -> tuple[int, ...]:
