@@ -27,14 +27,9 @@ from lenssample.model.surgery import truncated_blocks
 
 @dataclass
 class LayerOutputs:
-    """What one forward pass returns.
-
-    Attributes:
-        hidden: ``[batch, positions, n_layers, d_model]`` residual stream of the requested layers (pre-norm), at the
-            kept positions (the last ``keep`` positions of the input, or all of them).
-        layers: the layer numbers along dimension 2 of ``hidden``.
-        cache: the model's KV cache after this pass (``None`` when not caching).
-    """
+    """What one forward pass returns: ``hidden [batch, positions, n_layers, d_model]``, the residual stream
+    (pre-norm) of ``layers`` (along dimension 2) at the kept positions, and the model's KV ``cache`` after this
+    pass (``None`` when not caching)."""
 
     hidden: torch.Tensor
     layers: tuple[int, ...]

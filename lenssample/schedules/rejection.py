@@ -42,13 +42,9 @@ def _check(draft_tokens: torch.Tensor, target: torch.Tensor) -> int:
 
 
 def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor) -> Verdict:
-    """Greedy verification: the longest prefix of the draft equal to the target's argmax, plus one token.
-
-    Args:
-        draft_tokens: ``[k]`` drafted ids.
-        target_logits: ``[k or k + 1, vocab]`` processed target logits; row ``i`` is the distribution of the token
-            at draft position ``i`` (row ``k``, if given, comes after the last draft token).
-    """
+    """Greedy verification: the longest prefix of the draft ``draft_tokens: [k]`` equal to the target's argmax, plus
+    one token. ``target_logits: [k or k + 1, vocab]`` processed; row ``i`` is the distribution of the token at draft
+    position ``i`` (row ``k``, if given, comes after the last draft token)."""
     k = _check(draft_tokens, target_logits)
     target_tokens = target_logits.argmax(dim=-1)
     agree = (target_tokens[:k] == draft_tokens).long()

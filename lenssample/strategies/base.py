@@ -58,15 +58,8 @@ class Strategy(Spec):
         raise NotImplementedError
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
-        """Combine lens outputs into next-token logits.
-
-        Args:
-            lens_logits: ``[rows, n_layers, vocab]`` lens logits of ``layers`` (as returned by :meth:`layers`).
-            layers: the layer number of each slice along dimension 1.
-
-        Returns:
-            :class:`StrategyOutput` with ``logits: [rows, vocab]``.
-        """
+        """Combine ``lens_logits: [rows, n_layers, vocab]``, the lens logits of ``layers`` (as :meth:`layers` returns
+        them, one per slice along dimension 1), into next-token ``logits: [rows, vocab]``."""
         raise NotImplementedError
 
     def check_model(self, num_layers: int) -> tuple[int, ...]:

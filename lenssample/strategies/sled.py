@@ -40,16 +40,9 @@ def _earlier_layers(num_layers: int) -> tuple[int, ...]:
 def latent_distribution(
     final_logits: torch.Tensor, premature_logits: torch.Tensor, top: torch.Tensor
 ) -> torch.Tensor:
-    """SLED's estimate of the latent distribution on the top tokens.
-
-    Args:
-        final_logits: ``[rows, vocab]``.
-        premature_logits: ``[rows, n_layers, vocab]``.
-        top: ``[rows, k]`` token ids (the top-``k`` of the final layer).
-
-    Returns:
-        ``[rows, k]`` non-negative weights summing to 1 per row, or to 0 where no layer points to a top token.
-    """
+    """SLED's estimate of the latent distribution on the top tokens ``top: [rows, k]`` (the final layer's top-``k``),
+    from ``final_logits: [rows, vocab]`` and ``premature_logits: [rows, n_layers, vocab]``: ``[rows, k]``
+    non-negative weights summing to 1 per row, or to 0 where no layer points to a top token."""
     finite = premature_logits.isfinite() & final_logits[:, None].isfinite()
     divergence = torch.where(finite, premature_logits - final_logits[:, None], 0.0)  # [rows, n, vocab]
     probs = torch.softmax(premature_logits, dim=-1)
