@@ -70,8 +70,7 @@ class Draft(Spec):
     def propose(self, row: Row, k: int, cache: Any, length: int, last: int) -> Proposal:
         """``k`` draft steps from ``last`` (emitted, not yet in the cache, at position ``length``)."""
         layer = self.exit_layer(row.parts.num_layers)
-        tokens: list[int] = []
-        probs, hidden = [], []
+        tokens, probs, hidden = [], [], []
         with self.drafting(row.parts):
             for i in range(k):
                 out = row.run([last if i == 0 else tokens[-1]], length + i, layer, cache)

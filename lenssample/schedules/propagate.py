@@ -71,12 +71,10 @@ class StatePropagation:
                 f"EarlyExit(skipped_kv='propagate') is not supported for model_type {model_type!r} ({err}); use "
                 "skipped_kv='recompute'"
             ) from err
-        self.blocks = parts.blocks
-        num_layers = parts.num_layers
+        self.blocks, num_layers = parts.blocks, parts.num_layers
         types = getattr(parts.model.config, "layer_types", None) or ["attention"] * num_layers
         self.layer_types = list(types)[:num_layers]
-        always_run = set(self.layer_types[:min_layer])
-        missing = sorted(set(self.layer_types[min_layer:]) - always_run)
+        missing = sorted(set(self.layer_types[min_layer:]) - set(self.layer_types[:min_layer]))
         if missing:
             first = min(i for i, t in enumerate(self.layer_types) if t in missing)
             raise ValueError(

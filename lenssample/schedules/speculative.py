@@ -155,10 +155,8 @@ class _RowDecoder:
         self.spec, self.row, self.emitter = spec, row, row.emitter
         self.num_layers = row.parts.num_layers
         self.info: dict[str, list[float]] = {"drafted": [], "accepted": [], "emitted": []}
-        self.blocks = 0.0
-        self.seen_accepted = spec.prior_acceptance * self.PRIOR_WEIGHT
-        self.seen_trials = self.PRIOR_WEIGHT
-        self.plain_run = 0
+        self.blocks, self.plain_run = 0.0, 0
+        self.seen_accepted, self.seen_trials = spec.prior_acceptance * self.PRIOR_WEIGHT, self.PRIOR_WEIGHT
 
     def _choose_k(self) -> int:
         spec = self.spec
