@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -80,12 +80,22 @@ def _scaled(config: object, name: str, divide: bool = False) -> LogitsTransform 
     return (lambda x, s=float(scale): x / s) if divide else (lambda x, s=float(scale): x * s)
 
 
-# Most decoder blocks live at `model.layers`, normalise with `input_layernorm` and then call `self_attn` (read from
-# transformers' modeling_*.py files of each architecture).
-_decoder = partial(Adapter, base="model", blocks="layers", final_norm="norm", unembed="lm_head")
-_PRE_NORM_ATTENTION = {"attention": "self_attn", "attention_norm": "input_layernorm"}
-_LLAMA_LIKE = _decoder(**_PRE_NORM_ATTENTION)
-_GEMMA_LIKE = _decoder(logits_transform=_softcap, **_PRE_NORM_ATTENTION)
+def _opt_norm(block: nn.Module) -> nn.Module | None:
+    # OPT-350m (do_layer_norm_before=False) normalises after attention; the other sizes before.
+    return block.self_attn_layer_norm if block.do_layer_norm_before else None
+
+
+_COLUMNS = ("base", "blocks", "final_norm", "unembed", "attention", "attention_norm")
+
+
+def _row(*paths: object, **more: object) -> Adapter:
+    """An adapter from its paths in the order of ``_COLUMNS`` (read from transformers' modeling_*.py files)."""
+    return Adapter(**dict(zip(_COLUMNS, paths)), **more)  # type: ignore[arg-type]
+
+
+# Most decoder blocks normalise with `input_layernorm` and then call `self_attn`.
+_LLAMA_LIKE = _row("model", "layers", "norm", "lm_head", "self_attn", "input_layernorm")
+_GEMMA_LIKE = replace(_LLAMA_LIKE, logits_transform=_softcap)
 
 ADAPTERS: dict[str, Adapter] = {
     "llama": _LLAMA_LIKE,
@@ -94,39 +104,22 @@ ADAPTERS: dict[str, Adapter] = {
     "qwen3": _LLAMA_LIKE,
     "phi3": _LLAMA_LIKE,
     # OLMo-2 normalises the attention *output* (post_attention_layernorm); its attention reads the raw stream.
-    "olmo2": _decoder(attention="self_attn"),
-    "granite": _decoder(
-        logits_transform=partial(_scaled, name="logits_scaling", divide=True), **_PRE_NORM_ATTENTION
-    ),
-    "cohere": _decoder(logits_transform=partial(_scaled, name="logit_scale"), **_PRE_NORM_ATTENTION),
+    "olmo2": replace(_LLAMA_LIKE, attention_norm=None),
+    "granite": replace(_LLAMA_LIKE, logits_transform=partial(_scaled, name="logits_scaling", divide=True)),
+    "cohere": replace(_LLAMA_LIKE, logits_transform=partial(_scaled, name="logit_scale")),
     "gemma": _GEMMA_LIKE,
     "gemma2": _GEMMA_LIKE,
     "gemma3_text": _GEMMA_LIKE,
-    "gpt2": Adapter(
-        base="transformer",
-        blocks="h",
-        final_norm="ln_f",
-        unembed="lm_head",
-        attention="attn",
-        attention_norm="ln_1",
-    ),
-    "gpt_neox": Adapter(
-        base="gpt_neox",
-        blocks="layers",
-        final_norm="final_layer_norm",
-        unembed="embed_out",
-        attention="attention",
-        attention_norm="input_layernorm",
-    ),
-    "opt": Adapter(
-        base="model.decoder",
-        blocks="layers",
-        final_norm="final_layer_norm",
-        unembed="lm_head",
+    "gpt2": _row("transformer", "h", "ln_f", "lm_head", "attn", "ln_1"),
+    "gpt_neox": _row("gpt_neox", "layers", "final_layer_norm", "embed_out", "attention", "input_layernorm"),
+    "opt": _row(
+        "model.decoder",
+        "layers",
+        "final_layer_norm",
+        "lm_head",
+        "self_attn",
+        _opt_norm,
         pre_unembed="project_out",
-        attention="self_attn",
-        # OPT-350m (do_layer_norm_before=False) normalises after attention; the other sizes before.
-        attention_norm=lambda block: block.self_attn_layer_norm if block.do_layer_norm_before else None,
     ),
 }
 
