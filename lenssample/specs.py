@@ -61,11 +61,8 @@ def _split_top(text: str, separators: str) -> list[str]:
 
 
 def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
-    """``"dola:layers=high,alpha=0.2"`` -> ``("dola", {"layers": "high", "alpha": 0.2})``.
-
-    Raises:
-        ValueError: an empty name, or a part that is neither ``key=value`` nor the continuation of a list.
-    """
+    """``"dola:layers=high,alpha=0.2"`` -> ``("dola", {"layers": "high", "alpha": 0.2})``; ``ValueError`` for an
+    empty name, or a part that is neither ``key=value`` nor the continuation of a list."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"spec {text!r} is empty; write a name such as 'final' or 'dola:layers=high'")
     name, _, rest = text.strip().partition(":")

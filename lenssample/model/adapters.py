@@ -220,11 +220,8 @@ class BlockAttention:
 
 
 def block_attentions(parts: ModelParts) -> list[BlockAttention]:
-    """Per block, its self-attention module and pre-attention norm, from the adapter's ``attention`` fields.
-
-    Raises:
-        ValueError: when the adapter names no attention module, or its paths do not fit the model.
-    """
+    """Per block, its self-attention module and pre-attention norm, from the adapter's ``attention`` fields
+    (``ValueError`` when the adapter names no attention module, or its paths do not fit the model)."""
     adapter = adapter_for(parts.model.config)
     model_type = parts.model.config.model_type
     if adapter.attention is None:

@@ -90,8 +90,7 @@ def run_layers(
         cache: the KV cache from the previous pass, or ``None`` at prefill (``use_cache``: build and return one).
         keep: how many trailing positions to keep; ``None`` keeps all.
 
-    Returns:
-        :class:`LayerOutputs` with ``hidden: [batch, keep or seq, len(layers), d_model]``.
+    Returns :class:`LayerOutputs` with ``hidden: [batch, keep or seq, len(layers), d_model]``.
     """
     parts = model_parts(model)
     layers = tuple(layers)

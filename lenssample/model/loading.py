@@ -96,11 +96,9 @@ def _fingerprint(path: Path) -> str:
 
 
 def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
-    """Convert a GGUF checkpoint to a safetensors model folder (atomically: a half-written folder never counts).
-
-    Returns:
-        ``out_dir``, which then holds ``config.json``, ``model.safetensors``, the tokenizer and generation config.
-    """
+    """Convert a GGUF checkpoint to a safetensors model folder ``out_dir`` (returned), which then holds
+    ``config.json``, ``model.safetensors``, the tokenizer and generation config; atomically: a half-written folder
+    never counts."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = Path(gguf_file).parent, Path(gguf_file).name
