@@ -135,13 +135,9 @@ def score(
             "excluded_logit (e.g. -1000) for finite scores",
             stacklevel=2,
         )
-    return ScoreOutput(
-        token_log_probs=token_lp,
-        target_mask=target_mask,
-        excluded=excluded,
-        log_probs=full.reshape(batch, seq - 1, -1) if full is not None else None,
-        info={key: torch.cat(values).reshape(batch, seq - 1) for key, values in info.items()},
-    )
+    full = full.reshape(batch, seq - 1, -1) if full is not None else None
+    decisions = {key: torch.cat(values).reshape(batch, seq - 1) for key, values in info.items()}
+    return ScoreOutput(token_lp, target_mask, excluded, full, decisions)
 
 
 @dataclass
@@ -205,9 +201,5 @@ def target_scores(
         out[select] = values
         return out.cpu()
 
-    return TargetScores(
-        values=spread(picked, 0.0),
-        excluded=spread(excluded_rows, False),
-        greedy=spread(top, False),
-        info={key: torch.cat(parts).float().cpu() for key, parts in info.items()},
-    )
+    floats = {key: torch.cat(parts).float().cpu() for key, parts in info.items()}
+    return TargetScores(spread(picked, 0.0), spread(excluded_rows, False), spread(top, False), floats)
