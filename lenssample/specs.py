@@ -80,9 +80,7 @@ def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
         elif key is not None and part.strip():
             raw[key].append(part)  # a comma list: continues the previous value
         elif part.strip():
-            raise ValueError(
-                f"spec {text!r}: {part.strip()!r} is not key=value; write e.g. 'dola:layers=high'"
-            )
+            raise ValueError(f"spec {text!r}: {part.strip()!r} is not key=value, as in 'dola:layers=high'")
     params = {k: parse_value(v[0]) if len(v) == 1 else [parse_value(p) for p in v] for k, v in raw.items()}
     return name.strip(), params
 

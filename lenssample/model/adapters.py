@@ -129,9 +129,7 @@ def register_adapter(model_type: str, adapter: Adapter, *, overwrite: bool = Fal
     if not isinstance(adapter, Adapter):
         raise TypeError(f"adapter must be an lenssample.model.adapters.Adapter, got {type(adapter).__name__}")
     if model_type in ADAPTERS and not overwrite:
-        raise ValueError(
-            f"model_type={model_type!r} already has an adapter; pass overwrite=True to replace it"
-        )
+        raise ValueError(f"model_type={model_type!r} already has an adapter; pass overwrite=True to replace")
     ADAPTERS[model_type] = adapter
 
 

@@ -136,9 +136,7 @@ class SkipDraft(Draft):
     def __post_init__(self) -> None:
         skip = (self.skip,) if isinstance(self.skip, int) else self.skip
         if not isinstance(skip, (tuple, list)):
-            raise ValueError(
-                f"SkipDraft(skip={self.skip!r}): pass block indices, e.g. skip=(15,) or skip=15,25"
-            )
+            raise ValueError(f"SkipDraft(skip={self.skip!r}): pass block indices, e.g. skip=(15, 25)")
         object.__setattr__(self, "skip", tuple(sorted(set(skip))))
 
     def check(self, num_layers: int) -> None:

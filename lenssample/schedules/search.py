@@ -61,9 +61,7 @@ def choose_self_speculative(
     num_layers = parts.num_layers
     lens = as_lens(model, lens)
     if input_ids.dim() != 2 or input_ids.shape[0] != 1 or input_ids.shape[1] < 2:
-        raise ValueError(
-            f"input_ids must be [1, seq] with seq >= 2 sample tokens, got {tuple(input_ids.shape)}"
-        )
+        raise ValueError(f"input_ids must be [1, seq], seq >= 2 sample tokens; got {tuple(input_ids.shape)}")
     if layers is None:
         layers = sorted({max(1, round(num_layers * f)) for f in (0.25, 0.5, 0.67, 0.8, 0.9)} - {num_layers})
     if skips is None:

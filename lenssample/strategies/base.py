@@ -68,12 +68,11 @@ class Strategy(Spec):
         outside = [layer for layer in layers if not 0 <= layer <= num_layers]
         if outside:
             raise ValueError(
-                f"{self.name} reads layer {outside[0]}, but the model has layers 0..{num_layers}; choose layers in that range"
+                f"{self.name} reads layer {outside[0]}, but the model has layers 0..{num_layers}; "
+                "choose layers in that range"
             )
         if not layers:
-            raise ValueError(
-                f"{self.name} reads no layer for a model of {num_layers} layers; give it some layers"
-            )
+            raise ValueError(f"{self.name} reads no layer of this {num_layers}-layer model; give it layers")
         assert list(layers) == sorted(set(layers)), "Strategy.layers must return sorted distinct layers"
         return layers
 

@@ -96,9 +96,7 @@ class LayerEnsemble(Strategy):
         else:
             values = [self.weights] if isinstance(self.weights, int | float) else self.weights
             if not isinstance(values, Sequence) or not values:
-                raise ValueError(
-                    f"{owner}: weights={self.weights!r} must be a scheme name or a non-empty list"
-                )
+                raise ValueError(f"{owner}: weights={self.weights!r} must be a scheme or a non-empty list")
             fix = "Weights are non-negative numbers."
             weights = tuple(check_number(w, field="weights", owner=owner, low=0.0, fix=fix) for w in values)
             object.__setattr__(self, "weights", weights)

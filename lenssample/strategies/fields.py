@@ -41,9 +41,7 @@ def check_layer_spec(value: Any, *, field: str, owner: str, presets: Sequence[st
         )
     layers = tuple(layers)
     if not layers:
-        raise ValueError(
-            f"{owner}: {field}=[] is empty; give at least one layer number, e.g. {field}=[8, 16]"
-        )
+        raise ValueError(f"{owner}: {field}=[] is empty; give layer numbers, e.g. {field}=[8, 16]")
     bad = [layer for layer in layers if not is_int(layer)]
     if bad:
         raise ValueError(f"{owner}: {field}={list(layers)!r} contains {bad[0]!r}; layer numbers are integers")

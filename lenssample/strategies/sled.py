@@ -87,7 +87,7 @@ class SLED(Strategy):
         bound = self.evolution_lower_bound
         if isinstance(bound, bool) or not isinstance(bound, int | float) or not bound < math.inf:
             raise ValueError(
-                f"{self.name}: evolution_lower_bound={bound!r} must be a number or -inf, e.g. -100"
+                f"{self.name}: evolution_lower_bound={bound!r} must be a number (e.g. -100, -inf)"
             )
 
     def read_layers(self, num_layers: int) -> tuple[int, ...]:
