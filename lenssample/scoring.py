@@ -64,9 +64,8 @@ def _target_scores(
         for key, value in decision.info.items():
             info.setdefault(key, []).append(value.reshape(-1))
         rows = slice(chunk.start, chunk.stop)
-        logits = (
-            torch.log_softmax(decision.logits.float(), dim=-1) if post_softmax else decision.logits.float()
-        )
+        logits = decision.logits.float()
+        logits = torch.log_softmax(logits, dim=-1) if post_softmax else logits
         picked[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1)
         top[rows] = picked[rows] >= logits.max(dim=-1).values
         if full is not None:

@@ -107,11 +107,7 @@ def run_layers(
     def read_output(layer: int, _module: nn.Module, _args: tuple, output: Any) -> None:
         store(layer, block_output(output))
 
-    kwargs: dict[str, Any] = {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "use_cache": use_cache,
-    }
+    kwargs: dict[str, Any] = dict(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
     if position_ids is not None:
         kwargs["position_ids"] = position_ids
     if cache is not None:

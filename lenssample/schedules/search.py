@@ -32,9 +32,8 @@ class SpeculativeChoice:
 
     schedule: SelfSpeculative | None  # the best (adaptive k, starting from the best k); None: decode plainly
     predicted_speedup: float  # the cost model's speed-up of the best candidate (<= 1 when schedule is None)
-    table: list[dict] = field(
-        default_factory=list
-    )  # per candidate: draft, acceptance, best_k, predicted_speedup
+    # One row per candidate: draft, acceptance, best_k, predicted_speedup.
+    table: list[dict] = field(default_factory=list)
 
 
 def choose_self_speculative(

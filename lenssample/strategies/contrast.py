@@ -48,7 +48,7 @@ class _AmateurContrast(Strategy):
     def layers(self, num_layers: int) -> tuple[int, ...]:
         if self.amateur_layer is None:
             return (num_layers // 2, num_layers)
-        return premature_and_mature(self.amateur_layer, num_layers, field="amateur_layer", owner=self.name)
+        return premature_and_mature(self, "amateur_layer", num_layers)
 
     def _log_probs(self, lens_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mature, amateur)`` log-probabilities, ``[rows, vocab]`` each (the amateur's floored)."""
@@ -74,17 +74,15 @@ class LayerContrast(_AmateurContrast):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_number(
-            self.beta, field="beta", owner=self.name, low=0.0, fix="Use beta >= 0 (0 = no contrast)."
-        )
+        fix = "Use beta >= 0 (0 = no contrast)."
+        check_number(self.beta, field="beta", owner=self.name, low=0.0, fix=fix)
         check_plausibility(self, optional_alpha=True)
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
         mature, amateur = self._log_probs(lens_logits)
         scores = (1 + self.beta) * mature - self.beta * amateur if self.beta else mature
-        keep = (
-            torch.ones_like(scores, dtype=torch.bool) if self.alpha is None else plausible(mature, self.alpha)
-        )
+        keep = torch.ones_like(scores, dtype=torch.bool)
+        keep = keep if self.alpha is None else plausible(mature, self.alpha)
         return StrategyOutput(logits=masked_scores(scores, keep, self.excluded_logit))
 
 

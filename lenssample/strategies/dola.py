@@ -125,9 +125,7 @@ class DoLaStatic(Strategy):
         check_plausibility(self)
 
     def layers(self, num_layers: int) -> tuple[int, ...]:
-        return premature_and_mature(
-            self.premature_layer, num_layers, field="premature_layer", owner=self.name
-        )
+        return premature_and_mature(self, "premature_layer", num_layers)
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
         log_probs = floored_log_probs(lens_logits)
@@ -218,7 +216,5 @@ class DoLaReference(Strategy):
         # Clamping changes nothing for real logits; it keeps adversarial inputs (a premature probability that
         # underflows to 0) from producing +inf.
         logits = (mature_log_probs - premature_log_probs).clamp(max=LOGIT_LIMIT)
-        chosen = torch.full(
-            (lens_logits.shape[0],), candidates[index], dtype=torch.long, device=logits.device
-        )
+        chosen = torch.tensor([candidates[index]] * lens_logits.shape[0], device=logits.device)
         return StrategyOutput(logits=logits, info={"premature_layer": chosen})

@@ -55,10 +55,7 @@ def _product(log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor
     return torch.log_softmax(terms.sum(dim=1), dim=-1)
 
 
-COMBINE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "mixture": _mixture,
-    "product": _product,
-}
+COMBINE: dict[str, Callable[..., torch.Tensor]] = {"mixture": _mixture, "product": _product}
 
 
 @register_strategy

@@ -95,8 +95,10 @@ def resolve_layers(
     return resolved
 
 
-def premature_and_mature(layer: int, num_layers: int, *, field: str, owner: str) -> tuple[int, int]:
-    """``(premature, L)``: one layer below ``L`` (negative counts from the end) and the final layer."""
+def premature_and_mature(strategy: Any, field: str, num_layers: int) -> tuple[int, int]:
+    """``(premature, L)``: the layer below ``L`` that ``strategy``'s ``field`` names (negative counts from the end),
+    and the final layer."""
+    layer, owner = getattr(strategy, field), strategy.name
     (premature,) = resolve_layers(
         (layer,), num_layers, field=field, owner=owner, presets={}, allow_final=False
     )
