@@ -153,11 +153,8 @@ def to_json(value: Any) -> Any:
 
 
 class Registry(dict[str, type["Spec"]]):
-    """Classes of one family by name (a dict), and :meth:`build` from a spec, a mapping or an object.
-
-    Args:
-        kind: what the family is called in messages (``"strategy"``, ``"schedule"``).
-    """
+    """Classes of one family by name (a dict), and :meth:`build` from a spec, a mapping or an object; ``kind`` is
+    what the family is called in messages (``"strategy"``, ``"schedule"``)."""
 
     def __init__(self, kind: str) -> None:
         super().__init__()

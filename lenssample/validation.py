@@ -127,11 +127,8 @@ def check_attention_mask(
     attention_mask: Any, input_ids: torch.Tensor, *, padding: str = "any"
 ) -> torch.Tensor | None:
     """A ``[batch, seq]`` mask of 0/1 of ``input_ids``' shape with a token in every row (``None`` passes through).
-
-    Args:
-        padding: ``"left"`` also requires every row's zeros to come before its ones (what decoding needs);
-            ``"any"`` allows left and right padding (scoring).
-    """
+    ``padding="left"`` also requires every row's zeros to come before its ones (what decoding needs); ``"any"``
+    allows left and right padding (scoring)."""
     if attention_mask is None:
         return None
     if not isinstance(attention_mask, torch.Tensor):
@@ -157,11 +154,8 @@ def check_attention_mask(
 
 
 def check_next_token_logits(logits: torch.Tensor, *, source: str) -> torch.Tensor:
-    """``logits: [rows, vocab]`` must be a proper distribution per row: no NaN, no ``+inf``, not all ``-inf``.
-
-    Args:
-        source: who produced them, for the message (e.g. the strategy's spec).
-    """
+    """``logits: [rows, vocab]`` must be a proper distribution per row: no NaN, no ``+inf``, not all ``-inf``
+    (``source``: who produced them, for the message, e.g. the strategy's spec)."""
     bad = ~torch.isfinite(logits).any(-1) | torch.isnan(logits).any(-1) | torch.isposinf(logits).any(-1)
     if bool(bad.any()):
         row = int(bad.nonzero()[0])
@@ -179,15 +173,13 @@ def check_output_file(
     """A file path that can be written: a known extension (when ``suffixes``), not a folder, in an existing
     writable folder. Checked before any work, so that no result is lost at the end."""
     out = Path(path).expanduser()
-    suffixes = tuple(suffixes or ())
+    suffixes, name = tuple(suffixes or ()), f"{field} {str(out)!r}"
     if suffixes and out.suffix.lower() not in suffixes:
-        raise ValueError(
-            f"{field} {str(out)!r} has extension {out.suffix or '(none)'!r}; use one of {', '.join(suffixes)}"
-        )
+        raise ValueError(f"{name} has extension {out.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
     if out.is_dir():
-        raise ValueError(f"{field} {str(out)!r} is a folder; pass a file name inside it")
+        raise ValueError(f"{name} is a folder; pass a file name inside it")
     if not out.parent.is_dir():
-        raise ValueError(f"{field} {str(out)!r}: folder {str(out.parent)!r} does not exist; create it first")
+        raise ValueError(f"{name}: folder {str(out.parent)!r} does not exist; create it first")
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise ValueError(f"{field} {str(out)!r} is not writable; choose another location")
+        raise ValueError(f"{name} is not writable; choose another location")
     return out
