@@ -95,32 +95,27 @@ class EarlyExit(Schedule):
 
     def decode_row(self, row: Row, state: StatePropagation | None) -> RowRun:
         row.lens = row.lens.with_final_norm(True)
-        parts, emitter, propagation = row.parts, row.emitter, state
-        num_layers = parts.num_layers
+        emitter, propagation, num_layers = row.emitter, state, row.parts.num_layers
         info: dict[str, list[float]] = {"exit_layer": [], "pending": [], "propagated": []}
         pending = emitter.sequences[0].tolist()  # tokens whose keys/values are missing in some layer
-        complete = 0  # positions held by every cache layer
-        cache = None
+        complete, cache = 0, None  # positions held by every cache layer, and the cache
         while not emitter.done:
             if cache is not None:
                 crop_to(cache, complete)  # drop the partial keys/values of pending positions
             full = len(pending) > self.max_pending or cache is None
             propagated = 0
             try:
-                with nullcontext() if full else _exit_hooks(parts, self, row.lens, propagation):
+                with nullcontext() if full else _exit_hooks(row.parts, self, row.lens, propagation):
                     out = row.run(pending, complete, num_layers, cache)
                 layer, hidden, logits = num_layers, out.hidden[0, -1, 0], None
-                cache = out.cache
-                complete += len(pending)
-                pending = []
+                cache, complete, pending = out.cache, complete + len(pending), []
             except _Exit as stop:
                 layer, hidden, logits = stop.layer, stop.hidden, stop.logits
                 if propagation is not None:
                     # The cache is complete after every propagate step, so this pass fed one position.
                     assert len(pending) == 1
                     propagated = propagation.fill(hidden[None, None], layer)
-                    complete += 1
-                    pending = []
+                    complete, pending = complete + 1, []
             for key, value in zip(info, (layer, len(pending), propagated)):
                 info[key].append(value)
             if logits is None:  # a full-depth pass, or a measure that needs no lens (Saturation)

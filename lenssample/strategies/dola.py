@@ -130,9 +130,8 @@ class DoLaStatic(Strategy):
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
         log_probs = floored_log_probs(lens_logits)
         mature, premature = log_probs[:, -1], log_probs[:, 0]
-        return StrategyOutput(
-            logits=masked_scores(mature - premature, plausible(mature, self.alpha), self.excluded_logit)
-        )
+        logits = masked_scores(mature - premature, plausible(mature, self.alpha), self.excluded_logit)
+        return StrategyOutput(logits=logits)
 
 
 @register_strategy
@@ -209,8 +208,7 @@ class DoLaReference(Strategy):
         mature_log_probs = mature_logits.log_softmax(dim=-1)
         premature_log_probs = premature_logits[index].log_softmax(dim=-1)
         # The reference keeps tokens at or above max + log(0.1) (its min_tokens_to_keep=1 threshold is the max).
-        threshold = mature_log_probs.max(dim=-1, keepdim=True).values + math.log(self.relative_top)
-        outside = mature_log_probs < threshold
+        outside = ~plausible(mature_log_probs, self.relative_top)
         premature_log_probs = premature_log_probs.masked_fill(outside, -1e-3)
         mature_log_probs = mature_log_probs.masked_fill(outside, -math.inf)
         # Clamping changes nothing for real logits; it keeps adversarial inputs (a premature probability that
