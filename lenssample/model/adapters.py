@@ -195,16 +195,9 @@ def model_parts(model: nn.Module) -> ModelParts:
             "AutoModelForCausalLM, or register a matching adapter with lenssample.model.adapters.register_adapter"
         )
     cache_kwarg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-    parts = ModelParts(
-        model=model,
-        base=base,
-        blocks=blocks,
-        final_norm=_resolve(base, adapter.final_norm),
-        pre_unembed=_resolve(base, adapter.pre_unembed),
-        unembed=unembed,
-        logits_transform=adapter.logits_transform(model.config) if adapter.logits_transform else None,
-        cache_kwarg=cache_kwarg,
-    )
+    transform = adapter.logits_transform(model.config) if adapter.logits_transform else None
+    final_norm, pre_unembed = _resolve(base, adapter.final_norm), _resolve(base, adapter.pre_unembed)
+    parts = ModelParts(model, base, blocks, final_norm, pre_unembed, unembed, transform, cache_kwarg)
     object.__setattr__(model, "_lenssample_parts", parts)
     return parts
 

@@ -138,12 +138,9 @@ class SelfSpeculative(Schedule):
         histogram = [0] * (max(self.max_k, self.k) + 1)
         for _, accepted in cycles:
             histogram[int(accepted)] += 1
-        return {
-            "drafted": int(sum(d for d, _ in cycles)),
-            "accepted": int(sum(a for _, a in cycles)),
-            "accept_histogram": histogram,
-            "plain_steps": sum(1 for r in runs for d in r.info["drafted"] if d == 0),
-        }
+        drafted, accepted = int(sum(d for d, _ in cycles)), int(sum(a for _, a in cycles))
+        plain = sum(1 for r in runs for d in r.info["drafted"] if d == 0)
+        return dict(drafted=drafted, accepted=accepted, accept_histogram=histogram, plain_steps=plain)
 
 
 class _RowDecoder:
