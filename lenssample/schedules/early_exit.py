@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from lenssample.lens.base import Lens
-from lenssample.model.adapters import ModelParts, model_parts
+from lenssample.model.adapters import model_parts
 from lenssample.model.capture import block_output, hooked
 from lenssample.model.surgery import crop_to
 from lenssample.schedules.base import Row, RowRun, Schedule, register_schedule
@@ -105,7 +105,7 @@ class EarlyExit(Schedule):
             full = len(pending) > self.max_pending or cache is None
             propagated = 0
             try:
-                with nullcontext() if full else _exit_hooks(row.parts, self, row.lens, propagation):
+                with nullcontext() if full else _exit_hooks(row, self, propagation):
                     out = row.run(pending, complete, num_layers, cache)
                 layer, hidden, logits = num_layers, out.hidden[0, -1, 0], None
                 cache, complete, pending = out.cache, complete + len(pending), []
@@ -135,9 +135,7 @@ class _Exit(Exception):
 
 
 @contextmanager
-def _exit_hooks(
-    parts: ModelParts, schedule: EarlyExit, lens: Lens, propagation: StatePropagation | None
-) -> Iterator[None]:
+def _exit_hooks(row: Row, schedule: EarlyExit, propagation: StatePropagation | None) -> Iterator[None]:
     """Hooks on blocks ``min_layer - 1 .. L - 2`` that raise :class:`_Exit` once the measure is confident (only
     the last position is judged), plus, for ``skipped_kv="propagate"``, the capture of the blocks' arguments. The
     hooks are removed in ``finally``."""
@@ -149,12 +147,12 @@ def _exit_hooks(
         hidden = block_output(output)[0, -1]
         logits = log_probs = None
         if measure.needs_logits:
-            logits = lens(hidden[None, None], (layer,))[:, 0]  # [1, vocab]
+            logits = row.logits(hidden[None], layer)  # [1, vocab]
             log_probs = torch.log_softmax(logits[0], dim=-1)
         confident = measure.step(log_probs, hidden, state)
         if confident and layer >= schedule.min_layer:
             raise _Exit(layer, hidden, logits)
 
-    hooks = [(parts.blocks[i - 1], partial(hook, i)) for i in range(max(first, 1), parts.num_layers)]
+    hooks = [(row.parts.blocks[i - 1], partial(hook, i)) for i in range(max(first, 1), row.parts.num_layers)]
     with hooked(hooks), propagation.capture() if propagation is not None else nullcontext():
         yield

@@ -56,9 +56,8 @@ def choose_self_speculative(
         max_k: largest draft length considered.
         lens_cost: cost of a lens projection in blocks (see :class:`SelfSpeculative`).
     """
-    parts = model_parts(model)
+    parts, lens = model_parts(model), as_lens(model, lens)
     num_layers = parts.num_layers
-    lens = as_lens(model, lens)
     if input_ids.dim() != 2 or input_ids.shape[0] != 1 or input_ids.shape[1] < 2:
         raise ValueError(f"input_ids must be [1, seq], seq >= 2 sample tokens; got {tuple(input_ids.shape)}")
     if layers is None:

@@ -34,11 +34,8 @@ from lenssample.validation import check_number
 
 @dataclass(frozen=True, kw_only=True)
 class _AmateurContrast(Strategy):
-    """Base of the two: reads ``(amateur, L)``.
-
-    Args:
-        amateur_layer: the earlier layer (``< L``; negative counts from the end; ``None``: ``L // 2``).
-    """
+    """Base of the two: reads ``(amateur, L)``, ``amateur_layer`` being the earlier layer (``< L``; negative counts
+    from the end; ``None``: ``L // 2``)."""
 
     amateur_layer: int | None = None
 

@@ -206,6 +206,5 @@ class LayersField:
     def __set__(self, obj: Any, value: Any) -> None:
         value = value.spec if isinstance(value, LayerChoice) else value
         owner = getattr(type(obj), "name", type(obj).__name__)
-        obj.__dict__[self.private] = check_layer_spec(
-            value, field=self.field, owner=owner, presets=self.presets
-        )
+        spec = check_layer_spec(value, field=self.field, owner=owner, presets=self.presets)
+        obj.__dict__[self.private] = spec
