@@ -62,12 +62,9 @@ def rejection_sample(
 ) -> Verdict:
     """Speculative rejection sampling (lossless: each emitted token follows the target distribution).
 
-    Args:
-        draft_tokens: ``[k]`` ids sampled from ``draft_probs``.
-        draft_probs: ``[k, vocab]`` the draft's distributions ``q`` the tokens were sampled from.
-        target_probs: ``[k or k + 1, vocab]`` the target's distributions ``p`` at the same positions (plus the one
-            after the last draft token, for the bonus).
-        generator: random generator (``None``: torch's global one).
+    ``draft_tokens: [k]`` were sampled from the draft's distributions ``draft_probs: [k, vocab]`` (``q``);
+    ``target_probs: [k or k + 1, vocab]`` are the target's ``p`` at the same positions (plus the one after the last
+    draft token, for the bonus). ``generator``: ``None`` uses torch's global one.
     """
     k = _check(draft_tokens, target_probs)
     if draft_probs.shape != (k, target_probs.shape[1]):
