@@ -16,7 +16,6 @@ kept tokens and the excluded fraction.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,44 +24,53 @@ from torch import nn
 
 from lenssample.lens.base import Lens, as_lens
 from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
-from lenssample.strategies.base import Strategy, StrategyOutput, as_strategy
+from lenssample.strategies.base import Strategy, as_strategy
 from lenssample.validation import check_attention_mask, check_next_token_logits, check_token_ids
-
-
-def strategy_decisions(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    strategy: Strategy,
-    *,
-    lens: Lens | None,
-    attention_mask: torch.Tensor | None,
-    select: torch.Tensor,
-    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> Iterator[tuple[int, int, StrategyOutput]]:
-    """The strategy's output at the selected positions: one lens pass, then lens and strategy over chunks.
-
-    Args:
-        input_ids: ``[batch, seq]`` on the model's device; ``attention_mask`` the same shape (or ``None``).
-        select: ``[batch, seq]`` bool, the positions to decide at.
-        max_chunk_bytes: memory budget of one chunk (positions x layers x vocab x 4 bytes x 3).
-
-    Yields:
-        ``(start, stop, output)``: rows ``start:stop`` of the selected positions in row-major order, and the
-        strategy's :class:`~lenssample.strategies.base.StrategyOutput` for them (``logits [stop - start, vocab]``).
-    """
-    lens = as_lens(model, lens).with_final_norm(strategy.apply_final_norm)
-    layers = strategy.check_model(lens.num_layers)
-    passed = lens_pass(model, input_ids, layers, attention_mask=attention_mask, select=select)
-    for chunk in passed.chunks(lens, max_chunk_bytes=max_chunk_bytes):
-        decision = strategy(chunk.logits, layers)
-        check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
-        yield chunk.start, chunk.stop, decision
 
 
 def _prepare(model: nn.Module, input_ids: Any, attention_mask: Any, min_length: int) -> tuple:
     vocab = as_lens(model, None).vocab_size
     ids = check_token_ids(input_ids, vocab, min_length=min_length).to(next(model.parameters()).device)
     return ids, check_attention_mask(attention_mask, ids)
+
+
+def _target_scores(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    target_ids: torch.Tensor,
+    select: torch.Tensor,
+    strategy: Strategy,
+    *,
+    lens: Lens | None,
+    attention_mask: torch.Tensor | None,
+    post_softmax: bool,
+    max_chunk_bytes: int,
+    full: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
+    """``(scores, greedy, info)`` of the targets at the selected positions, in their row-major order: one lens
+    pass, then lens and strategy over chunks. ``scores [n_selected]`` float32, ``greedy [n_selected]`` whether the
+    target is the strategy's top token, ``info`` the strategy's decisions (flattened chunks); ``full``, when given,
+    receives the scored distributions ``[n_selected, vocab]``. Tensors ``[batch, seq]`` on the model's device."""
+    targets = target_ids[select]
+    picked = torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device)
+    top = torch.empty(targets.numel(), dtype=torch.bool, device=input_ids.device)
+    info: dict[str, list[torch.Tensor]] = {}
+    lens = as_lens(model, lens).with_final_norm(strategy.apply_final_norm)
+    layers = strategy.check_model(lens.num_layers)
+    passed = lens_pass(model, input_ids, layers, attention_mask=attention_mask, select=select)
+    for chunk in passed.chunks(lens, max_chunk_bytes=max_chunk_bytes):
+        decision = strategy(chunk.logits, layers)
+        check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
+        for key, value in decision.info.items():
+            info.setdefault(key, []).append(value.reshape(-1))
+        rows = slice(chunk.start, chunk.stop)
+        logits = decision.logits.float()
+        logits = torch.log_softmax(logits, dim=-1) if post_softmax else logits
+        picked[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1)
+        top[rows] = picked[rows] >= logits.max(dim=-1).values
+        if full is not None:
+            full[rows] = logits.to(full.device)
+    return picked, top, info
 
 
 @dataclass
@@ -96,42 +104,27 @@ def score(
     return_log_probs: bool = False,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> ScoreOutput:
-    """Score every next token of ``input_ids`` under ``strategy``.
+    """Score every next token of ``input_ids`` under ``strategy``; a warning says how many targets it excluded.
 
     Args:
-        model: a supported causal LM.
-        input_ids: ``[batch, seq]`` (or ``[seq]``), seq >= 2; right or left padding allowed with ``attention_mask``.
+        input_ids: ``[batch, seq]`` (or ``[seq]``), seq >= 2; right or left padding allowed with ``attention_mask``
+            (``[batch, seq]`` of 0/1).
         strategy: a strategy or a spec (``"dola:layers=high"``); default ``FinalLayer`` (the model's own log-probs).
         lens: default the logit lens.
-        attention_mask: ``[batch, seq]`` of 0/1.
         return_log_probs: also return the full ``[batch, seq - 1, vocab]`` log-probs.
         max_chunk_bytes: memory budget for one chunk of lens logits (positions x layers x vocab x 4 bytes x 3).
-
-    Returns:
-        :class:`ScoreOutput`. A warning says how many targets the strategy excluded (``-inf``), if any.
     """
     strategy = as_strategy(strategy)
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=2)
     batch, seq = input_ids.shape
     select = torch.ones_like(input_ids, dtype=torch.bool)
     select[:, -1] = False  # the last position has no target
-    targets = input_ids[:, 1:].reshape(-1)
-    token_lp = torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device)
-    full = torch.empty(targets.numel(), as_lens(model, lens).vocab_size) if return_log_probs else None
-    info: dict[str, list[torch.Tensor]] = {}
-    for start, stop, decision in strategy_decisions(
-        model, input_ids, strategy, lens=lens, attention_mask=attention_mask, select=select,
-        max_chunk_bytes=max_chunk_bytes,
-    ):  # fmt: skip
-        log_probs = torch.log_softmax(decision.logits.float(), dim=-1)
-        token_lp[start:stop] = log_probs.gather(-1, targets[start:stop, None]).squeeze(-1)
-        if full is not None:
-            full[start:stop] = log_probs.to(full.device)
-        for key, value in decision.info.items():
-            info.setdefault(key, []).append(value.reshape(-1))
-    target_mask = (
-        attention_mask[:, 1:].bool() if attention_mask is not None else torch.ones_like(select[:, 1:])
-    )
+    full = torch.empty(batch * (seq - 1), as_lens(model, lens).vocab_size) if return_log_probs else None
+    token_lp, _, info = _target_scores(
+        model, input_ids, input_ids.roll(-1, dims=1), select, strategy, lens=lens, attention_mask=attention_mask,
+        post_softmax=True, max_chunk_bytes=max_chunk_bytes, full=full,
+    )  # fmt: skip
+    target_mask = torch.ones_like(select[:, 1:]) if attention_mask is None else attention_mask[:, 1:].bool()
     token_lp = token_lp.reshape(batch, seq - 1).masked_fill(~target_mask, 0.0)
     excluded = torch.isneginf(token_lp)
     if bool(excluded.any()):
@@ -141,13 +134,9 @@ def score(
             "excluded_logit (e.g. -1000) for finite scores",
             stacklevel=2,
         )
-    return ScoreOutput(
-        token_log_probs=token_lp,
-        target_mask=target_mask,
-        excluded=excluded,
-        log_probs=full.reshape(batch, seq - 1, -1) if full is not None else None,
-        info={key: torch.cat(values).reshape(batch, seq - 1) for key, values in info.items()},
-    )
+    full = full.reshape(batch, seq - 1, -1) if full is not None else None
+    decisions = {key: torch.cat(values).reshape(batch, seq - 1) for key, values in info.items()}
+    return ScoreOutput(token_lp, target_mask, excluded, full, decisions)
 
 
 @dataclass
@@ -187,36 +176,21 @@ def target_scores(
     """Score ``target_ids[b, t]`` given ``input_ids[b, : t + 1]`` at the positions where ``select`` is True.
 
     Args:
-        model: a supported causal LM.
-        input_ids: ``[batch, seq]`` model inputs, right-padded (``attention_mask`` 0 on the padding).
+        input_ids: ``[batch, seq]`` model inputs, right-padded (``attention_mask [batch, seq]`` 0 on the padding).
         target_ids: ``[batch, seq]`` the token expected after each input position.
         select: ``[batch, seq]`` bool, positions to score (never on padding).
-        strategy: any registered :class:`~lenssample.strategies.base.Strategy`.
         lens: the lens the strategy reads through (default the logit lens).
-        attention_mask: ``[batch, seq]``.
         post_softmax: score with ``log_softmax`` of the strategy's logits (a log-probability). ``False`` scores
             with the raw logits, as DoLa's ``lm_score(post_softmax=False)`` does for its contrast scores.
         excluded_value: replace ``-inf`` scores by this value (DoLa's convention is ``-1000``); ``None`` keeps
             ``-inf`` and the caller must handle it (see ``excluded``).
-        max_chunk_bytes: memory budget for one chunk of lens logits.
     """
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=1)
     target_ids, select = target_ids.to(input_ids.device), select.to(input_ids.device).bool()
-    targets = target_ids[select]
-    picked = torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device)
-    top = torch.empty(targets.numel(), dtype=torch.bool, device=input_ids.device)
-    info: dict[str, list[torch.Tensor]] = {}
-    for start, stop, decision in strategy_decisions(
-        model, input_ids, strategy, lens=lens, attention_mask=attention_mask, select=select,
-        max_chunk_bytes=max_chunk_bytes,
-    ):  # fmt: skip
-        logits = decision.logits.float()
-        if post_softmax:
-            logits = torch.log_softmax(logits, dim=-1)
-        picked[start:stop] = logits.gather(-1, targets[start:stop, None]).squeeze(-1)
-        top[start:stop] = picked[start:stop] >= logits.max(dim=-1).values
-        for key, value in decision.info.items():
-            info.setdefault(key, []).append(value.reshape(-1).float())
+    picked, top, info = _target_scores(
+        model, input_ids, target_ids, select, strategy, lens=lens, attention_mask=attention_mask,
+        post_softmax=post_softmax, max_chunk_bytes=max_chunk_bytes,
+    )  # fmt: skip
     excluded_rows = torch.isneginf(picked)
     if excluded_value is not None:
         picked = picked.masked_fill(excluded_rows, float(excluded_value))
@@ -226,9 +200,5 @@ def target_scores(
         out[select] = values
         return out.cpu()
 
-    return TargetScores(
-        values=spread(picked, 0.0),
-        excluded=spread(excluded_rows, False),
-        greedy=spread(top, False),
-        info={key: torch.cat(parts).cpu() for key, parts in info.items()},
-    )
+    floats = {key: torch.cat(parts).float().cpu() for key, parts in info.items()}
+    return TargetScores(spread(picked, 0.0), spread(excluded_rows, False), spread(top, False), floats)

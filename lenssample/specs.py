@@ -19,10 +19,11 @@ inverse: ``registry.build(obj.to_spec()) == obj``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from lenssample.validation import did_you_mean
@@ -34,19 +35,12 @@ _NAME = re.compile(r"\s*([A-Za-z][A-Za-z0-9_.-]*)\s*(:|$)")
 def parse_value(text: str) -> Any:
     """One value: JSON (numbers, true/false, null, lists, quoted strings), a comma list, or a bare string."""
     text = text.strip()
-    try:
+    with contextlib.suppress(json.JSONDecodeError):
         return json.loads(text)
-    except json.JSONDecodeError:
-        pass
     parts = _split_top(text, ",")
     if len(parts) > 1:
         return [parse_value(part) for part in parts if part.strip()]
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    return text
+    return {"true": True, "false": False, "none": None, "null": None}.get(text.lower(), text)
 
 
 def _split_top(text: str, separators: str) -> list[str]:
@@ -56,8 +50,7 @@ def _split_top(text: str, separators: str) -> list[str]:
         if char == '"':
             quoted = not quoted
         elif not quoted:
-            depth += char in "[{("
-            depth -= char in "]})"
+            depth += (char in "[{(") - (char in "]})")
         if char in separators and depth == 0 and not quoted:
             parts.append(current)
             current = ""
@@ -68,11 +61,8 @@ def _split_top(text: str, separators: str) -> list[str]:
 
 
 def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
-    """``"dola:layers=high,alpha=0.2"`` -> ``("dola", {"layers": "high", "alpha": 0.2})``.
-
-    Raises:
-        ValueError: an empty name, or a part that is neither ``key=value`` nor the continuation of a list.
-    """
+    """``"dola:layers=high,alpha=0.2"`` -> ``("dola", {"layers": "high", "alpha": 0.2})``; ``ValueError`` for an
+    empty name, or a part that is neither ``key=value`` nor the continuation of a list."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"spec {text!r} is empty; write a name such as 'final' or 'dola:layers=high'")
     name, _, rest = text.strip().partition(":")
@@ -90,9 +80,7 @@ def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
         elif key is not None and part.strip():
             raw[key].append(part)  # a comma list: continues the previous value
         elif part.strip():
-            raise ValueError(
-                f"spec {text!r}: {part.strip()!r} is not key=value; write e.g. 'dola:layers=high'"
-            )
+            raise ValueError(f"spec {text!r}: {part.strip()!r} is not key=value, as in 'dola:layers=high'")
     params = {k: parse_value(v[0]) if len(v) == 1 else [parse_value(p) for p in v] for k, v in raw.items()}
     return name.strip(), params
 
@@ -130,10 +118,9 @@ def split_specs(text: str, names: Sequence[str]) -> list[str]:
     specs: list[str] = []
     for part in _split_top(text, ","):
         match = _NAME.match(part)
-        starts = (
-            match is not None and not _KEY.match(part) and (match.group(2) == ":" or match.group(1) in names)
-        )
-        if starts or not specs:
+        if not specs or (
+            match and not _KEY.match(part) and (match.group(2) == ":" or match.group(1) in names)
+        ):
             specs.append(part.strip())
         else:
             specs[-1] += "," + part
@@ -165,48 +152,29 @@ def to_json(value: Any) -> Any:
     return value
 
 
-class Registry(Mapping):
-    """Classes of one family by name (a mapping), and :meth:`build` from a spec, a mapping or an object.
-
-    Args:
-        kind: what the family is called in messages (``"strategy"``, ``"schedule"``).
-    """
+class Registry(dict[str, type["Spec"]]):
+    """Classes of one family by name (a dict), and :meth:`build` from a spec, a mapping or an object; ``kind`` is
+    what the family is called in messages (``"strategy"``, ``"schedule"``)."""
 
     def __init__(self, kind: str) -> None:
+        super().__init__()
         self.kind = kind
-        self._classes: dict[str, type[Spec]] = {}
-
-    def __getitem__(self, name: str) -> type[Spec]:
-        return self._classes[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._classes)
-
-    def __len__(self) -> int:
-        return len(self._classes)
 
     def register(self, cls: type[Spec]) -> type[Spec]:
         """Class decorator: make ``cls`` buildable by its ``name``."""
-        name = cls.name
-        if not name or (name in self._classes and self._classes[name] is not cls):
-            raise ValueError(f"{self.kind} name {name!r} is empty or already registered")
-        self._classes[name] = cls
+        if not cls.name or self.get(cls.name, cls) is not cls:
+            raise ValueError(f"{self.kind} name {cls.name!r} is empty or already registered")
+        self[cls.name] = cls
         return cls
-
-    def __setitem__(self, name: str, cls: type[Spec]) -> None:
-        self._classes[name] = cls
-
-    def __delitem__(self, name: str) -> None:
-        del self._classes[name]
 
     def lookup(self, name: Any) -> type[Spec]:
         """The class called ``name``; an unknown name raises with the closest known one."""
-        if not isinstance(name, str) or name not in self._classes:
+        if not isinstance(name, str) or name not in self:
             raise ValueError(
-                f"{self.kind}={name!r} is not known.{did_you_mean(name, self._classes)} "
-                f"Known {self.kind} names: {', '.join(sorted(self._classes))}"
+                f"{self.kind}={name!r} is not known.{did_you_mean(name, self)} "
+                f"Known {self.kind} names: {', '.join(sorted(self))}"
             )
-        return self._classes[name]
+        return self[name]
 
     def build(self, spec: Any) -> Spec:
         """An object from a spec string, a ``{"name": ...}`` mapping, or an object of this family (returned as is)."""
@@ -222,23 +190,18 @@ class Registry(Mapping):
         else:
             raise TypeError(
                 f"{self.kind} must be a lenssample {self.kind} object or a spec such as "
-                f"'{next(iter(self._classes), 'name')}:key=value', got {type(spec).__name__}"
+                f"'{next(iter(self), 'name')}:key=value', got {type(spec).__name__}"
             )
         return self.lookup(name).from_params(**params)
 
 
 class Spec:
-    """Base of every configurable object: a frozen, keyword-only dataclass with a registered ``name``.
-
-    Class attributes:
-        name: the registry name.
-        registry: the family's :class:`Registry`.
-        nested: fields holding an object of another family, by field name (their parameters are flattened into the
-            spec string: ``early-exit:measure=margin,threshold=0.3``).
-    """
+    """Base of every configurable object: a frozen, keyword-only dataclass with a registered ``name``."""
 
     name: ClassVar[str] = ""
-    registry: ClassVar[Registry]
+    registry: ClassVar[Registry]  # the family's registry
+    # Fields holding an object of another family, by field name (their parameters are flattened into the spec
+    # string: ``early-exit:measure=margin,threshold=0.3``).
     nested: ClassVar[Mapping[str, Registry]] = {}
     example: ClassVar[str] = ""  # a spec shown when a required parameter is missing
 
@@ -285,13 +248,9 @@ class Spec:
     def to_spec(self) -> str:
         """The spec string: the name and every parameter that differs from its default (nested ones flattened)."""
         params: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if isinstance(value, Spec) and f.name in self.nested:
-                params[f.name] = value.name
-                params.update({k: v for k, v in _changed(value).items()})
-            elif _is_required(f) or to_json(value) != to_json(_default(f)):
-                params[f.name] = to_json(value)
+        for key, value in _changed(self).items():
+            nested = getattr(self, key)
+            params.update({key: nested.name, **_changed(nested)} if key in self.nested else {key: value})
         return format_spec(self.name, params)
 
     def __str__(self) -> str:
@@ -313,9 +272,10 @@ def _field_names(cls: Any) -> list[str]:
 
 
 def _changed(obj: Spec) -> dict[str, Any]:
-    """The parameters of ``obj`` that differ from its class defaults (all required ones included)."""
+    """The parameters of ``obj`` (JSON form) that differ from its class defaults, required ones and nested objects
+    always included."""
     return {
         f.name: to_json(getattr(obj, f.name))
         for f in dataclasses.fields(obj)  # type: ignore[arg-type]
-        if _is_required(f) or to_json(getattr(obj, f.name)) != to_json(_default(f))
+        if _is_required(f) or f.name in obj.nested or to_json(getattr(obj, f.name)) != to_json(_default(f))
     }

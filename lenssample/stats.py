@@ -53,15 +53,8 @@ def js_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 
 def token_rank(log_p: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-    """How many tokens are strictly likelier than ``token_ids`` (0 = the top token; ties count in its favour).
-
-    Args:
-        log_p: ``[..., vocab]``.
-        token_ids: ``[...]`` (broadcastable to ``log_p.shape[:-1]``).
-
-    Returns:
-        ``[...]`` long.
-    """
+    """How many tokens are strictly likelier than ``token_ids`` (0 = the top token; ties count in its favour):
+    ``[...]`` long, from ``log_p: [..., vocab]`` and ``token_ids`` broadcastable to ``log_p.shape[:-1]``."""
     token_ids = token_ids.expand(log_p.shape[:-1])
     chosen = log_p.gather(-1, token_ids[..., None])
     return (log_p > chosen).sum(-1)

@@ -24,33 +24,27 @@ def did_you_mean(word: Any, options: Iterable[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _label(field: str, owner: str | None) -> str:
-    return f"{owner}: {field}" if owner else field
+def is_int(value: Any) -> bool:
+    """An ``int`` that is not a ``bool``."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
-    left = "(" if low_open else "["
-    right = ")" if high_open else "]"
-    return f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+def _fail(field: str, owner: str, value: Any, problem: str, fix: str = "") -> ValueError:
+    """``owner: field=value <problem>. <fix>``, the one message style of this module."""
+    return ValueError(f"{f'{owner}: ' if owner else ''}{field}={value!r} {problem}. {fix}".rstrip())
 
 
 def check_int(
-    value: Any,
-    *,
-    field: str,
-    owner: str | None = None,
-    low: int | None = None,
-    high: int | None = None,
-    fix: str = "",
+    value: Any, *, field: str, owner: str = "", low: int | None = None, high: int | None = None, fix: str = ""
 ) -> int:
     """An integer in ``[low, high]`` (``bool`` is refused: ``True`` is not a count)."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         rule = f"an integer >= {low}" if low is not None and high is None else "an integer"
-        raise ValueError(f"{_label(field, owner)}={value!r} must be {rule}. {fix}".rstrip())
+        raise _fail(field, owner, value, f"must be {rule}", fix)
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
         rule = f">= {low}" if high is None else f"in {low}..{high}" if low is not None else f"<= {high}"
-        raise ValueError(f"{_label(field, owner)}={value!r} must be an integer {rule}. {fix}".rstrip())
+        raise _fail(field, owner, value, f"must be an integer {rule}", fix)
     return value
 
 
@@ -58,7 +52,7 @@ def check_number(
     value: Any,
     *,
     field: str,
-    owner: str | None = None,
+    owner: str = "",
     low: float | None = None,
     high: float | None = None,
     low_open: bool = False,
@@ -71,32 +65,34 @@ def check_number(
     a request.
     """
     if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(float(value)):
-        raise ValueError(f"{_label(field, owner)}={value!r} must be a number. {fix}".rstrip())
+        raise _fail(field, owner, value, "must be a number", fix)
     value = float(value)
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high or math.isinf(value):
-        interval = _interval(low, high, low_open, high_open)
-        raise ValueError(f"{_label(field, owner)}={value!r} is outside {interval}. {fix}".rstrip())
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise _fail(field, owner, value, f"is outside {interval}", fix)
     return value
 
 
-def check_bool(value: Any, *, field: str, owner: str | None = None) -> bool:
+def check_bool(value: Any, *, field: str, owner: str = "") -> bool:
     """``True`` or ``False`` (no truthiness: ``"false"`` is not ``True``)."""
     if not isinstance(value, bool):
-        raise ValueError(f"{_label(field, owner)}={value!r} must be true or false")
+        raise _fail(field, owner, value, "must be true or false")
     return value
 
 
-def check_choice(value: Any, choices: Iterable[str], *, field: str, owner: str | None = None) -> str:
+def check_choice(value: Any, choices: Iterable[str], *, field: str, owner: str = "") -> str:
     """One of ``choices``; otherwise an error listing them, with the closest as a suggestion."""
     choices = list(choices)
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(
-            f"{_label(field, owner)}={value!r} is not one of {', '.join(map(repr, choices))}."
-            f"{did_you_mean(value, choices)}"
-        )
+        hint = did_you_mean(value, choices).strip()
+        raise _fail(field, owner, value, f"is not one of {', '.join(map(repr, choices))}", hint)
     return value
+
+
+_TOKEN_DTYPES = (torch.long, torch.int32, torch.int16)
 
 
 def check_token_ids(
@@ -104,15 +100,10 @@ def check_token_ids(
 ) -> torch.Tensor:
     """``[batch, seq]`` integer token ids inside the vocabulary (a ``[seq]`` tensor gains a batch dimension).
 
-    Raises:
-        TypeError: not an integer tensor.
-        ValueError: wrong shape, fewer than ``min_length`` positions, or an id outside ``0..vocab_size - 1``.
+    ``TypeError`` for a tensor that is not of integers; ``ValueError`` for a wrong shape, fewer than ``min_length``
+    positions, or an id outside ``0..vocab_size - 1``.
     """
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (
-        torch.long,
-        torch.int32,
-        torch.int16,
-    ):
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in _TOKEN_DTYPES:
         raise TypeError(
             f"{name} must be a LongTensor of token ids (got {type(input_ids).__name__}"
             f"{' of ' + str(input_ids.dtype) if isinstance(input_ids, torch.Tensor) else ''}); tokenize text with "
@@ -136,11 +127,8 @@ def check_attention_mask(
     attention_mask: Any, input_ids: torch.Tensor, *, padding: str = "any"
 ) -> torch.Tensor | None:
     """A ``[batch, seq]`` mask of 0/1 of ``input_ids``' shape with a token in every row (``None`` passes through).
-
-    Args:
-        padding: ``"left"`` also requires every row's zeros to come before its ones (what decoding needs);
-            ``"any"`` allows left and right padding (scoring).
-    """
+    ``padding="left"`` also requires every row's zeros to come before its ones (what decoding needs); ``"any"``
+    allows left and right padding (scoring)."""
     if attention_mask is None:
         return None
     if not isinstance(attention_mask, torch.Tensor):
@@ -151,14 +139,10 @@ def check_attention_mask(
             f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}; "
             "pass a [batch, seq] mask of 1 (token) / 0 (padding)"
         )
-    if mask.dtype.is_floating_point or mask.dtype.is_complex:
-        if not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError(
-                "attention_mask holds values other than 0 and 1; pass 1 for tokens, 0 for padding"
-            )
-        mask = mask.long()
-    elif not bool(((mask == 0) | (mask == 1)).all()):
+    if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError("attention_mask holds values other than 0 and 1; pass 1 for tokens, 0 for padding")
+    if mask.dtype.is_floating_point or mask.dtype.is_complex:
+        mask = mask.long()
     if bool((mask.sum(-1) == 0).any()):
         raise ValueError("attention_mask has a row of zeros (an empty prompt); give every row a token")
     if padding == "left" and bool((mask[:, 1:] < mask[:, :-1]).any()):
@@ -170,20 +154,11 @@ def check_attention_mask(
 
 
 def check_next_token_logits(logits: torch.Tensor, *, source: str) -> torch.Tensor:
-    """``logits: [rows, vocab]`` must be a proper distribution per row: no NaN, no ``+inf``, not all ``-inf``.
-
-    Args:
-        source: who produced them, for the message (e.g. the strategy's spec).
-    """
-    finite_somewhere = torch.isfinite(logits).any(dim=-1)
-    if (
-        bool(torch.isnan(logits).any())
-        or bool(torch.isposinf(logits).any())
-        or not bool(finite_somewhere.all())
-    ):
-        row = int(
-            (~finite_somewhere | torch.isnan(logits).any(-1) | torch.isposinf(logits).any(-1)).nonzero()[0]
-        )
+    """``logits: [rows, vocab]`` must be a proper distribution per row: no NaN, no ``+inf``, not all ``-inf``
+    (``source``: who produced them, for the message, e.g. the strategy's spec)."""
+    bad = ~torch.isfinite(logits).any(-1) | torch.isnan(logits).any(-1) | torch.isposinf(logits).any(-1)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
         raise ValueError(
             f"{source} produced next-token logits with a NaN, +inf or an all -inf row (row {row}); the inputs or "
             "the settings give no valid distribution. Check the model's outputs and the strategy's parameters, "
@@ -198,15 +173,13 @@ def check_output_file(
     """A file path that can be written: a known extension (when ``suffixes``), not a folder, in an existing
     writable folder. Checked before any work, so that no result is lost at the end."""
     out = Path(path).expanduser()
-    suffixes = tuple(suffixes or ())
+    suffixes, name = tuple(suffixes or ()), f"{field} {str(out)!r}"
     if suffixes and out.suffix.lower() not in suffixes:
-        raise ValueError(
-            f"{field} {str(out)!r} has extension {out.suffix or '(none)'!r}; use one of {', '.join(suffixes)}"
-        )
+        raise ValueError(f"{name} has extension {out.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
     if out.is_dir():
-        raise ValueError(f"{field} {str(out)!r} is a folder; pass a file name inside it")
+        raise ValueError(f"{name} is a folder; pass a file name inside it")
     if not out.parent.is_dir():
-        raise ValueError(f"{field} {str(out)!r}: folder {str(out.parent)!r} does not exist; create it first")
+        raise ValueError(f"{name}: folder {str(out.parent)!r} does not exist; create it first")
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise ValueError(f"{field} {str(out)!r} is not writable; choose another location")
+        raise ValueError(f"{name} is not writable; choose another location")
     return out

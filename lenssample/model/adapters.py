@@ -13,26 +13,24 @@ Register a new architecture with :func:`register_adapter`::
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from torch import nn
+
+from lenssample.validation import did_you_mean
 
 LogitsTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _resolve(root: nn.Module, path: str | None) -> nn.Module | None:
     """Follow a dotted attribute path (``"model.decoder"``); ``None`` or ``""`` gives ``None``/``root``."""
-    if path is None:
-        return None
-    module = root
-    for part in filter(None, path.split(".")):
-        module = getattr(module, part, None)
-        if module is None:
-            return None
+    module = None if path is None else root
+    for part in filter(None, (path or "").split(".")):
+        module = getattr(module, part, None)  # stays None once a part is missing
     return module
 
 
@@ -71,34 +69,33 @@ class Adapter:
 
 def _softcap(config: object) -> LogitsTransform | None:
     cap = getattr(config, "final_logit_softcapping", None)
-    if not cap:
-        return None
-    cap = float(cap)
-    return lambda logits: torch.tanh(logits / cap) * cap
+    return (lambda logits, cap=float(cap): torch.tanh(logits / cap) * cap) if cap else None
 
 
-def _logit_scale(config: object) -> LogitsTransform | None:
-    scale = getattr(config, "logit_scale", None)
+def _scaled(config: object, name: str, divide: bool = False) -> LogitsTransform | None:
+    """Multiply (Cohere's ``logit_scale``) or divide (Granite's ``logits_scaling``) the logits by a config value."""
+    scale = getattr(config, name, None)
     if scale is None or scale == 1.0:
         return None
-    scale = float(scale)
-    return lambda logits: logits * scale
+    return (lambda x, s=float(scale): x / s) if divide else (lambda x, s=float(scale): x * s)
 
 
-# Most decoder blocks normalise with `input_layernorm` and then call `self_attn` (read from transformers'
-# modeling_*.py files of each architecture).
-_PRE_NORM_ATTENTION = {"attention": "self_attn", "attention_norm": "input_layernorm"}
-_LLAMA_LIKE = Adapter(
-    base="model", blocks="layers", final_norm="norm", unembed="lm_head", **_PRE_NORM_ATTENTION
-)
-_GEMMA_LIKE = Adapter(
-    base="model",
-    blocks="layers",
-    final_norm="norm",
-    unembed="lm_head",
-    logits_transform=_softcap,
-    **_PRE_NORM_ATTENTION,
-)
+def _opt_norm(block: nn.Module) -> nn.Module | None:
+    # OPT-350m (do_layer_norm_before=False) normalises after attention; the other sizes before.
+    return block.self_attn_layer_norm if block.do_layer_norm_before else None
+
+
+_COLUMNS = ("base", "blocks", "final_norm", "unembed", "attention", "attention_norm")
+
+
+def _row(*paths: object, **more: object) -> Adapter:
+    """An adapter from its paths in the order of ``_COLUMNS`` (read from transformers' modeling_*.py files)."""
+    return Adapter(**dict(zip(_COLUMNS, paths)), **more)  # type: ignore[arg-type]
+
+
+# Most decoder blocks normalise with `input_layernorm` and then call `self_attn`.
+_LLAMA_LIKE = _row("model", "layers", "norm", "lm_head", "self_attn", "input_layernorm")
+_GEMMA_LIKE = replace(_LLAMA_LIKE, logits_transform=_softcap)
 
 ADAPTERS: dict[str, Adapter] = {
     "llama": _LLAMA_LIKE,
@@ -107,56 +104,22 @@ ADAPTERS: dict[str, Adapter] = {
     "qwen3": _LLAMA_LIKE,
     "phi3": _LLAMA_LIKE,
     # OLMo-2 normalises the attention *output* (post_attention_layernorm); its attention reads the raw stream.
-    "olmo2": Adapter(
-        base="model", blocks="layers", final_norm="norm", unembed="lm_head", attention="self_attn"
-    ),
-    "granite": Adapter(
-        base="model",
-        blocks="layers",
-        final_norm="norm",
-        unembed="lm_head",
-        # Granite divides its logits by `logits_scaling`.
-        logits_transform=lambda c: (
-            (lambda x, s=float(c.logits_scaling): x / s) if getattr(c, "logits_scaling", 1.0) != 1.0 else None
-        ),
-        **_PRE_NORM_ATTENTION,
-    ),
-    "cohere": Adapter(
-        base="model",
-        blocks="layers",
-        final_norm="norm",
-        unembed="lm_head",
-        logits_transform=_logit_scale,
-        **_PRE_NORM_ATTENTION,
-    ),
+    "olmo2": replace(_LLAMA_LIKE, attention_norm=None),
+    "granite": replace(_LLAMA_LIKE, logits_transform=partial(_scaled, name="logits_scaling", divide=True)),
+    "cohere": replace(_LLAMA_LIKE, logits_transform=partial(_scaled, name="logit_scale")),
     "gemma": _GEMMA_LIKE,
     "gemma2": _GEMMA_LIKE,
     "gemma3_text": _GEMMA_LIKE,
-    "gpt2": Adapter(
-        base="transformer",
-        blocks="h",
-        final_norm="ln_f",
-        unembed="lm_head",
-        attention="attn",
-        attention_norm="ln_1",
-    ),
-    "gpt_neox": Adapter(
-        base="gpt_neox",
-        blocks="layers",
-        final_norm="final_layer_norm",
-        unembed="embed_out",
-        attention="attention",
-        attention_norm="input_layernorm",
-    ),
-    "opt": Adapter(
-        base="model.decoder",
-        blocks="layers",
-        final_norm="final_layer_norm",
-        unembed="lm_head",
+    "gpt2": _row("transformer", "h", "ln_f", "lm_head", "attn", "ln_1"),
+    "gpt_neox": _row("gpt_neox", "layers", "final_layer_norm", "embed_out", "attention", "input_layernorm"),
+    "opt": _row(
+        "model.decoder",
+        "layers",
+        "final_layer_norm",
+        "lm_head",
+        "self_attn",
+        _opt_norm,
         pre_unembed="project_out",
-        attention="self_attn",
-        # OPT-350m (do_layer_norm_before=False) normalises after attention; the other sizes before.
-        attention_norm=lambda block: block.self_attn_layer_norm if block.do_layer_norm_before else None,
     ),
 }
 
@@ -166,9 +129,7 @@ def register_adapter(model_type: str, adapter: Adapter, *, overwrite: bool = Fal
     if not isinstance(adapter, Adapter):
         raise TypeError(f"adapter must be an lenssample.model.adapters.Adapter, got {type(adapter).__name__}")
     if model_type in ADAPTERS and not overwrite:
-        raise ValueError(
-            f"model_type={model_type!r} already has an adapter; pass overwrite=True to replace it"
-        )
+        raise ValueError(f"model_type={model_type!r} already has an adapter; pass overwrite=True to replace")
     ADAPTERS[model_type] = adapter
 
 
@@ -177,32 +138,22 @@ def adapter_for(config: object) -> Adapter:
     model_type = getattr(config, "model_type", None)
     if model_type in ADAPTERS:
         return ADAPTERS[model_type]
-    close = difflib.get_close_matches(str(model_type), ADAPTERS, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(
-        f"model_type={model_type!r} is not supported by lenssample.{hint} Supported: "
+        f"model_type={model_type!r} is not supported by lenssample.{did_you_mean(model_type, ADAPTERS)} Supported: "
         f"{', '.join(sorted(ADAPTERS))}. To add it, register where its pieces live, e.g. "
-        "lenssample.model.adapters.register_adapter('"
-        + str(model_type)
-        + "', lenssample.model.adapters.Adapter("
+        f"lenssample.model.adapters.register_adapter('{model_type}', lenssample.model.adapters.Adapter("
         "base='model', blocks='layers', final_norm='norm', unembed='lm_head'))"
     )
 
 
 @dataclass(frozen=True)
 class ModelParts:
-    """The resolved modules of one model, as the lens and the decoding loop use them.
+    """The modules an :class:`Adapter`'s paths name, resolved on one model (``model`` is the ``*ForCausalLM``,
+    ``len(blocks)`` the number of layers ``L``, ``unembed`` maps ``[d_model] -> [vocab]``, ``logits_transform``
+    is built from the config), as the lens and the decoding loop use them.
 
-    Attributes:
-        model: the ``*ForCausalLM``.
-        base: the base model (embeddings, blocks, final norm).
-        blocks: the list of transformer blocks; ``len(blocks)`` is the number of layers ``L``.
-        final_norm: the final norm, or ``None``.
-        pre_unembed: a projection between final norm and unembedding, or ``None``.
-        unembed: the output projection, ``[d_model] -> [vocab]``.
-        logits_transform: post-processing of logits, or ``None``.
-        cache_kwarg: the name under which the base model takes its KV cache (``"cache"`` in recent
-            transformers 5 releases, ``"past_key_values"`` before).
+    ``cache_kwarg`` is the name under which the base model takes its KV cache (``"cache"`` in recent transformers 5
+    releases, ``"past_key_values"`` before).
     """
 
     model: nn.Module
@@ -243,18 +194,10 @@ def model_parts(model: nn.Module) -> ModelParts:
             f"{adapter.base}.{adapter.blocks} and the unembedding at {adapter.unembed}. Load the model with "
             "AutoModelForCausalLM, or register a matching adapter with lenssample.model.adapters.register_adapter"
         )
-    params = inspect.signature(base.forward).parameters
-    cache_kwarg = "cache" if "cache" in params else "past_key_values"
-    parts = ModelParts(
-        model=model,
-        base=base,
-        blocks=blocks,
-        final_norm=_resolve(base, adapter.final_norm),
-        pre_unembed=_resolve(base, adapter.pre_unembed),
-        unembed=unembed,
-        logits_transform=adapter.logits_transform(model.config) if adapter.logits_transform else None,
-        cache_kwarg=cache_kwarg,
-    )
+    cache_kwarg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    transform = adapter.logits_transform(model.config) if adapter.logits_transform else None
+    final_norm, pre_unembed = _resolve(base, adapter.final_norm), _resolve(base, adapter.pre_unembed)
+    parts = ModelParts(model, base, blocks, final_norm, pre_unembed, unembed, transform, cache_kwarg)
     object.__setattr__(model, "_lenssample_parts", parts)
     return parts
 
@@ -268,11 +211,8 @@ class BlockAttention:
 
 
 def block_attentions(parts: ModelParts) -> list[BlockAttention]:
-    """Per block, its self-attention module and pre-attention norm, from the adapter's ``attention`` fields.
-
-    Raises:
-        ValueError: when the adapter names no attention module, or its paths do not fit the model.
-    """
+    """Per block, its self-attention module and pre-attention norm, from the adapter's ``attention`` fields
+    (``ValueError`` when the adapter names no attention module, or its paths do not fit the model)."""
     adapter = adapter_for(parts.model.config)
     model_type = parts.model.config.model_type
     if adapter.attention is None:
@@ -280,10 +220,9 @@ def block_attentions(parts: ModelParts) -> list[BlockAttention]:
             f"model_type={model_type!r}: its adapter names no attention module (Adapter(attention=..., "
             "attention_norm=...))"
         )
-    found = []
+    found, norm_path = [], adapter.attention_norm
     for index, block in enumerate(parts.blocks):
         attention = _resolve(block, adapter.attention)
-        norm_path = adapter.attention_norm
         norm = norm_path(block) if callable(norm_path) else _resolve(block, norm_path)
         if attention is None or (isinstance(norm_path, str) and norm is None):
             raise ValueError(

@@ -12,8 +12,10 @@ Block outputs are read with forward hooks on the model's own modules: the model'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -25,35 +27,41 @@ from lenssample.model.surgery import truncated_blocks
 
 @dataclass
 class LayerOutputs:
-    """What one forward pass returns.
-
-    Attributes:
-        hidden: ``[batch, positions, n_layers, d_model]`` residual stream of the requested layers (pre-norm), at the
-            kept positions (the last ``keep`` positions of the input, or all of them).
-        layers: the layer numbers along dimension 2 of ``hidden``.
-        cache: the model's KV cache after this pass (``None`` when not caching).
-    """
+    """What one forward pass returns: ``hidden [batch, positions, n_layers, d_model]``, the residual stream
+    (pre-norm) of ``layers`` (along dimension 2) at the kept positions, and the model's KV ``cache`` after this
+    pass (``None`` when not caching)."""
 
     hidden: torch.Tensor
     layers: tuple[int, ...]
     cache: Any
 
 
-def _block_output(output: Any) -> torch.Tensor:
-    # Blocks return a tensor (transformers 5 llama-likes) or a tuple whose first item is the hidden state.
+Hooks = Iterable[tuple[nn.Module, Callable[..., Any]]]
+
+
+@contextmanager
+def hooked(forward: Hooks = (), pre: Hooks = ()) -> Iterator[None]:
+    """Forward hooks and forward pre-hooks (called with kwargs) as ``(module, hook)`` pairs; removed in ``finally``."""
+    handles = []
+    try:
+        for module, hook in forward:
+            handles.append(module.register_forward_hook(hook))
+        for module, hook in pre:
+            handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def block_output(output: Any) -> torch.Tensor:
+    """The hidden state a block returns: a tensor (transformers 5 llama-likes) or the first item of a tuple."""
     return output[0] if isinstance(output, tuple) else output
-
-
-def _block_input(args: tuple, kwargs: dict) -> torch.Tensor:
-    if args:
-        return args[0]
-    return kwargs["hidden_states"]
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that skip left padding, as ``model.generate`` computes them: ``[batch, seq]``."""
-    position_ids = attention_mask.long().cumsum(-1) - 1
-    return position_ids.masked_fill(attention_mask == 0, 0)
+    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
 
 
 def run_layers(
@@ -74,17 +82,14 @@ def run_layers(
     same layers).
 
     Args:
-        model: a Hugging Face causal LM supported by :mod:`lenssample.model.adapters`.
         input_ids: ``[batch, seq]`` new tokens (the whole prompt at prefill, one token per step after).
         layers: sorted, distinct layer numbers in ``0..L``.
         attention_mask: ``[batch, past + seq]`` 1 for real tokens, 0 for (left) padding; ``None`` means all ones.
         position_ids: ``[batch, seq]``; ``None`` lets the model count from the cache length.
-        cache: the KV cache from the previous pass, or ``None`` at prefill.
-        use_cache: whether to build and return a KV cache.
+        cache: the KV cache from the previous pass, or ``None`` at prefill (``use_cache``: build and return one).
         keep: how many trailing positions to keep; ``None`` keeps all.
 
-    Returns:
-        :class:`LayerOutputs` with ``hidden: [batch, keep or seq, len(layers), d_model]``.
+    Returns :class:`LayerOutputs` with ``hidden: [batch, keep or seq, len(layers), d_model]``.
     """
     parts = model_parts(model)
     layers = tuple(layers)
@@ -92,45 +97,26 @@ def run_layers(
     depth = max(1, max(layers)) if layers else parts.num_layers
     captured: dict[int, torch.Tensor] = {}
 
-    def _slice(h: torch.Tensor) -> torch.Tensor:
-        return h if keep is None else h[:, -keep:]
+    def store(layer: int, hidden: torch.Tensor) -> None:
+        captured[layer] = hidden if keep is None else hidden[:, -keep:]
 
-    handles = []
-    try:
-        if 0 in layers:
+    def read_input(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        store(0, args[0] if args else kwargs["hidden_states"])
 
-            def _pre_hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-                captured[0] = _slice(_block_input(args, kwargs))
+    def read_output(layer: int, _module: nn.Module, _args: tuple, output: Any) -> None:
+        store(layer, block_output(output))
 
-            handles.append(parts.blocks[0].register_forward_pre_hook(_pre_hook, with_kwargs=True))
-        for layer in layers:
-            if layer == 0:
-                continue
-
-            def _hook(_module: nn.Module, _args: tuple, output: Any, layer: int = layer) -> None:
-                captured[layer] = _slice(_block_output(output))
-
-            handles.append(parts.blocks[layer - 1].register_forward_hook(_hook))
-
-        kwargs: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "use_cache": use_cache,
-        }
-        if position_ids is not None:
-            kwargs["position_ids"] = position_ids
-        if cache is not None:
-            kwargs[parts.cache_kwarg] = cache
-        with truncated_blocks(parts, depth):
-            outputs = parts.base(**kwargs)
-    finally:
-        for handle in handles:
-            handle.remove()
-
-    new_cache = None
-    if use_cache:
-        new_cache = getattr(outputs, "cache", None)
-        if new_cache is None:
-            new_cache = getattr(outputs, "past_key_values", None)
+    kwargs: dict[str, Any] = dict(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
+    if cache is not None:
+        kwargs[parts.cache_kwarg] = cache
+    forward = [(parts.blocks[layer - 1], partial(read_output, layer)) for layer in layers if layer > 0]
+    pre = [(parts.blocks[0], read_input)] if 0 in layers else []
+    with hooked(forward, pre), truncated_blocks(parts, depth):
+        outputs = parts.base(**kwargs)
+    new_cache = getattr(outputs, "cache", None) if use_cache else None
+    if use_cache and new_cache is None:
+        new_cache = getattr(outputs, "past_key_values", None)
     hidden = torch.stack([captured[layer] for layer in layers], dim=2)
     return LayerOutputs(hidden=hidden, layers=layers, cache=new_cache)

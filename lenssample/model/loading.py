@@ -26,19 +26,12 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    """A model shipped inside a PyPI wheel.
+    """A model shipped inside a PyPI wheel."""
 
-    Attributes:
-        name: the name users pass to :func:`load_model`.
-        package: the import name of the wheel that holds the GGUF file.
-        install: the exact command that installs it.
-        description: one line for listings.
-    """
-
-    name: str
-    package: str
-    install: str
-    description: str
+    name: str  # what users pass to load_model
+    package: str  # the import name of the wheel that holds the GGUF file
+    install: str  # the exact command that installs it
+    description: str  # one line for listings
 
     def gguf_path(self) -> Path:
         """Locate (and, for chunked models, assemble) the GGUF file; clear error when the wheel is missing."""
@@ -78,12 +71,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         description="Gemma-3-270M base (gemma3_text, 18 layers), Q4_K_M GGUF de-quantised to float",
     ),
 }
-ALIASES = {
-    "default": DEFAULT_MODEL,
-    "smollm2": DEFAULT_MODEL,
-    "smollm2-135m": DEFAULT_MODEL,
-    "gemma3": "gemma3-270m",
-}
+ALIASES = dict.fromkeys(("default", "smollm2", "smollm2-135m"), DEFAULT_MODEL) | {"gemma3": "gemma3-270m"}
 
 
 def cache_root() -> Path:
@@ -108,18 +96,14 @@ def _fingerprint(path: Path) -> str:
 
 
 def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
-    """Convert a GGUF checkpoint to a safetensors model folder (atomically: a half-written folder never counts).
-
-    Returns:
-        ``out_dir``, which then holds ``config.json``, ``model.safetensors``, the tokenizer and generation config.
-    """
+    """Convert a GGUF checkpoint to a safetensors model folder ``out_dir`` (returned), which then holds
+    ``config.json``, ``model.safetensors``, the tokenizer and generation config; atomically: a half-written folder
+    never counts."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_file = Path(gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
-    )
-    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    folder, name = Path(gguf_file).parent, Path(gguf_file).name
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -148,19 +132,13 @@ def resolve_model_dir(name_or_path: str | os.PathLike | None) -> tuple[str, dict
     """Turn what the user passed into a ``from_pretrained`` argument (converting GGUF files on first use)."""
     name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
     name = ALIASES.get(name, name)
-    if name in EMBEDDED_MODELS:
-        embedded = EMBEDDED_MODELS[name]
-        cached = cache_root() / "models" / name
-        if not (cached / "config.json").exists():
-            convert_gguf(embedded.gguf_path(), cached)
-        return str(cached), {}
-    path = Path(name).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
+    path, embedded = Path(name).expanduser(), EMBEDDED_MODELS.get(name)
+    if embedded or path.suffix == ".gguf":
+        if not embedded and not path.is_file():
             raise FileNotFoundError(f"model={name!r}: no such GGUF file")
-        cached = cache_root() / "models" / f"{path.stem}-{_fingerprint(path)}"
+        cached = cache_root() / "models" / (name if embedded else f"{path.stem}-{_fingerprint(path)}")
         if not (cached / "config.json").exists():
-            convert_gguf(path, cached)
+            convert_gguf(embedded.gguf_path() if embedded else path, cached)
         return str(cached), {}
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -187,8 +165,7 @@ def load_model(
         dtype: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16``, or their names.
         device: where to put the model.
 
-    Returns:
-        ``(model, tokenizer)``, the model in eval mode.
+    Returns ``(model, tokenizer)``, the model in eval mode.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -72,14 +72,9 @@ class SkippedBlock(nn.Module):
 
 
 class ReplayedBlock(nn.Module):
-    """Stands in for a block whose keys/values for these positions were already computed: writes them back to its
-    cache layer and runs nothing.
-
-    Args:
-        cache_layer: the block's layer of the KV cache.
-        keys, values: ``[batch, heads, positions, head_dim]`` to append.
-        output: ``[batch, positions, d_model]`` the block's known output (the hidden state the real blocks above
-            continue from), or ``None`` to pass the input through.
+    """Stands in for a block whose keys/values for these positions were already computed: appends ``keys`` and
+    ``values`` (``[batch, heads, positions, head_dim]``) to its ``cache_layer`` and runs nothing. Returns ``output``
+    (``[batch, positions, d_model]``, the state the real blocks above continue from), or, when ``None``, its input.
     """
 
     def __init__(

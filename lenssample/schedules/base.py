@@ -25,6 +25,8 @@ from lenssample.decoding.outputs import GenerateOutput, Trace
 from lenssample.decoding.prompt import Prompt
 from lenssample.decoding.sampling import TokenPicker
 from lenssample.lens.base import Lens
+from lenssample.model.adapters import ModelParts, model_parts
+from lenssample.model.capture import LayerOutputs, run_layers
 from lenssample.specs import Registry, Spec
 from lenssample.strategies.base import FinalLayer, Strategy
 
@@ -35,6 +37,28 @@ SCHEDULES = Registry("schedule")
 def register_schedule(cls: type[Schedule]) -> type[Schedule]:
     """Class decorator: make a schedule buildable by its ``name``."""
     return SCHEDULES.register(cls)  # type: ignore[return-value]
+
+
+@dataclass
+class Row:
+    """One row being decoded: the model, its parts, the lens, the token picker and the row's emitter."""
+
+    model: nn.Module
+    parts: ModelParts
+    lens: Lens
+    picker: TokenPicker
+    emitter: Emitter
+
+    def run(self, ids: list[int], start: int, layer: int, cache: Any, keep: int | None = 1) -> LayerOutputs:
+        """Feed ``ids`` at positions ``start..`` through the blocks up to ``layer``, appending to ``cache``."""
+        device = self.emitter.sequences.device
+        input_ids = torch.tensor([ids], dtype=torch.long, device=device)
+        positions = torch.arange(start, start + len(ids), device=device)[None]
+        return run_layers(self.model, input_ids, (layer,), position_ids=positions, cache=cache, keep=keep)
+
+    def logits(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
+        """``hidden: [positions, d_model]`` -> ``[positions, vocab]`` lens logits of ``layer``."""
+        return self.lens(hidden[:, None, :], (layer,))[:, 0]
 
 
 @dataclass
@@ -59,10 +83,8 @@ class Schedule(Spec):
         """State shared by the rows of one call, built (and validated) before any decoding."""
         return None
 
-    def decode_row(
-        self, model: nn.Module, lens: Lens, picker: TokenPicker, emitter: Emitter, state: Any
-    ) -> RowRun:
-        """Decode one row (``emitter.sequences: [1, n]`` is its prompt) until ``emitter.done``."""
+    def decode_row(self, row: Row, state: Any) -> RowRun:
+        """Decode one row (``row.emitter.sequences: [1, n]`` is its prompt) until ``row.emitter.done``."""
         raise NotImplementedError
 
     def teacher_forced(self) -> Strategy | None:
@@ -80,18 +102,16 @@ class Schedule(Spec):
         """Decode every row of ``prompt``; ``trace.blocks_per_step`` is blocks run per generated token."""
         self.check_model(lens.num_layers)
         state = self.prepare(model, lens)
-        runs, rows = [], []
+        runs, rows, parts = [], [], model_parts(model)
         for ids in prompt.rows():
             emitter = policy.start(ids)
-            runs.append(self.decode_row(model, lens, picker, emitter, state))
+            runs.append(self.decode_row(Row(model, parts, lens, picker, emitter), state))
             emitter.end()
             rows.append(emitter.new_tokens[0])
-        tokens = sum(len(row) for row in rows)
+        blocks_per_step = sum(run.blocks for run in runs) / max(sum(len(row) for row in rows), 1)
+        info = Trace.row_info([run.info for run in runs])
         trace = self.trace_class(
-            layers=(lens.num_layers,),
-            info=Trace.row_info([run.info for run in runs]),
-            blocks_per_step=sum(run.blocks for run in runs) / max(tokens, 1),
-            **self.trace_fields(runs),
+            layers=(lens.num_layers,), info=info, blocks_per_step=blocks_per_step, **self.trace_fields(runs)
         )
         return GenerateOutput.from_rows(prompt, rows, policy.pad_token_id, trace)
 

@@ -22,25 +22,22 @@ MEASURES = Registry("measure")
 
 @dataclass(frozen=True, kw_only=True)
 class Confidence(Spec):
-    """Base class of confidence measures.
-
-    Class attributes:
-        needs_logits: whether :meth:`step` reads the lens distribution (else only the residual stream, and no
-            vocabulary projection runs until the exit).
-        needs_previous: whether the layer below the first exit layer must be observed too (to seed ``state``).
-    """
+    """Base class of confidence measures."""
 
     registry: ClassVar[Registry] = MEASURES
+    # Whether `step` reads the lens distribution (else only the residual stream: no projection until the exit).
     needs_logits: ClassVar[bool] = True
-    needs_previous: ClassVar[bool] = False
+    needs_previous: ClassVar[bool] = False  # observe the layer below the first exit layer too (seeds `state`)
+    threshold_range: ClassVar[tuple[float, float]] = (0.0, 1.0)  # the closed interval a `threshold` lies in
+
+    def __post_init__(self) -> None:
+        """Check ``threshold``, for the measures that have one."""
+        low, high = self.threshold_range
+        check_number(getattr(self, "threshold", low), field="threshold", owner=self.name, low=low, high=high)
 
     def step(self, log_probs: torch.Tensor | None, hidden: torch.Tensor, state: dict[str, Any]) -> bool:
         """Record this layer in ``state`` and say whether the token is confident enough to exit here."""
         raise NotImplementedError
-
-
-def _threshold(measure: Confidence, low: float, high: float) -> None:
-    check_number(measure.threshold, field="threshold", owner=measure.name, low=low, high=high)  # type: ignore[attr-defined]
 
 
 @MEASURES.register
@@ -50,9 +47,6 @@ class MaxProb(Confidence):
 
     name: ClassVar[str] = "max-prob"
     threshold: float = 0.9
-
-    def __post_init__(self) -> None:
-        _threshold(self, 0.0, 1.0)
 
     def step(self, log_probs, hidden, state) -> bool:
         return bool(log_probs.max().exp() >= self.threshold)
@@ -66,9 +60,6 @@ class Margin(Confidence):
     name: ClassVar[str] = "margin"
     threshold: float = 0.5
 
-    def __post_init__(self) -> None:
-        _threshold(self, 0.0, 1.0)
-
     def step(self, log_probs, hidden, state) -> bool:
         top = log_probs.topk(2).values.exp()
         return bool(top[0] - top[1] >= self.threshold)
@@ -81,9 +72,7 @@ class Entropy(Confidence):
 
     name: ClassVar[str] = "entropy"
     threshold: float = 1.0
-
-    def __post_init__(self) -> None:
-        _threshold(self, 0.0, 1e6)
+    threshold_range: ClassVar[tuple[float, float]] = (0.0, 1e6)
 
     def step(self, log_probs, hidden, state) -> bool:
         return bool(entropy(log_probs) <= self.threshold)
@@ -99,9 +88,7 @@ class Saturation(Confidence):
     threshold: float = 0.99
     needs_logits: ClassVar[bool] = False
     needs_previous: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        _threshold(self, -1.0, 1.0)
+    threshold_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
 
     def step(self, log_probs, hidden, state) -> bool:
         previous, state["hidden"] = state.get("hidden"), hidden

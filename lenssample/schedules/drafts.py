@@ -24,40 +24,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
-from lenssample.decoding.emission import Emitter
-from lenssample.decoding.sampling import TokenPicker
-from lenssample.lens.base import Lens
 from lenssample.model.adapters import ModelParts
-from lenssample.model.capture import LayerOutputs, run_layers
 from lenssample.model.surgery import ReplayedBlock, SkippedBlock, crop_to, replaced_blocks
+from lenssample.schedules.base import Row
 from lenssample.specs import Registry, Spec
+from lenssample.validation import is_int
 
 DRAFTS = Registry("draft")
 """Every draft kind by name."""
-
-
-@dataclass
-class Row:
-    """One row being decoded: the model, its parts, the lens, the token picker and the row's emitter."""
-
-    model: nn.Module
-    parts: ModelParts
-    lens: Lens
-    picker: TokenPicker
-    emitter: Emitter
-
-    def run(self, ids: list[int], start: int, layer: int, cache: Any, keep: int | None = 1) -> LayerOutputs:
-        """Feed ``ids`` at positions ``start..`` through the blocks up to ``layer``, appending to ``cache``."""
-        device = self.emitter.sequences.device
-        input_ids = torch.tensor([ids], dtype=torch.long, device=device)
-        positions = torch.arange(start, start + len(ids), device=device)[None]
-        return run_layers(self.model, input_ids, (layer,), position_ids=positions, cache=cache, keep=keep)
-
-    def logits(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
-        """``hidden: [positions, d_model]`` -> ``[positions, vocab]`` lens logits of ``layer``."""
-        return self.lens(hidden[:, None, :], (layer,))[:, 0]
 
 
 @dataclass
@@ -95,8 +70,7 @@ class Draft(Spec):
     def propose(self, row: Row, k: int, cache: Any, length: int, last: int) -> Proposal:
         """``k`` draft steps from ``last`` (emitted, not yet in the cache, at position ``length``)."""
         layer = self.exit_layer(row.parts.num_layers)
-        tokens: list[int] = []
-        probs, hidden = [], []
+        tokens, probs, hidden = [], [], []
         with self.drafting(row.parts):
             for i in range(k):
                 out = row.run([last if i == 0 else tokens[-1]], length + i, layer, cache)
@@ -106,9 +80,7 @@ class Draft(Spec):
                 tokens.append(int(row.picker.pick(processed)[0]))
                 if row.picker.do_sample:
                     probs.append(torch.softmax(processed[0].float(), dim=-1))
-        return Proposal(
-            tokens=tokens, probs=torch.stack(probs) if probs else None, hidden=torch.stack(hidden)
-        )
+        return Proposal(tokens, torch.stack(probs) if probs else None, torch.stack(hidden))
 
     def verify(self, row: Row, proposal: Proposal, cache: Any, length: int, last: int) -> torch.Tensor:
         """The full model's logits ``[fed, vocab]`` at the positions fed by the verify pass (``last`` first)."""
@@ -124,11 +96,7 @@ class LayerDraft(Draft):
     layer: int
 
     def check(self, num_layers: int) -> None:
-        if (
-            isinstance(self.layer, bool)
-            or not isinstance(self.layer, int)
-            or not 1 <= self.layer < num_layers
-        ):
+        if not is_int(self.layer) or not 1 <= self.layer < num_layers:
             raise ValueError(
                 f"LayerDraft(layer={self.layer!r}): the draft layer must be an integer in 1..{num_layers - 1} for "
                 f"this {num_layers}-layer model (layer {num_layers} would be the model itself)"
@@ -147,11 +115,9 @@ class LayerDraft(Draft):
         E = self.layer
         stubs = {}
         for index in range(E):
-            layer = cache.layers[index]
+            layer, output = cache.layers[index], proposal.hidden[None] if index == E - 1 else None
             keys, values = layer.keys[:, :, length:], layer.values[:, :, length:]
-            stubs[index] = ReplayedBlock(
-                layer, keys, values, proposal.hidden[None] if index == E - 1 else None
-            )
+            stubs[index] = ReplayedBlock(layer, keys, values, output)
         crop_to(cache, length, range(E))
         with replaced_blocks(row.parts, stubs):
             out = row.run([last, *proposal.tokens[:-1]], length, row.parts.num_layers, cache, keep=None)
@@ -170,15 +136,11 @@ class SkipDraft(Draft):
     def __post_init__(self) -> None:
         skip = (self.skip,) if isinstance(self.skip, int) else self.skip
         if not isinstance(skip, (tuple, list)):
-            raise ValueError(
-                f"SkipDraft(skip={self.skip!r}): pass block indices, e.g. skip=(15,) or skip=15,25"
-            )
+            raise ValueError(f"SkipDraft(skip={self.skip!r}): pass block indices, e.g. skip=(15, 25)")
         object.__setattr__(self, "skip", tuple(sorted(set(skip))))
 
     def check(self, num_layers: int) -> None:
-        bad = [
-            b for b in self.skip if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b < num_layers
-        ]
+        bad = [b for b in self.skip if not is_int(b) or not 1 <= b < num_layers]
         if bad or not self.skip or len(self.skip) >= num_layers - 1:
             raise ValueError(
                 f"SkipDraft(skip={self.skip!r}): pass one or more block indices in 1..{num_layers - 1} (block 0 "

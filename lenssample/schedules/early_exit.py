@@ -27,18 +27,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from lenssample.decoding.emission import Emitter
-from lenssample.decoding.sampling import TokenPicker
 from lenssample.lens.base import Lens
-from lenssample.model.adapters import ModelParts, model_parts
-from lenssample.model.capture import run_layers
+from lenssample.model.adapters import model_parts
+from lenssample.model.capture import block_output, hooked
 from lenssample.model.surgery import crop_to
-from lenssample.schedules.base import RowRun, Schedule, register_schedule
+from lenssample.schedules.base import Row, RowRun, Schedule, register_schedule
 from lenssample.schedules.confidence import MEASURES, Confidence, MaxProb
 from lenssample.schedules.propagate import StatePropagation
 from lenssample.validation import check_choice, check_int
@@ -91,67 +90,52 @@ class EarlyExit(Schedule):
 
     def prepare(self, model: nn.Module, lens: Lens) -> StatePropagation | None:
         # Built (and validated: architecture, layer types) before any decoding.
-        parts = model_parts(model)
-        return StatePropagation(parts, self.min_layer) if self.skipped_kv == "propagate" else None
+        propagate = self.skipped_kv == "propagate"
+        return StatePropagation(model_parts(model), self.min_layer) if propagate else None
 
-    def decode_row(
-        self, model: nn.Module, lens: Lens, picker: TokenPicker, emitter: Emitter, state: Any
-    ) -> RowRun:
-        parts, propagation = model_parts(model), state
-        num_layers = parts.num_layers
-        lens = lens.with_final_norm(True)
+    def decode_row(self, row: Row, state: StatePropagation | None) -> RowRun:
+        row.lens = row.lens.with_final_norm(True)
+        emitter, propagation, num_layers = row.emitter, state, row.parts.num_layers
         info: dict[str, list[float]] = {"exit_layer": [], "pending": [], "propagated": []}
-        device = emitter.sequences.device
         pending = emitter.sequences[0].tolist()  # tokens whose keys/values are missing in some layer
-        complete = 0  # positions held by every cache layer
-        cache = None
+        complete, cache = 0, None  # positions held by every cache layer, and the cache
         while not emitter.done:
             if cache is not None:
                 crop_to(cache, complete)  # drop the partial keys/values of pending positions
-            ids = torch.tensor([pending], dtype=torch.long, device=device)
-            positions = torch.arange(complete, complete + len(pending), device=device)[None]
             full = len(pending) > self.max_pending or cache is None
             propagated = 0
             try:
-                hooks = nullcontext() if full else _exit_hooks(parts, self, lens, propagation)
-                with hooks:
-                    out = run_layers(model, ids, (num_layers,), position_ids=positions, cache=cache)
+                with nullcontext() if full else _exit_hooks(row, self, propagation):
+                    out = row.run(pending, complete, num_layers, cache)
                 layer, hidden, logits = num_layers, out.hidden[0, -1, 0], None
-                cache = out.cache
-                complete += len(pending)
-                pending = []
+                cache, complete, pending = out.cache, complete + len(pending), []
             except _Exit as stop:
                 layer, hidden, logits = stop.layer, stop.hidden, stop.logits
                 if propagation is not None:
                     # The cache is complete after every propagate step, so this pass fed one position.
                     assert len(pending) == 1
                     propagated = propagation.fill(hidden[None, None], layer)
-                    complete += 1
-                    pending = []
-            info["exit_layer"].append(layer)
-            info["pending"].append(len(pending))
-            info["propagated"].append(propagated)
+                    complete, pending = complete + 1, []
+            for key, value in zip(info, (layer, len(pending), propagated)):
+                info[key].append(value)
             if logits is None:  # a full-depth pass, or a measure that needs no lens (Saturation)
-                logits = lens(hidden[None, None], (layer,))[:, 0]
-            token = picker.pick(picker.process(emitter.sequences, logits))
+                logits = row.logits(hidden[None], layer)
+            token = row.picker.pick(row.picker.process(emitter.sequences, logits))
             pending.append(int(token[0]))
             emitter.emit(token)
         return RowRun(info=info, blocks=float(sum(info["exit_layer"])))
 
 
 class _Exit(Exception):
-    """Raised by a block hook to stop the forward pass at a confident layer (private control flow)."""
+    """Raised by a block hook to stop the forward pass at a confident layer (private control flow); ``logits``:
+    ``[1, vocab]`` the lens at the exit layer when the measure computed it (reused to pick the token)."""
 
     def __init__(self, layer: int, hidden: torch.Tensor, logits: torch.Tensor | None) -> None:
-        super().__init__(layer)
-        # logits: [1, vocab] the lens at the exit layer when the measure computed it (reused to pick the token).
         self.layer, self.hidden, self.logits = layer, hidden, logits
 
 
 @contextmanager
-def _exit_hooks(
-    parts: ModelParts, schedule: EarlyExit, lens: Lens, propagation: StatePropagation | None
-) -> Iterator[None]:
+def _exit_hooks(row: Row, schedule: EarlyExit, propagation: StatePropagation | None) -> Iterator[None]:
     """Hooks on blocks ``min_layer - 1 .. L - 2`` that raise :class:`_Exit` once the measure is confident (only
     the last position is judged), plus, for ``skipped_kv="propagate"``, the capture of the blocks' arguments. The
     hooks are removed in ``finally``."""
@@ -159,26 +143,16 @@ def _exit_hooks(
     first = schedule.min_layer - 1 if measure.needs_previous else schedule.min_layer
     state: dict[str, Any] = {}
 
-    def hook(_module: nn.Module, _args: tuple, output: Any, layer: int) -> None:
-        hidden = (output[0] if isinstance(output, tuple) else output)[0, -1]
+    def hook(layer: int, _module: nn.Module, _args: tuple, output: Any) -> None:
+        hidden = block_output(output)[0, -1]
         logits = log_probs = None
         if measure.needs_logits:
-            logits = lens(hidden[None, None], (layer,))[:, 0]  # [1, vocab]
+            logits = row.logits(hidden[None], layer)  # [1, vocab]
             log_probs = torch.log_softmax(logits[0], dim=-1)
         confident = measure.step(log_probs, hidden, state)
         if confident and layer >= schedule.min_layer:
             raise _Exit(layer, hidden, logits)
 
-    handles = []
-    try:
-        for layer in range(max(first, 1), parts.num_layers):
-            handles.append(
-                parts.blocks[layer - 1].register_forward_hook(
-                    lambda m, a, o, layer=layer: hook(m, a, o, layer)
-                )
-            )
-        with propagation.capture() if propagation is not None else nullcontext():
-            yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = [(row.parts.blocks[i - 1], partial(hook, i)) for i in range(max(first, 1), row.parts.num_layers)]
+    with hooked(hooks), propagation.capture() if propagation is not None else nullcontext():
+        yield

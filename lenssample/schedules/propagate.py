@@ -22,18 +22,23 @@ embeddings). Architectures without ``layer_types`` have one type.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 from lenssample.model.adapters import ModelParts, block_attentions
+from lenssample.model.capture import hooked
 
 
-def _accepts_any_keyword(signature: inspect.Signature) -> bool:
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+def _keywords(function: Any) -> set[str] | None:
+    """The keyword names ``function`` accepts, ``None`` when it takes ``**kwargs``."""
+    signature = inspect.signature(function)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return None
+    return set(signature.parameters)
 
 
 def _named_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -52,14 +57,9 @@ def _named_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) ->
 class StatePropagation:
     """Fills the skipped layers' keys/values of an early-exited position (see the module docstring).
 
-    Args:
-        parts: the model's resolved parts.
-        min_layer: the lowest exit layer; every layer type of blocks ``min_layer..L-1`` must occur among blocks
-            ``0..min_layer-1`` (the blocks that always run), else a ``ValueError``.
-
-    Raises:
-        ValueError: the architecture's adapter names no attention module, or ``min_layer`` is too low for the
-            model's layer types.
+    ``ValueError`` when the architecture's adapter names no attention module, or when a layer type of blocks
+    ``min_layer..L-1`` (``min_layer``: the lowest exit layer) occurs nowhere among blocks ``0..min_layer-1`` (the
+    blocks that always run).
     """
 
     def __init__(self, parts: ModelParts, min_layer: int) -> None:
@@ -71,12 +71,10 @@ class StatePropagation:
                 f"EarlyExit(skipped_kv='propagate') is not supported for model_type {model_type!r} ({err}); use "
                 "skipped_kv='recompute'"
             ) from err
-        self.blocks = parts.blocks
-        num_layers = parts.num_layers
+        self.blocks, num_layers = parts.blocks, parts.num_layers
         types = getattr(parts.model.config, "layer_types", None) or ["attention"] * num_layers
         self.layer_types = list(types)[:num_layers]
-        always_run = set(self.layer_types[:min_layer])
-        missing = sorted(set(self.layer_types[min_layer:]) - always_run)
+        missing = sorted(set(self.layer_types[min_layer:]) - set(self.layer_types[:min_layer]))
         if missing:
             first = min(i for i, t in enumerate(self.layer_types) if t in missing)
             raise ValueError(
@@ -85,54 +83,25 @@ class StatePropagation:
                 f"them; pass min_layer >= {first + 1} or skipped_kv='recompute'"
             )
         self._block_signatures = [inspect.signature(block.forward) for block in self.blocks]
-        self._attention_params = []
-        for found in self.attentions:
-            signature = inspect.signature(found.attention.forward)
-            names = None if _accepts_any_keyword(signature) else set(signature.parameters)
-            self._attention_params.append(names)
+        # Per block, the keywords its attention accepts (None: any, it takes **kwargs).
+        self._attention_params = [_keywords(found.attention.forward) for found in self.attentions]
         self._kwargs: dict[str, dict[str, Any]] = {}  # layer type -> kwargs of its latest block in this pass
 
-    @contextmanager
-    def capture(self) -> Iterator[None]:
+    def capture(self) -> AbstractContextManager[None]:
         """Forward pre-hooks that record each block's keyword arguments during a pass; removed in ``finally``."""
+        return hooked(pre=[(block, partial(self._record, index)) for index, block in enumerate(self.blocks)])
 
-        def hook(_module: nn.Module, args: tuple, kwargs: dict, index: int) -> None:
-            if index == 0:
-                self._kwargs.clear()  # a new pass: masks and positions of the previous one are stale
-            named = _named_arguments(self._block_signatures[index], args, kwargs)
-            self._kwargs[self.layer_types[index]] = named
-
-        handles = []
-        try:
-            for index, block in enumerate(self.blocks):
-                handles.append(
-                    block.register_forward_pre_hook(
-                        lambda m, a, k, index=index: hook(m, a, k, index), with_kwargs=True
-                    )
-                )
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
+    def _record(self, index: int, _module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if index == 0:
+            self._kwargs.clear()  # a new pass: masks and positions of the previous one are stale
+        self._kwargs[self.layer_types[index]] = _named_arguments(self._block_signatures[index], args, kwargs)
 
     def fill(self, hidden: torch.Tensor, layer: int) -> int:
-        """Append keys/values computed from ``hidden`` to the cache layers ``layer..L-1``.
-
-        Args:
-            hidden: ``[batch, seq, d_model]`` the exited residual stream at layer ``layer`` (the positions of this
-                pass).
-            layer: the exit layer ``e``; blocks ``0..e-1`` ran in the pass being completed (inside
-                :meth:`capture`).
-
-        Returns:
-            The number of attention modules called (``L - layer``).
-        """
+        """Append keys/values computed from ``hidden: [batch, seq, d_model]`` (the exited residual stream of this
+        pass's positions) to the cache layers ``layer..L-1``; blocks ``0..layer-1`` ran in the pass being completed
+        (inside :meth:`capture`). Returns the number of attention modules called (``L - layer``)."""
         for index in range(layer, len(self.blocks)):
-            layer_type = self.layer_types[index]
-            assert layer_type in self._kwargs, (
-                "checked in __init__: a block of each type runs below min_layer"
-            )
-            kwargs = self._kwargs[layer_type]
+            kwargs = self._kwargs[self.layer_types[index]]  # __init__ checked a block of each type runs below
             allowed = self._attention_params[index]
             if allowed is not None:
                 kwargs = {key: value for key, value in kwargs.items() if key in allowed}

@@ -23,13 +23,9 @@ import torch
 
 @dataclass(frozen=True)
 class Verdict:
-    """Result of verifying one draft.
-
-    Attributes:
-        accepted: how many leading draft tokens were accepted (``0..k``).
-        next_token: the recovered token (after a rejection) or the bonus token (all accepted and the target's
-            distribution after the last draft token was given); ``None`` when all were accepted without a bonus.
-    """
+    """Result of verifying one draft: ``accepted`` leading draft tokens (``0..k``), then ``next_token``, the
+    recovered token (after a rejection) or the bonus token (all accepted and the target's distribution after the
+    last draft token was given); ``None`` when all were accepted without a bonus."""
 
     accepted: int
     next_token: int | None
@@ -46,20 +42,15 @@ def _check(draft_tokens: torch.Tensor, target: torch.Tensor) -> int:
 
 
 def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor) -> Verdict:
-    """Greedy verification: the longest prefix of the draft equal to the target's argmax, plus one token.
-
-    Args:
-        draft_tokens: ``[k]`` drafted ids.
-        target_logits: ``[k or k + 1, vocab]`` processed target logits; row ``i`` is the distribution of the token
-            at draft position ``i`` (row ``k``, if given, comes after the last draft token).
-    """
+    """Greedy verification: the longest prefix of the draft ``draft_tokens: [k]`` equal to the target's argmax, plus
+    one token. ``target_logits: [k or k + 1, vocab]`` processed; row ``i`` is the distribution of the token at draft
+    position ``i`` (row ``k``, if given, comes after the last draft token)."""
     k = _check(draft_tokens, target_logits)
     target_tokens = target_logits.argmax(dim=-1)
     agree = (target_tokens[:k] == draft_tokens).long()
     accepted = int(agree.cumprod(0).sum())
-    if accepted < target_tokens.shape[0]:
-        return Verdict(accepted=accepted, next_token=int(target_tokens[accepted]))
-    return Verdict(accepted=accepted, next_token=None)
+    next_token = int(target_tokens[accepted]) if accepted < target_tokens.shape[0] else None
+    return Verdict(accepted=accepted, next_token=next_token)
 
 
 def rejection_sample(
@@ -71,12 +62,9 @@ def rejection_sample(
 ) -> Verdict:
     """Speculative rejection sampling (lossless: each emitted token follows the target distribution).
 
-    Args:
-        draft_tokens: ``[k]`` ids sampled from ``draft_probs``.
-        draft_probs: ``[k, vocab]`` the draft's distributions ``q`` the tokens were sampled from.
-        target_probs: ``[k or k + 1, vocab]`` the target's distributions ``p`` at the same positions (plus the one
-            after the last draft token, for the bonus).
-        generator: random generator (``None``: torch's global one).
+    ``draft_tokens: [k]`` were sampled from the draft's distributions ``draft_probs: [k, vocab]`` (``q``);
+    ``target_probs: [k or k + 1, vocab]`` are the target's ``p`` at the same positions (plus the one after the last
+    draft token, for the bonus). ``generator``: ``None`` uses torch's global one.
     """
     k = _check(draft_tokens, target_probs)
     if draft_probs.shape != (k, target_probs.shape[1]):
@@ -94,10 +82,9 @@ def rejection_sample(
         residual = (target_probs[accepted].double() - draft_probs[accepted].double()).clamp_min(0)
         total = residual.sum()
         # p == q gives a zero residual but then the token is never rejected; guard against round-off anyway.
-        residual = residual / total if total > 0 else target_probs[accepted].double()
-        token = torch.multinomial(residual.float(), 1, generator=generator)
-        return Verdict(accepted=accepted, next_token=int(token))
-    if target_probs.shape[0] == k + 1:
-        token = torch.multinomial(target_probs[k].float(), 1, generator=generator)
-        return Verdict(accepted=accepted, next_token=int(token))
-    return Verdict(accepted=accepted, next_token=None)
+        next_probs = residual / total if total > 0 else target_probs[accepted].double()
+    elif target_probs.shape[0] == k + 1:
+        next_probs = target_probs[k]
+    else:
+        return Verdict(accepted=accepted, next_token=None)
+    return Verdict(accepted, int(torch.multinomial(next_probs.float(), 1, generator=generator)))

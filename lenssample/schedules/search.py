@@ -23,31 +23,17 @@ from lenssample.model.adapters import model_parts
 from lenssample.model.capture import run_layers
 from lenssample.model.surgery import SkippedBlock, replaced_blocks
 from lenssample.schedules.drafts import LayerDraft, SkipDraft
-from lenssample.schedules.speculative import SelfSpeculative, predicted_speedup
+from lenssample.schedules.speculative import SelfSpeculative, best_k
 
 
 @dataclass
 class SpeculativeChoice:
-    """Result of :func:`choose_self_speculative`.
+    """Result of :func:`choose_self_speculative`."""
 
-    Attributes:
-        schedule: the best schedule (adaptive ``k``, starting from the best ``k``), or ``None`` for plain decoding.
-        predicted_speedup: the cost model's speed-up of the best candidate (``<= 1`` when ``schedule`` is None).
-        table: one row per candidate draft: ``draft``, ``acceptance``, ``best_k``, ``predicted_speedup``.
-    """
-
-    schedule: SelfSpeculative | None
-    predicted_speedup: float
+    schedule: SelfSpeculative | None  # the best (adaptive k, starting from the best k); None: decode plainly
+    predicted_speedup: float  # the cost model's speed-up of the best candidate (<= 1 when schedule is None)
+    # One row per candidate: draft, acceptance, best_k, predicted_speedup.
     table: list[dict] = field(default_factory=list)
-
-
-def default_layers(num_layers: int) -> list[int]:
-    return sorted({max(1, round(num_layers * f)) for f in (0.25, 0.5, 0.67, 0.8, 0.9)} - {num_layers})
-
-
-def default_skips(num_layers: int) -> list[tuple[int, ...]]:
-    upper = range(num_layers // 2, num_layers - 1)
-    return [(num_layers // 2,), (num_layers - 2,), tuple(upper[::2]), tuple(upper[::4])]
 
 
 def choose_self_speculative(
@@ -63,7 +49,6 @@ def choose_self_speculative(
     """Estimate acceptance of each candidate draft on ``input_ids: [1, seq]`` and pick the best ``(draft, k)``.
 
     Args:
-        model: the causal LM.
         input_ids: ``[1, seq]`` sample text (ideally the model's own generation), seq >= 2.
         lens: lens for layer drafts (default logit lens; a tuned lens makes layer drafts far better).
         layers: candidate draft layers (default a spread of ``L``).
@@ -71,16 +56,16 @@ def choose_self_speculative(
         max_k: largest draft length considered.
         lens_cost: cost of a lens projection in blocks (see :class:`SelfSpeculative`).
     """
-    parts = model_parts(model)
+    parts, lens = model_parts(model), as_lens(model, lens)
     num_layers = parts.num_layers
-    lens = as_lens(model, lens)
     if input_ids.dim() != 2 or input_ids.shape[0] != 1 or input_ids.shape[1] < 2:
-        raise ValueError(
-            f"input_ids must be [1, seq] with seq >= 2 sample tokens, got {tuple(input_ids.shape)}"
-        )
-    layers = default_layers(num_layers) if layers is None else list(layers)
-    skips = default_skips(num_layers) if skips is None else [tuple(s) for s in skips]
-    drafts = [LayerDraft(layer=layer) for layer in layers] + [SkipDraft(skip=skip) for skip in skips]
+        raise ValueError(f"input_ids must be [1, seq], seq >= 2 sample tokens; got {tuple(input_ids.shape)}")
+    if layers is None:
+        layers = sorted({max(1, round(num_layers * f)) for f in (0.25, 0.5, 0.67, 0.8, 0.9)} - {num_layers})
+    if skips is None:
+        upper = range(num_layers // 2, num_layers - 1)
+        skips = [(num_layers // 2,), (num_layers - 2,), upper[::2], upper[::4]]
+    drafts = [LayerDraft(layer=layer) for layer in layers] + [SkipDraft(skip=tuple(skip)) for skip in skips]
     for draft in drafts:
         draft.check(num_layers)
     table = []
@@ -88,7 +73,6 @@ def choose_self_speculative(
         wanted = tuple(sorted({*layers, num_layers}))
         passed = lens_pass(model, input_ids, wanted)  # all candidate layers from one forward pass
         top = torch.cat([chunk.logits.argmax(-1) for chunk in passed.chunks(lens, copies=1)])  # [seq, n]
-        target = top[:, -1]
         for draft in drafts:
             if isinstance(draft, LayerDraft):
                 guess = top[:, wanted.index(draft.layer)]
@@ -96,27 +80,14 @@ def choose_self_speculative(
                 with replaced_blocks(parts, {index: SkippedBlock() for index in draft.skip}):
                     skipped = run_layers(model, input_ids, (num_layers,), use_cache=False, keep=None)
                 guess = lens(skipped.hidden[0], (num_layers,))[:, 0].argmax(-1)
-            acceptance = float((guess == target).float().mean())
-            speed = {
-                k: predicted_speedup(draft, acceptance, k, num_layers, lens_cost) for k in range(1, max_k + 1)
-            }
-            best_k = max(speed, key=speed.get)
+            acceptance = float((guess == top[:, -1]).float().mean())
+            k, speed = best_k(draft, acceptance, max_k, num_layers, lens_cost)
             table.append(
-                {
-                    "draft": draft.to_spec(),
-                    "acceptance": acceptance,
-                    "best_k": best_k,
-                    "predicted_speedup": speed[best_k],
-                    "_draft": draft,
-                }  # fmt: skip
+                dict(draft=draft.to_spec(), acceptance=acceptance, best_k=k, predicted_speedup=speed)
             )
-    best = max(table, key=lambda row: row["predicted_speedup"])
-    schedule = None
+    index = max(range(len(table)), key=lambda i: table[i]["predicted_speedup"])
+    best, schedule = table[index], None
     if best["predicted_speedup"] > 1.0:
-        schedule = SelfSpeculative(
-            draft=best["_draft"], k=best["best_k"], adaptive=True, max_k=max_k,
-            prior_acceptance=best["acceptance"], lens_cost=lens_cost,
-        )  # fmt: skip
-    for row in table:
-        del row["_draft"]
+        schedule = SelfSpeculative(draft=drafts[index], k=best["best_k"], adaptive=True, max_k=max_k,
+                                   prior_acceptance=best["acceptance"], lens_cost=lens_cost)  # fmt: skip
     return SpeculativeChoice(schedule=schedule, predicted_speedup=best["predicted_speedup"], table=table)

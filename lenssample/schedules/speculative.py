@@ -4,9 +4,8 @@ A cycle: the draft (:mod:`~lenssample.schedules.drafts`) proposes ``k`` tokens a
 pass gives the full model's distribution at each drafted position; the acceptance rule keeps a prefix of the draft
 and adds the full model's own token where it first disagrees.
 
-Acceptance rule (greedy): accept the longest prefix of the draft equal to the full model's argmax, then emit the
-full model's token at the first disagreement. With sampling, :func:`~lenssample.schedules.rejection.rejection_sample`
-keeps each token distributed exactly as the full model's (processed) distribution.
+With sampling, :func:`~lenssample.schedules.rejection.rejection_sample` keeps each token distributed exactly as the
+full model's (processed) distribution.
 
 Cache surgery uses the model's own ``DynamicCache`` (per-layer ``crop``) and block stubs swapped into the block
 list inside a context manager that restores the model in ``finally`` (:mod:`lenssample.model.surgery`).
@@ -18,25 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
-from lenssample.decoding.emission import Emitter
 from lenssample.decoding.outputs import Trace
-from lenssample.decoding.sampling import TokenPicker
-from lenssample.lens.base import Lens
-from lenssample.model.adapters import model_parts
 from lenssample.model.surgery import crop_to
-from lenssample.schedules.base import RowRun, Schedule, register_schedule
-from lenssample.schedules.drafts import DRAFTS, Draft, LayerDraft, Proposal, Row, SkipDraft
+from lenssample.schedules.base import Row, RowRun, Schedule, register_schedule
+from lenssample.schedules.drafts import DRAFTS, Draft, LayerDraft, Proposal, SkipDraft
 from lenssample.schedules.rejection import Verdict, rejection_sample, verify_greedy
 from lenssample.strategies.base import FinalLayer, Strategy
 from lenssample.validation import check_bool, check_int, check_number
-
-
-def expected_tokens(acceptance: float, k: int, bonus: bool) -> float:
-    """Expected tokens emitted per cycle when each draft token is accepted with probability ``acceptance``."""
-    terms = k + 1 if bonus else k
-    return sum(acceptance**i for i in range(terms))
 
 
 def predicted_speedup(draft: Draft, acceptance: float, k: int, num_layers: int, lens_cost: float) -> float:
@@ -47,7 +35,18 @@ def predicted_speedup(draft: Draft, acceptance: float, k: int, num_layers: int, 
     """
     draft_blocks, verify_blocks = draft.costs(num_layers)
     cycle = k * (draft_blocks + lens_cost) + verify_blocks + lens_cost
-    return expected_tokens(acceptance, k, draft.bonus) * (num_layers + lens_cost) / cycle
+    # Expected tokens per cycle when each draft token is accepted with probability `acceptance`.
+    tokens = sum(acceptance**i for i in range(k + 1 if draft.bonus else k))
+    return tokens * (num_layers + lens_cost) / cycle
+
+
+def best_k(
+    draft: Draft, acceptance: float, max_k: int, num_layers: int, lens_cost: float
+) -> tuple[int, float]:
+    """The ``k`` in ``1..max_k`` with the largest :func:`predicted_speedup` (the first on ties), and that speed-up."""
+    speed = {k: predicted_speedup(draft, acceptance, k, num_layers, lens_cost) for k in range(1, max_k + 1)}
+    k = max(speed, key=speed.get)
+    return k, speed[k]
 
 
 @dataclass
@@ -55,11 +54,8 @@ class SpeculativeTrace(Trace):
     """:class:`Trace` plus speculative counts (``info``: ``drafted``, ``accepted``, ``emitted`` per cycle, ``-1``
     after a row's last cycle).
 
-    Attributes:
-        drafted: draft tokens proposed, all rows.
-        accepted: draft tokens accepted, all rows.
-        accept_histogram: ``accept_histogram[n]`` cycles that accepted ``n`` draft tokens (plain steps excluded).
-        plain_steps: steps decoded without drafting (fallback when drafting cannot pay).
+    Counts over all rows: draft tokens ``drafted`` and ``accepted``; ``accept_histogram[n]`` cycles that accepted
+    ``n`` draft tokens (plain steps excluded); ``plain_steps`` decoded without drafting (when drafting cannot pay).
     """
 
     drafted: int = 0
@@ -72,14 +68,8 @@ class SpeculativeTrace(Trace):
         return self.accepted / self.drafted if self.drafted else 0.0
 
     def to_dict(self) -> dict:
-        return {
-            **super().to_dict(),
-            "drafted": self.drafted,
-            "accepted": self.accepted,
-            "acceptance_rate": self.acceptance_rate,
-            "accept_histogram": self.accept_histogram,
-            "plain_steps": self.plain_steps,
-        }
+        extra = ("drafted", "accepted", "acceptance_rate", "accept_histogram", "plain_steps")
+        return {**super().to_dict(), **{key: getattr(self, key) for key in extra}}
 
 
 @register_schedule
@@ -140,22 +130,17 @@ class SelfSpeculative(Schedule):
     def teacher_forced(self) -> Strategy:
         return FinalLayer()  # lossless: every token follows the full model's distribution
 
-    def decode_row(
-        self, model: nn.Module, lens: Lens, picker: TokenPicker, emitter: Emitter, state: Any
-    ) -> RowRun:
-        return _RowDecoder(self, Row(model, model_parts(model), lens, picker, emitter)).run()
+    def decode_row(self, row: Row, state: Any) -> RowRun:
+        return _RowDecoder(self, row).run()
 
     def trace_fields(self, runs: list[RowRun]) -> dict[str, Any]:
         cycles = [(d, a) for r in runs for d, a in zip(r.info["drafted"], r.info["accepted"]) if d > 0]
         histogram = [0] * (max(self.max_k, self.k) + 1)
         for _, accepted in cycles:
             histogram[int(accepted)] += 1
-        return {
-            "drafted": int(sum(d for d, _ in cycles)),
-            "accepted": int(sum(a for _, a in cycles)),
-            "accept_histogram": histogram,
-            "plain_steps": sum(1 for r in runs for d in r.info["drafted"] if d == 0),
-        }
+        drafted, accepted = int(sum(d for d, _ in cycles)), int(sum(a for _, a in cycles))
+        plain = sum(1 for r in runs for d in r.info["drafted"] if d == 0)
+        return dict(drafted=drafted, accepted=accepted, accept_histogram=histogram, plain_steps=plain)
 
 
 class _RowDecoder:
@@ -167,31 +152,24 @@ class _RowDecoder:
         self.spec, self.row, self.emitter = spec, row, row.emitter
         self.num_layers = row.parts.num_layers
         self.info: dict[str, list[float]] = {"drafted": [], "accepted": [], "emitted": []}
-        self.blocks = 0.0
-        self.seen_accepted = spec.prior_acceptance * self.PRIOR_WEIGHT
-        self.seen_trials = self.PRIOR_WEIGHT
-        self.plain_run = 0
+        self.blocks, self.plain_run = 0.0, 0
+        self.seen_accepted, self.seen_trials = spec.prior_acceptance * self.PRIOR_WEIGHT, self.PRIOR_WEIGHT
 
     def _choose_k(self) -> int:
         spec = self.spec
         if not spec.adaptive:
             return spec.k
         acceptance = self.seen_accepted / self.seen_trials
-        speed = {
-            k: predicted_speedup(spec.draft, acceptance, k, self.num_layers, spec.lens_cost)
-            for k in range(1, spec.max_k + 1)
-        }
-        best = max(speed, key=speed.get)
-        if speed[best] > 1.0:
+        best, speed = best_k(spec.draft, acceptance, spec.max_k, self.num_layers, spec.lens_cost)
+        if speed > 1.0:
             self.plain_run = 0
             return best
         self.plain_run += 1
         return 1 if self.plain_run % spec.probe_every == 0 else 0
 
     def _record(self, drafted: int, accepted: int, emitted: int) -> None:
-        self.info["drafted"].append(drafted)
-        self.info["accepted"].append(accepted)
-        self.info["emitted"].append(emitted)
+        for key, value in zip(self.info, (drafted, accepted, emitted)):
+            self.info[key].append(value)
         if drafted:
             self.seen_accepted += accepted
             # A rejection is one more trial; accepting all k leaves the next token's fate unobserved.
@@ -217,9 +195,8 @@ class _RowDecoder:
         tokens = torch.tensor(drafts, dtype=torch.long, device=target.device)
         if not picker.do_sample:
             return verify_greedy(tokens, target)
-        return rejection_sample(
-            tokens, proposal.probs, torch.softmax(target.float(), dim=-1), generator=picker.generator
-        )
+        target_probs = torch.softmax(target.float(), dim=-1)
+        return rejection_sample(tokens, proposal.probs, target_probs, generator=picker.generator)
 
     def run(self) -> RowRun:
         prompt = self.emitter.sequences[0].tolist()
@@ -246,11 +223,4 @@ class _RowDecoder:
         return RowRun(info=self.info, blocks=self.blocks)
 
 
-__all__ = [
-    "LayerDraft",
-    "SelfSpeculative",
-    "SkipDraft",
-    "SpeculativeTrace",
-    "expected_tokens",
-    "predicted_speedup",
-]
+__all__ = ["LayerDraft", "SelfSpeculative", "SkipDraft", "SpeculativeTrace", "predicted_speedup"]

@@ -36,12 +36,8 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
 
 @dataclass(frozen=True)
 class StrategyOutput:
-    """A strategy's decision at each row.
-
-    Attributes:
-        logits: ``[rows, vocab]`` unnormalised next-token scores (float32).
-        info: per-row values worth tracing, e.g. ``{"premature_layer": [rows]}``; empty for most strategies.
-    """
+    """A strategy's decision at each row: ``logits [rows, vocab]`` unnormalised next-token scores (float32), and
+    ``info``, per-row values worth tracing, e.g. ``{"premature_layer": [rows]}`` (empty for most strategies)."""
 
     logits: torch.Tensor
     info: Mapping[str, torch.Tensor] = field(default_factory=dict)
@@ -50,15 +46,11 @@ class StrategyOutput:
 @dataclass(frozen=True, kw_only=True)
 class Strategy(Spec):
     """Base class: subclasses set ``name``, declare their hyperparameters as fields, and implement
-    :meth:`layers` and :meth:`__call__`.
-
-    Class attributes:
-        name: registry name.
-        apply_final_norm: whether the lens should normalise intermediate layers (``False`` only for parity with
-            references that unembed raw hidden states).
-    """
+    :meth:`layers` and :meth:`__call__`."""
 
     registry: ClassVar[Registry] = STRATEGIES
+    # Whether the lens normalises intermediate layers (False only for parity with references that unembed raw
+    # hidden states).
     apply_final_norm: ClassVar[bool] = True
 
     def layers(self, num_layers: int) -> tuple[int, ...]:
@@ -66,30 +58,21 @@ class Strategy(Spec):
         raise NotImplementedError
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
-        """Combine lens outputs into next-token logits.
-
-        Args:
-            lens_logits: ``[rows, n_layers, vocab]`` lens logits of ``layers`` (as returned by :meth:`layers`).
-            layers: the layer number of each slice along dimension 1.
-
-        Returns:
-            :class:`StrategyOutput` with ``logits: [rows, vocab]``.
-        """
+        """Combine ``lens_logits: [rows, n_layers, vocab]``, the lens logits of ``layers`` (as :meth:`layers` returns
+        them, one per slice along dimension 1), into next-token ``logits: [rows, vocab]``."""
         raise NotImplementedError
 
     def check_model(self, num_layers: int) -> tuple[int, ...]:
         """The layers for a model of ``num_layers`` blocks, validated: raises ``ValueError`` naming the field."""
         layers = tuple(self.layers(num_layers))
-        for layer in layers:
-            if not 0 <= layer <= num_layers:
-                raise ValueError(
-                    f"{self.name} reads layer {layer}, but the model has layers 0..{num_layers}; "
-                    f"choose layers in that range"
-                )
-        if not layers:
+        outside = [layer for layer in layers if not 0 <= layer <= num_layers]
+        if outside:
             raise ValueError(
-                f"{self.name} reads no layer for a model of {num_layers} layers; give it some layers"
+                f"{self.name} reads layer {outside[0]}, but the model has layers 0..{num_layers}; "
+                "choose layers in that range"
             )
+        if not layers:
+            raise ValueError(f"{self.name} reads no layer of this {num_layers}-layer model; give it layers")
         assert list(layers) == sorted(set(layers)), "Strategy.layers must return sorted distinct layers"
         return layers
 
@@ -146,8 +129,7 @@ class SingleLayer(Strategy):
         check_int(self.layer, field="layer", fix="Pass a layer number (negative counts from the end).")
 
     def layers(self, num_layers: int) -> tuple[int, ...]:
-        layer = self.layer if self.layer >= 0 else num_layers + 1 + self.layer
-        if not 0 <= layer <= num_layers:
+        if not 0 <= (layer := self.layer if self.layer >= 0 else num_layers + 1 + self.layer) <= num_layers:
             raise ValueError(
                 f"layer={self.layer} is out of range for a model with layers 0..{num_layers}; "
                 f"pass 0..{num_layers} or -1..-{num_layers + 1}"

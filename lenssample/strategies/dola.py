@@ -28,14 +28,13 @@ from lenssample.strategies.fields import (
     LOGIT_LIMIT,
     LayersField,
     LayerSpec,
-    check_alpha,
-    check_excluded_logit,
-    check_layer_spec,
+    check_layer,
+    check_plausibility,
     masked_scores,
     plausible,
     premature_and_mature,
-    resolve_layers,
 )
+from lenssample.validation import check_bool
 
 
 def start_layer(num_layers: int, tie_word_embeddings: bool = True) -> int:
@@ -44,11 +43,7 @@ def start_layer(num_layers: int, tie_word_embeddings: bool = True) -> int:
     With tied embeddings the embedding layer (0) is skipped, since unembedding it mostly echoes the input token; a
     model of 2 layers starts at 1 and one of 1 layer at 0.
     """
-    if not tie_word_embeddings:
-        return 0
-    if num_layers > 2:
-        return 2
-    return 1 if num_layers == 2 else 0
+    return min(2, num_layers - 1) if tie_word_embeddings and num_layers > 1 else 0
 
 
 def dola_buckets(num_layers: int, start: int) -> dict[str, tuple[int, ...]]:
@@ -58,20 +53,8 @@ def dola_buckets(num_layers: int, start: int) -> dict[str, tuple[int, ...]]:
     ``range(start, 20, 2)`` and ``range(N - 20, N, 2)``. When ``start == N // 2`` the low bucket is ``[start]``.
     """
     n = num_layers
-    if start == n // 2:
-        low = (start,)
-    else:
-        low = tuple(range(start, n // 2, 2)) if n <= 40 else tuple(range(start, 20, 2))
-    high = tuple(range(n // 2, n, 2)) if n <= 40 else tuple(range(n - 20, n, 2))
-    return {"low": low, "high": high}
-
-
-def _contrast(
-    mature_log_probs: torch.Tensor, premature_log_probs: torch.Tensor, alpha: float, excluded_logit: float
-) -> torch.Tensor:
-    """``log q_mature - log q_premature`` inside the plausibility set, ``excluded_logit`` outside: ``[rows, vocab]``."""
-    keep = plausible(mature_log_probs, alpha)
-    return masked_scores(mature_log_probs - premature_log_probs, keep, excluded_logit)
+    low = (start,) if start == n // 2 else tuple(range(start, n // 2 if n <= 40 else 20, 2))
+    return {"low": low, "high": tuple(range(n // 2 if n <= 40 else n - 20, n, 2))}
 
 
 @register_strategy
@@ -99,18 +82,13 @@ class DoLa(Strategy):
     excluded_logit: float = -math.inf
 
     def __post_init__(self) -> None:
-        owner = self.name
-        object.__setattr__(self, "alpha", check_alpha(self.alpha, owner=owner))
-        object.__setattr__(self, "excluded_logit", check_excluded_logit(self.excluded_logit, owner=owner))
+        check_plausibility(self)
 
     def candidates(self, num_layers: int) -> tuple[int, ...]:
         """The candidate premature layers for a model of ``num_layers`` blocks (sorted)."""
         buckets = dola_buckets(num_layers, start_layer(num_layers))
         presets = {key: (lambda n, key=key: buckets[key]) for key in buckets}
-        layers = resolve_layers(
-            self.layers.spec, num_layers, field="layers", owner=self.name, presets=presets, allow_final=False
-        )
-        return tuple(sorted(layers))
+        return tuple(sorted(self.layers.resolve(num_layers, presets, allow_final=False)))
 
     def read_layers(self, num_layers: int) -> tuple[int, ...]:
         """The candidates and the mature layer ``L`` (what ``layers(num_layers)`` returns)."""
@@ -122,7 +100,7 @@ class DoLa(Strategy):
         jsd = js_divergence(mature[:, None], premature)  # [rows, n_candidates]
         choice = jsd.argmax(dim=-1)  # first maximum on ties
         chosen = premature.gather(1, choice[:, None, None].expand(-1, 1, premature.shape[-1]))[:, 0]
-        logits = _contrast(mature, chosen, self.alpha, self.excluded_logit)
+        logits = masked_scores(mature - chosen, plausible(mature, self.alpha), self.excluded_logit)
         candidates = torch.tensor(layers[:-1], device=choice.device)
         return StrategyOutput(logits=logits, info={"premature_layer": candidates[choice]})
 
@@ -134,8 +112,7 @@ class DoLaStatic(Strategy):
 
     Args:
         premature_layer: the layer contrasted with ``L`` (negative counts from the end; must be ``< L``).
-        alpha: plausibility cut-off in ``(0, 1]``.
-        excluded_logit: score outside the plausibility set (``-inf``, or e.g. ``-1000`` for scoring).
+        alpha, excluded_logit: as in :class:`DoLa`.
     """
 
     name: ClassVar[str] = "dola-static"
@@ -144,22 +121,16 @@ class DoLaStatic(Strategy):
     excluded_logit: float = -math.inf
 
     def __post_init__(self) -> None:
-        check_layer_spec(self.premature_layer, field="premature_layer", owner=self.name, presets=())
-        if not isinstance(self.premature_layer, int):
-            raise ValueError(
-                f"{self.name}: premature_layer={self.premature_layer!r} must be one integer layer"
-            )
-        object.__setattr__(self, "alpha", check_alpha(self.alpha, owner=self.name))
-        object.__setattr__(self, "excluded_logit", check_excluded_logit(self.excluded_logit, owner=self.name))
+        check_layer(self.premature_layer, field="premature_layer", owner=self.name)
+        check_plausibility(self)
 
     def layers(self, num_layers: int) -> tuple[int, ...]:
-        return premature_and_mature(
-            self.premature_layer, num_layers, field="premature_layer", owner=self.name
-        )
+        return premature_and_mature(self, "premature_layer", num_layers)
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
         log_probs = floored_log_probs(lens_logits)
-        logits = _contrast(log_probs[:, -1], log_probs[:, 0], self.alpha, self.excluded_logit)
+        mature, premature = log_probs[:, -1], log_probs[:, 0]
+        logits = masked_scores(mature - premature, plausible(mature, self.alpha), self.excluded_logit)
         return StrategyOutput(logits=logits)
 
 
@@ -196,20 +167,14 @@ class DoLaReference(Strategy):
     tie_word_embeddings: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.tie_word_embeddings, bool):
-            raise ValueError(
-                f"{self.name}: tie_word_embeddings={self.tie_word_embeddings!r} must be true or false "
-                "(the model config's tie_word_embeddings)"
-            )
+        check_bool(self.tie_word_embeddings, field="tie_word_embeddings", owner=self.name)
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, *, layers: LayerSpec = "high") -> DoLaReference:
         """The reference's settings for ``model`` (reads ``tie_word_embeddings`` from its config)."""
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        tied = bool(
-            getattr(model.config, "tie_word_embeddings", getattr(config, "tie_word_embeddings", True))
-        )
-        return cls(layers=layers, tie_word_embeddings=tied)
+        tied = getattr(model.config, "tie_word_embeddings", getattr(config, "tie_word_embeddings", True))
+        return cls(layers=layers, tie_word_embeddings=bool(tied))
 
     def candidates(self, num_layers: int) -> tuple[int, ...]:
         """Candidate layers in the reference's order (buckets ascending, lists as given minus layers >= N)."""
@@ -233,32 +198,21 @@ class DoLaReference(Strategy):
         candidates = self.candidates(layers[-1])
         # [n_candidates, rows, vocab], in the reference's candidate order.
         premature_logits = torch.stack([lens_logits[:, layers.index(layer)] for layer in candidates]).float()
-        if len(candidates) == 1:
-            index = 0
-        else:
-            mature_probs = F.softmax(mature_logits, dim=-1)
-            mean_probs = 0.5 * (mature_probs[None] + F.softmax(premature_logits, dim=-1))
-            kl_mature = F.kl_div(
-                F.log_softmax(mature_logits, dim=-1)[None], mean_probs, reduction="none"
-            ).mean(-1)
-            kl_premature = F.kl_div(
-                F.log_softmax(premature_logits, dim=-1), mean_probs, reduction="none"
-            ).mean(-1)
-            divergence = (0.5 * (kl_mature + kl_premature)).mean(
-                -1
-            )  # [n_candidates]: averaged over the batch
-            index = int(divergence.argmax())
+        index = 0
+        if len(candidates) > 1:
+            mean_probs = 0.5 * (F.softmax(mature_logits, dim=-1)[None] + F.softmax(premature_logits, dim=-1))
+            kl_mature = F.kl_div(F.log_softmax(mature_logits, dim=-1)[None], mean_probs, reduction="none")
+            kl_premature = F.kl_div(F.log_softmax(premature_logits, dim=-1), mean_probs, reduction="none")
+            # [n_candidates]: averaged over the vocabulary, then over the batch.
+            index = int((0.5 * (kl_mature.mean(-1) + kl_premature.mean(-1))).mean(-1).argmax())
         mature_log_probs = mature_logits.log_softmax(dim=-1)
         premature_log_probs = premature_logits[index].log_softmax(dim=-1)
         # The reference keeps tokens at or above max + log(0.1) (its min_tokens_to_keep=1 threshold is the max).
-        threshold = mature_log_probs.max(dim=-1, keepdim=True).values + math.log(self.relative_top)
-        outside = mature_log_probs < threshold
+        outside = ~plausible(mature_log_probs, self.relative_top)
         premature_log_probs = premature_log_probs.masked_fill(outside, -1e-3)
         mature_log_probs = mature_log_probs.masked_fill(outside, -math.inf)
         # Clamping changes nothing for real logits; it keeps adversarial inputs (a premature probability that
         # underflows to 0) from producing +inf.
         logits = (mature_log_probs - premature_log_probs).clamp(max=LOGIT_LIMIT)
-        chosen = torch.full(
-            (lens_logits.shape[0],), candidates[index], dtype=torch.long, device=logits.device
-        )
+        chosen = torch.tensor([candidates[index]] * lens_logits.shape[0], device=logits.device)
         return StrategyOutput(logits=logits, info={"premature_layer": chosen})

@@ -13,7 +13,6 @@ layer mixed with the average of a window of the last ``k`` layers before it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,12 +22,8 @@ import torch
 from lenssample.stats import LOG_PROB_FLOOR, entropy
 from lenssample.stats import log_probs as log_probs_of
 from lenssample.strategies.base import Strategy, StrategyOutput, register_strategy
-from lenssample.strategies.fields import (
-    LayersField,
-    LayerSpec,
-    resolve_layers,
-)
-from lenssample.validation import check_number
+from lenssample.strategies.fields import LayersField, LayerSpec
+from lenssample.validation import check_choice, check_int, check_number
 
 WEIGHT_SCHEMES = ("uniform", "linear", "exponential", "entropy", "max_prob")
 
@@ -36,20 +31,15 @@ WEIGHT_SCHEMES = ("uniform", "linear", "exponential", "entropy", "max_prob")
 def _static_weights(scheme: str, layers: Sequence[int], decay: float) -> torch.Tensor:
     """``[n_layers]`` weights of a static scheme (unnormalised), growing toward the last layer."""
     position = torch.arange(1, len(layers) + 1, dtype=torch.float64)
-    if scheme == "uniform":
-        return torch.ones(len(layers), dtype=torch.float64)
-    if scheme == "linear":
-        return position
-    # "exponential": each layer weighs `decay` times the next one.
-    return torch.tensor(decay, dtype=torch.float64) ** (len(layers) - position)
+    if scheme == "exponential":  # each layer weighs `decay` times the next one
+        return torch.tensor(decay, dtype=torch.float64) ** (len(layers) - position)
+    return position if scheme == "linear" else torch.ones_like(position)
 
 
 def _confidence_log_weights(log_probs: torch.Tensor, scheme: str, temperature: float) -> torch.Tensor:
     """``[rows, n_layers]`` log-weights from each layer's confidence at each row (normalised over layers)."""
-    if scheme == "entropy":
-        score = -entropy(log_probs) / temperature
-    else:  # "max_prob"
-        score = log_probs.max(dim=-1).values  # log of the top probability: w ∝ max q
+    # "max_prob": the log of the top probability, w ∝ max q.
+    score = -entropy(log_probs) / temperature if scheme == "entropy" else log_probs.max(dim=-1).values
     return torch.log_softmax(score, dim=-1)
 
 
@@ -65,14 +55,7 @@ def _product(log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor
     return torch.log_softmax(terms.sum(dim=1), dim=-1)
 
 
-COMBINE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "mixture": _mixture,
-    "product": _product,
-}
-
-
-def _all_layers(num_layers: int) -> tuple[int, ...]:
-    return tuple(range(num_layers + 1))
+COMBINE: dict[str, Callable[..., torch.Tensor]] = {"mixture": _mixture, "product": _product}
 
 
 @register_strategy
@@ -100,7 +83,7 @@ class LayerEnsemble(Strategy):
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        owner = self.name
+        owner, spec = self.name, self.layers.spec
         if isinstance(self.weights, str):
             if self.weights not in WEIGHT_SCHEMES:
                 raise ValueError(
@@ -110,21 +93,14 @@ class LayerEnsemble(Strategy):
         else:
             values = [self.weights] if isinstance(self.weights, int | float) else self.weights
             if not isinstance(values, Sequence) or not values:
-                raise ValueError(
-                    f"{owner}: weights={self.weights!r} must be a scheme name or a non-empty list"
-                )
-            weights = tuple(
-                check_number(
-                    w, field="weights", owner=owner, low=0.0, fix="Weights are non-negative numbers."
-                )
-                for w in values
-            )
+                raise ValueError(f"{owner}: weights={self.weights!r} must be a scheme or a non-empty list")
+            fix = "Weights are non-negative numbers."
+            weights = tuple(check_number(w, field="weights", owner=owner, low=0.0, fix=fix) for w in values)
+            object.__setattr__(self, "weights", weights)
             if sum(weights) <= 0:
                 raise ValueError(
                     f"{owner}: weights={list(weights)!r} are all zero; give at least one layer a positive weight"
                 )
-            object.__setattr__(self, "weights", weights)
-            spec = self.layers.spec
             if not isinstance(spec, str) and len(spec) != len(weights):
                 raise ValueError(
                     f"{owner}: weights has {len(weights)} numbers but layers={list(spec)!r} has {len(spec)}; "
@@ -135,16 +111,13 @@ class LayerEnsemble(Strategy):
                     f"{owner}: layers={list(spec)!r} counts from the end, which explicit weights cannot follow "
                     "for every depth; give non-negative layer numbers with explicit weights"
                 )
-        if self.combine not in COMBINE:
-            raise ValueError(f"{owner}: combine={self.combine!r} must be one of {', '.join(COMBINE)}")
+        check_choice(self.combine, COMBINE, field="combine", owner=owner)
         check_number(self.decay, field="decay", owner=owner, low=0.0, high=1.0, low_open=True)
         check_number(self.temperature, field="temperature", owner=owner, low=0.0, low_open=True)
 
     def given_layers(self, num_layers: int) -> tuple[int, ...]:
         """The layers in the order the user gave them (the order of explicit ``weights``)."""
-        layers = resolve_layers(
-            self.layers.spec, num_layers, field="layers", owner=self.name, presets={"all": _all_layers}
-        )
+        layers = self.layers.resolve(num_layers, {"all": lambda n: range(n + 1)})
         if isinstance(self.weights, tuple) and len(self.weights) != len(layers):
             raise ValueError(
                 f"{self.name}: weights has {len(self.weights)} numbers but layers={self.layers.spec!r} has "
@@ -160,15 +133,13 @@ class LayerEnsemble(Strategy):
         """``[rows or 1, n_layers]`` normalised log-weights for ``layers`` (sorted, as read)."""
         if isinstance(self.weights, tuple):
             # Explicit weights come with "all" (0..L, so L is the last layer read) or non-negative layer numbers.
-            given = self.given_layers(layers[-1])
-            by_layer = dict(zip(given, self.weights))
+            by_layer = dict(zip(self.given_layers(layers[-1]), self.weights))
             weights = torch.tensor([by_layer[layer] for layer in layers], dtype=torch.float64)
         elif self.weights in ("entropy", "max_prob"):
             return _confidence_log_weights(log_probs, self.weights, self.temperature)
         else:
             weights = _static_weights(self.weights, layers, self.decay)
-        log_weights = (weights / weights.sum()).log().float().to(log_probs.device)
-        return log_weights[None]
+        return (weights / weights.sum()).log().float().to(log_probs.device)[None]
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
         log_probs = log_probs_of(lens_logits)  # [rows, n, vocab]
@@ -198,8 +169,7 @@ class LayerWindow(Strategy):
     gamma: float = 0.3
 
     def __post_init__(self) -> None:
-        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
-            raise ValueError(f"{self.name}: window={self.window!r} must be an integer >= 1 (layers before L)")
+        check_int(self.window, field="window", owner=self.name, low=1, fix="It counts layers before L.")
         check_number(self.gamma, field="gamma", owner=self.name, low=0.0, high=1.0, fix="Use e.g. gamma=0.3.")
 
     def layers(self, num_layers: int) -> tuple[int, ...]:
@@ -218,9 +188,3 @@ class LayerWindow(Strategy):
         window = log_probs[:, :-1].clamp_min(LOG_PROB_FLOOR).mean(dim=1)
         mixed = (1 - self.gamma) * final + self.gamma * window
         return StrategyOutput(logits=torch.log_softmax(mixed, dim=-1))
-
-
-def exponential_ramp(decay: float, n: int) -> list[float]:
-    """The normalised ``"exponential"`` weights of ``n`` layers (for documentation and tests)."""
-    raw = [decay ** (n - 1 - i) for i in range(n)]
-    return [w / math.fsum(raw) for w in raw]

@@ -30,23 +30,14 @@ from lenssample.strategies.fields import LayerSpec
 
 @dataclass(frozen=True)
 class FitResult:
-    """Fitted layer weights.
+    """Fitted layer weights; NLLs are means in nats/token over the fitting tokens."""
 
-    Attributes:
-        strategy: a ready :class:`LayerEnsemble` (``combine="mixture"``) with the fitted weights.
-        layers: the layers, in the order of ``weights``.
-        weights: non-negative, summing to 1.
-        nll: mean NLL (nats/token) of the fitted mixture on the fitting tokens.
-        final_nll: mean NLL of the final layer alone on the same tokens.
-        tokens: how many next-token targets were fitted.
-    """
-
-    strategy: LayerEnsemble
-    layers: tuple[int, ...]
-    weights: tuple[float, ...]
-    nll: float
-    final_nll: float
-    tokens: int
+    strategy: LayerEnsemble  # ready to use (combine="mixture"), with the fitted weights
+    layers: tuple[int, ...]  # in the order of `weights`
+    weights: tuple[float, ...]  # non-negative, summing to 1
+    nll: float  # of the fitted mixture
+    final_nll: float  # of the final layer alone
+    tokens: int  # how many next-token targets were fitted
 
 
 @torch.inference_mode()
@@ -79,16 +70,9 @@ def layer_token_log_probs(
 
 
 def fit_mixture_weights(token_log_probs: np.ndarray) -> tuple[np.ndarray, float]:
-    """Minimise ``-mean_i log(sum_j w_j exp(A_ij))`` over the simplex.
-
-    Args:
-        token_log_probs: ``A``, ``[positions, n_layers]`` log-probabilities of the observed tokens.
-
-    Returns:
-        ``(weights [n_layers], nll)``.
-    """
-    a = np.asarray(token_log_probs, dtype=np.float64)
-    a = np.maximum(a, -1.0e4)
+    """``(weights [n_layers], nll)`` minimising ``-mean_i log(sum_j w_j exp(A_ij))`` over the simplex, ``A`` the
+    ``[positions, n_layers]`` log-probabilities of the observed tokens."""
+    a = np.maximum(np.asarray(token_log_probs, dtype=np.float64), -1.0e4)
     shift = a.max(axis=1, keepdims=True)
     b = np.exp(a - shift)  # [N, n], each row's largest entry is 1
     n = a.shape[1]
@@ -97,23 +81,14 @@ def fit_mixture_weights(token_log_probs: np.ndarray) -> tuple[np.ndarray, float]
         s = np.maximum(b @ w, 1e-300)
         return float(-(np.log(s) + shift[:, 0]).mean()), -(b / s[:, None]).mean(axis=0)
 
-    start = np.full(n, 1.0 / n)
-    result = minimize(
-        objective,
-        start,
-        jac=True,
-        method="SLSQP",
-        bounds=[(0.0, 1.0)] * n,
-        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}],
-        options={"maxiter": 500, "ftol": 1e-10},
-    )
+    simplex = {"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}
+    result = minimize(objective, np.full(n, 1.0 / n), jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * n,
+                      constraints=[simplex], options={"maxiter": 500, "ftol": 1e-10})  # fmt: skip
     weights = np.clip(result.x, 0.0, None)
     weights /= weights.sum()
     # The final layer alone is a feasible point; keep it if the optimiser stopped somewhere worse.
-    nll = objective(weights)[0]
     vertex = np.eye(n)[-1]
-    if objective(vertex)[0] < nll:
-        weights, nll = vertex, objective(vertex)[0]
+    weights, nll = min((weights, objective(weights)[0]), (vertex, objective(vertex)[0]), key=lambda c: c[1])
     return weights, nll
 
 
@@ -130,33 +105,21 @@ def fit_layer_weights(
     """Fit mixture weights over ``layers`` on ``texts`` and return a ready strategy.
 
     Args:
-        model: a supported causal LM.
-        tokenizer: its tokenizer.
         texts: fitting text, e.g. ``[d.text for d in lenssample.data.wikipedia("train")]``.
         layers: ``"all"`` or layer numbers (the final layer is always included).
         lens: the lens to fit through (default the logit lens).
         max_tokens: about how many next-token targets to fit on.
         window: tokens per forward pass.
 
-    Returns:
-        :class:`FitResult`; ``result.strategy`` decodes or scores with the fitted weights.
+    ``result.strategy`` of the :class:`FitResult` decodes or scores with the fitted weights.
     """
     num_layers = model_parts(model).num_layers
-    probe = LayerEnsemble(layers=layers)
-    chosen = tuple(sorted({*probe.layers(num_layers), num_layers}))
+    chosen = tuple(sorted({*LayerEnsemble(layers=layers).layers(num_layers), num_layers}))
     windows = token_windows(texts, tokenizer, seq_len=window, max_positions=max_tokens)
     if not windows:
         raise ValueError("the texts hold no window of at least 8 tokens; give more text to fit on")
-    columns = [layer_token_log_probs(model, ids[None], chosen, lens=lens) for ids in windows]
-    table = torch.cat(columns).double().cpu().numpy()
-    weights, nll = fit_mixture_weights(table)
-    final_nll = float(-table[:, -1].mean())
-    strategy = LayerEnsemble(layers=list(chosen), weights=[float(w) for w in weights])
-    return FitResult(
-        strategy=strategy,
-        layers=chosen,
-        weights=tuple(float(w) for w in weights),
-        nll=nll,
-        final_nll=final_nll,
-        tokens=table.shape[0],
-    )
+    table = torch.cat([layer_token_log_probs(model, ids[None], chosen, lens=lens) for ids in windows])
+    weights, nll = fit_mixture_weights(table.double().cpu().numpy())
+    weights = tuple(float(w) for w in weights)
+    strategy = LayerEnsemble(layers=list(chosen), weights=list(weights))
+    return FitResult(strategy, chosen, weights, nll, float(-table[:, -1].double().mean()), table.shape[0])

@@ -26,8 +26,8 @@ from typing import ClassVar
 import torch
 
 from lenssample.strategies.base import Strategy, StrategyOutput, register_strategy
-from lenssample.strategies.fields import LayersField, LayerSpec, resolve_layers
-from lenssample.validation import check_number
+from lenssample.strategies.fields import LayersField, LayerSpec
+from lenssample.validation import check_int, check_number
 
 
 def _earlier_layers(num_layers: int) -> tuple[int, ...]:
@@ -40,16 +40,9 @@ def _earlier_layers(num_layers: int) -> tuple[int, ...]:
 def latent_distribution(
     final_logits: torch.Tensor, premature_logits: torch.Tensor, top: torch.Tensor
 ) -> torch.Tensor:
-    """SLED's estimate of the latent distribution on the top tokens.
-
-    Args:
-        final_logits: ``[rows, vocab]``.
-        premature_logits: ``[rows, n_layers, vocab]``.
-        top: ``[rows, k]`` token ids (the top-``k`` of the final layer).
-
-    Returns:
-        ``[rows, k]`` non-negative weights summing to 1 per row, or to 0 where no layer points to a top token.
-    """
+    """SLED's estimate of the latent distribution on the top tokens ``top: [rows, k]`` (the final layer's top-``k``),
+    from ``final_logits: [rows, vocab]`` and ``premature_logits: [rows, n_layers, vocab]``: ``[rows, k]``
+    non-negative weights summing to 1 per row, or to 0 where no layer points to a top token."""
     finite = premature_logits.isfinite() & final_logits[:, None].isfinite()
     divergence = torch.where(finite, premature_logits - final_logits[:, None], 0.0)  # [rows, n, vocab]
     probs = torch.softmax(premature_logits, dim=-1)
@@ -89,33 +82,17 @@ class SLED(Strategy):
 
     def __post_init__(self) -> None:
         check_number(self.evolution_rate, field="evolution_rate", owner=self.name, low=0.0, fix="Use e.g. 2.")
-        scale = self.evolution_scale
-        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-            raise ValueError(
-                f"{self.name}: evolution_scale={scale!r} must be an integer >= 1 (how many top tokens evolve), "
-                "e.g. 10"
-            )
+        fix = "It counts the top tokens that evolve, e.g. 10."
+        check_int(self.evolution_scale, field="evolution_scale", owner=self.name, low=1, fix=fix)
         bound = self.evolution_lower_bound
-        if (
-            isinstance(bound, bool)
-            or not isinstance(bound, int | float)
-            or math.isnan(bound)
-            or bound == math.inf
-        ):
+        if isinstance(bound, bool) or not isinstance(bound, int | float) or not bound < math.inf:
             raise ValueError(
-                f"{self.name}: evolution_lower_bound={bound!r} must be a number or -inf, e.g. -100"
+                f"{self.name}: evolution_lower_bound={bound!r} must be a number (e.g. -100, -inf)"
             )
 
     def read_layers(self, num_layers: int) -> tuple[int, ...]:
         """The earlier layers and ``L``, sorted (what ``layers(num_layers)`` returns)."""
-        earlier = resolve_layers(
-            self.layers.spec,
-            num_layers,
-            field="layers",
-            owner=self.name,
-            presets={"all": _earlier_layers},
-            allow_final=False,
-        )
+        earlier = self.layers.resolve(num_layers, {"all": _earlier_layers}, allow_final=False)
         return (*sorted(earlier), num_layers)
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
