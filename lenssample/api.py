@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -81,6 +82,22 @@ def run_decoding(
     )  # fmt: skip
 
 
+DOLA_REPETITION_PENALTY = 1.2
+
+
+def warn_dola_repetition(strategy: Strategy, repetition_penalty: float | None) -> None:
+    """DoLa's authors generate with a repetition penalty of 1.2 (transformers warned below it): say so when a DoLa
+    strategy generates with less (scoring is not affected)."""
+    if strategy.name.startswith("dola") and (repetition_penalty or 1.0) < DOLA_REPETITION_PENALTY:
+        warnings.warn(
+            f"strategy {strategy.to_spec()!r} generates with repetition_penalty={repetition_penalty}; DoLa's "
+            f"authors use {DOLA_REPETITION_PENALTY} for generation (without it DoLa tends to repeat itself): pass "
+            f"repetition_penalty={DOLA_REPETITION_PENALTY} (CLI: --repetition-penalty {DOLA_REPETITION_PENALTY})",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _eos_ids(eos: int | Sequence[int] | None, device: torch.device) -> torch.Tensor | None:
     ids = [eos] if isinstance(eos, int) else list(eos or [])
     return torch.tensor(ids, dtype=torch.long, device=device) if ids else None
@@ -136,6 +153,7 @@ def generate(
     """
     settings = DecodingSettings.build(settings, **setting_values)
     strategy, schedule, lens = resolve(model, strategy, schedule, lens)
+    warn_dola_repetition(strategy, settings.repetition_penalty)
     if settings.seed is not None and generator is not None:
         raise ValueError("pass either seed= or generator=, not both")
     prompt = prepare_prompt(
@@ -262,6 +280,7 @@ def decoder(
         **model_kwargs: Any,
     ) -> torch.Tensor | GenerateDecoderOnlyOutput:
         chosen, plan, model_lens = resolve(model, strategy, schedule, lens)
+        warn_dola_repetition(chosen, getattr(generation_config, "repetition_penalty", None))
         if streamer is None:
             # transformers 5 keeps generate(streamer=...) from a callable: find it (the prompt is already put).
             streamer = _PromptAlreadyPut.wrap(_streamer_of_calling_generate())

@@ -204,10 +204,25 @@ class Spec:
     # string: ``early-exit:measure=margin,threshold=0.3``).
     nested: ClassVar[Mapping[str, Registry]] = {}
     example: ClassVar[str] = ""  # a spec shown when a required parameter is missing
+    #: Named sets of parameter values (published settings): ``preset=NAME`` in a spec; given parameters win.
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
+    @classmethod
+    def from_preset(cls, preset: str, **params: Any) -> Spec:
+        """The preset's parameters, replaced by any given in ``params``."""
+        if preset not in cls.presets:
+            names = ", ".join(cls.presets) or "(none)"
+            raise ValueError(
+                f"{cls.registry.kind} {cls.name!r} has no preset {preset!r}.{did_you_mean(preset, cls.presets)} "
+                f"Its presets: {names}"
+            )
+        return cls.from_params(**{**cls.presets[preset], **params})
 
     @classmethod
     def from_params(cls, **params: Any) -> Spec:
         """Build from parameters as a spec or a mapping gives them (nested objects flattened or as mappings)."""
+        if "preset" in params:
+            return cls.from_preset(params.pop("preset"), **params)
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         for field_name, registry in cls.nested.items():
             value = params.get(field_name, _default(fields[field_name]))

@@ -65,6 +65,11 @@ def latent_distribution(
 class SLED(Strategy):
     """Self logits evolution from the earlier layers (see the module docstring).
 
+    Presets (``sled:preset=NAME``, or ``SLED.from_preset(NAME)``): the authors' per-task settings of
+    ``evolution_rate`` / ``evolution_scale``: ``factor`` 2 / 10, ``truthfulqa-mc`` 2.5 / 75, ``strategyqa`` 1.75 / 5,
+    ``gsm8k`` 2 / 10. For open generation they report rates 0.5-3 and scales 5-20 with a repetition penalty of
+    1.01-1.05 (a decoding setting, not part of the strategy).
+
     Args:
         layers: the earlier layers: ``"all"`` (``2..L-1``, as the reference for tied embeddings) or explicit
             layer numbers ``< L``.
@@ -75,6 +80,12 @@ class SLED(Strategy):
     """
 
     name: ClassVar[str] = "sled"
+    presets: ClassVar[dict[str, dict[str, float]]] = {
+        "factor": {"evolution_rate": 2.0, "evolution_scale": 10},
+        "truthfulqa-mc": {"evolution_rate": 2.5, "evolution_scale": 75},
+        "strategyqa": {"evolution_rate": 1.75, "evolution_scale": 5},
+        "gsm8k": {"evolution_rate": 2.0, "evolution_scale": 10},
+    }
     layers: LayerSpec = LayersField("all", ("all",))  # type: ignore[assignment]
     evolution_rate: float = 2.0
     evolution_scale: int = 10
