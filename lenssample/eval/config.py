@@ -82,6 +82,8 @@ def variant_entry(item: str | dict[str, Any]) -> Variant:
         spec = dict(item)
         label, fit = spec.pop("label", None), spec.pop("fit", None)
         name = spec.get("name")
+        if fit is not None and name == "speculative" and not {"draft", "draft_layer", "skip"} & set(spec):
+            spec["draft_layer"], label = 1, label or name  # a placeholder: the search picks the draft and k
     else:
         raise TypeError(f"variant {item!r} must be a spec like 'layer:layer=24' or a table with 'name'")
     if name in SCHEDULES:

@@ -174,22 +174,15 @@ def aggregate(
     tokens = sum(int(r["tokens"]) for r in records)
     if tokens == 0:
         raise ValueError("no token was scored: the corpus is empty or every document is a single token")
-    nll = sum(r["nll"] for r in records)
-    excluded = sum(int(r["excluded"]) for r in records)
+    nll, nll_finite = sum(r["nll"] for r in records), sum(r["nll_finite"] for r in records)
+    excluded, n_bytes = sum(int(r["excluded"]) for r in records), sum(int(r["bytes"]) for r in records)
     finite_tokens = tokens - excluded
-    nll_finite = sum(r["nll_finite"] for r in records)
-    n_bytes = sum(int(r["bytes"]) for r in records)
     return PerplexityResult(
-        tokens=tokens,
-        bytes=n_bytes,
-        nll_per_token=nll / tokens,
-        perplexity=math.exp(nll / tokens),
-        bits_per_byte=nll / (math.log(2) * n_bytes) if n_bytes else float("nan"),
-        excluded_tokens=excluded,
-        excluded_fraction=excluded / tokens,
+        tokens=tokens, bytes=n_bytes, nll_per_token=nll / tokens, perplexity=math.exp(nll / tokens),
+        bits_per_byte=nll / (math.log(2) * n_bytes) if n_bytes else float("nan"), excluded_tokens=excluded,
+        excluded_fraction=excluded / tokens, floor_log_prob=floor_log_prob,
         perplexity_kept=math.exp(nll_finite / finite_tokens) if finite_tokens else float("nan"),
-        floor_log_prob=floor_log_prob,
-    )
+    )  # fmt: skip
 
 
 def corpus_windows(

@@ -133,13 +133,14 @@ def markdown(summary: dict[str, Any]) -> str:
     for (model, lens, task), rows in tables.items():
         kind = rows[0]["kind"]
         keys = [k for k in MAIN_METRICS[kind] if any(k in r["metrics"] for r in rows)]
-        extra = ["x final", "x hf_generate"] if kind == "speed" else ["Δ vs baseline [CI]"]
+        bases = [b for b in ("final", "hf_generate") if any(f"ratio_to_{b}" in r["metrics"] for r in rows)]
+        extra = [f"x {b}" for b in bases] if kind == "speed" else ["Δ vs baseline [CI]"]
         lines += [f"### {task} ({kind}) — model `{model}`, lens `{lens}`", "",
                   "| strategy | " + " | ".join(keys + extra) + " |", "|" + "---|" * (len(keys) + len(extra) + 1)]  # fmt: skip
         for row in rows:
             cells = [_fmt(row["metrics"].get(k)) for k in keys]
             if kind == "speed":
-                for base in ("final", "hf_generate"):
+                for base in bases:
                     ratio = row["metrics"].get(f"ratio_to_{base}") or {}
                     cells.append(_fmt(ratio.get("ms_per_token")))
             else:
@@ -226,11 +227,13 @@ def plot(summary: dict[str, Any], out) -> list[str]:
     for name, ylabel, found in plots.values():
         if not found:
             continue
-        fig, ax = plt.subplots(figsize=(5, 3.6))
+        fig, ax = plt.subplots(figsize=(5, 3.6) if len(found) <= 8 else (9, 6))
         front = set(pareto_front([(x, y) for x, y, _ in found]))
         for i, (x, y, label) in enumerate(found):
             ax.scatter([x], [y], color="tab:red" if i in front else "tab:gray")
-            ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                label, (x, y), fontsize=7 if len(found) <= 8 else 6, xytext=(3, 3), textcoords="offset points"
+            )
         ax.set_xlabel("ms / token (median)")
         ax.set_ylabel(ylabel)
         ax.set_yscale("log" if name == "pareto.png" else "linear")
