@@ -26,26 +26,19 @@ import torch
 
 from lenssample.analysis.layer_stats import LayerStatistics, frequent_tokens, layer_statistics
 from lenssample.data import wikipedia
+from lenssample.data.windows import token_windows
 from lenssample.lens.base import LogitLens
+from lenssample.lens.tuned import load_lens
 
 HERE = Path(__file__).resolve().parent
 SUMMARY = ("kl", "agree_final", "next_top1", "frequent", "input_top1", "entropy")
 
 
 def tokenized_windows(tokenizer: Any, n_tokens: int, window: int) -> list[torch.Tensor]:
-    """Windows of ``window`` tokens from the held-out articles until ``n_tokens`` positions are covered."""
-    windows, covered = [], 0
-    for doc in wikipedia("heldout"):
-        ids = tokenizer(doc.text, return_tensors="pt").input_ids[0]
-        for start in range(0, len(ids) - 1, window):
-            piece = ids[start : start + window + 1]
-            if len(piece) < 32:
-                continue
-            windows.append(piece)
-            covered += len(piece) - 1
-            if covered >= n_tokens:
-                return windows
-    return windows
+    """Windows of ``window`` predicting positions (``window + 1`` tokens; shorter remainders of at least 32 kept)
+    from the held-out articles, ``n_tokens`` positions in all (:func:`lenssample.data.windows.token_windows`)."""
+    ids = [tokenizer(doc.text, return_tensors="pt").input_ids[0] for doc in wikipedia("heldout")]
+    return token_windows(ids, None, seq_len=window + 1, min_len=32, max_positions=n_tokens)
 
 
 def summarize(stats: LayerStatistics) -> dict[str, Any]:
@@ -151,9 +144,7 @@ def lenses_for(model: Any, spec: dict[str, Any]) -> dict[str, Any]:
     lenses = {"logit": LogitLens(model)}
     folder = Path(str(spec.get("tuned_lens", ""))).expanduser()
     if spec.get("tuned_lens") and (folder / "config.json").exists():
-        from lenssample.lens.tuned import TunedLens
-
-        lenses["tuned"] = TunedLens.load(folder, model)
+        lenses["tuned"] = load_lens(folder, model)
     return lenses
 
 

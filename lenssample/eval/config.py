@@ -5,13 +5,14 @@ Example (``evals/configs/default.toml`` is a full one)::
     out = "evals/results/default"        # records.jsonl, summary.json, summary.md, plots go here
     models = ["smollm2-135m-instruct"]   # load_model names, folders, or "factory:module:function"
     lenses = ["logit"]                   # "logit" or a saved tuned-lens folder
-    variants = ["final", "dola:layers=high", "early-exit:measure=max-prob,threshold=0.9"]
+    variants = [                         # spec strings, or inline tables (the same spec, with an optional label)
+        "final",
+        "dola:layers=high",
+        "early-exit:measure=max-prob,threshold=0.9",
+        { name = "ensemble", label = "ensemble-fitted", fit = { source = "wikipedia:train", max_tokens = 2048 } },
+        { name = "speculative", label = "speculative-searched", fit = { new_tokens = 128 } },
+    ]
     baseline = "final"                   # differences (with bootstrap intervals) are taken against it
-
-    [[variants]]                         # a table: the same spec as a TOML table, with an optional label
-    name = "ensemble"
-    label = "ensemble-fitted"
-    fit = { source = "wikipedia:train", max_tokens = 2048, window = 256 }   # weights fitted per model and lens
 
     [[tasks]]
     name = "wiki"
@@ -20,12 +21,15 @@ Example (``evals/configs/default.toml`` is a full one)::
 
 A variant is a strategy or a schedule, written in the one spec syntax (:mod:`lenssample.specs`); its label (used in
 tables and records) is the string itself unless a table gives ``label``. ``strategies`` is accepted for
-``variants``.
+``variants``. ``fit`` fits a variant to each model and lens before the tasks run (:mod:`lenssample.eval.runs`): an
+ensemble's weights (:func:`~lenssample.strategies.fit.fit_layer_weights` on ``source``), or a speculative schedule's
+draft and ``k`` (:func:`~lenssample.schedules.search.choose_self_speculative` on the model's greedy continuation of
+``prompt``; plain decoding when no draft is predicted to pay).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +41,13 @@ from lenssample.strategies.base import STRATEGIES, FinalLayer, Strategy
 from lenssample.validation import check_int, check_number, did_you_mean
 
 TASK_KINDS = ("perplexity", "multiple_choice", "generation", "speed")
-TOP_LEVEL = (
-    "out",
-    "models",
-    "lenses",
-    "variants",
-    "strategies",
-    "baseline",
-    "tasks",
-    "seed",
-    "bootstrap_resamples",
-    "confidence",
-    "threads",
-)
-FIT_KEYS = ("source", "max_tokens", "window")
+TOP_LEVEL = ("out", "models", "lenses", "variants", "strategies", "baseline", "tasks", "seed",
+             "bootstrap_resamples", "confidence", "threads")  # fmt: skip
+FIT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ensemble": {"source": "wikipedia:train", "max_tokens": 2048, "window": 256},
+    # prompt None: the speed task's default prompt; layers / skips None: the search's default candidates
+    "speculative": {"prompt": None, "new_tokens": 128, "layers": None, "skips": None, "max_k": 8},
+}
 
 
 def split_variant_list(text: str) -> list[str]:
@@ -63,12 +60,7 @@ def split_variant_list(text: str) -> list[str]:
 class Variant:
     """One variant of a sweep: a strategy, or a schedule (which decodes from the final layer), with its label.
 
-    Attributes:
-        label: the name in tables and records.
-        strategy: the strategy (``FinalLayer`` for a schedule).
-        schedule: the compute schedule, or ``None``.
-        fit: for a fitted ensemble, how its weights are fitted (``source``, ``max_tokens``, ``window``), once per
-            model and lens, before the tasks run.
+    ``fit``: how the variant is fitted per model and lens (:data:`FIT_DEFAULTS` filled in), or ``None``.
     """
 
     label: str
@@ -90,16 +82,17 @@ def variant_entry(item: str | dict[str, Any]) -> Variant:
         spec = dict(item)
         label, fit = spec.pop("label", None), spec.pop("fit", None)
         name = spec.get("name")
+        if fit is not None and name == "speculative" and not {"draft", "draft_layer", "skip"} & set(spec):
+            spec["draft_layer"], label = 1, label or name  # a placeholder: the search picks the draft and k
     else:
         raise TypeError(f"variant {item!r} must be a spec like 'layer:layer=24' or a table with 'name'")
     if name in SCHEDULES:
         built = Variant(label="", schedule=SCHEDULES.build(spec))  # type: ignore[arg-type]
     else:
         built = Variant(label="", strategy=STRATEGIES.build(spec))  # type: ignore[arg-type]
-    if fit is not None:
-        fit = _fit_recipe(fit, built)
-    return Variant(label=str(label or built.spec.to_spec()), strategy=built.strategy, schedule=built.schedule,
-                   fit=fit)  # fmt: skip
+    return replace(
+        built, label=str(label or built.spec.to_spec()), fit=None if fit is None else _fit_recipe(fit, built)
+    )
 
 
 def as_variant(item: Any, label: str | None = None) -> Variant:
@@ -111,24 +104,26 @@ def as_variant(item: Any, label: str | None = None) -> Variant:
     if isinstance(item, Strategy):
         return Variant(label=label or item.to_spec(), strategy=item)
     built = variant_entry(item)
-    return Variant(
-        label=label or built.label, strategy=built.strategy, schedule=built.schedule, fit=built.fit
-    )
+    return replace(built, label=label or built.label)
 
 
 def _fit_recipe(fit: Any, variant: Variant) -> dict[str, Any]:
-    if variant.strategy.name != "ensemble" or variant.schedule is not None:
-        raise ValueError(f"fit= applies to an ensemble (name = 'ensemble'); got {variant.spec.to_spec()!r}")
+    defaults = FIT_DEFAULTS.get(variant.spec.name)
+    if defaults is None:
+        raise ValueError(
+            f"fit= applies to {' and '.join(map(repr, FIT_DEFAULTS))} variants; got {variant.spec.to_spec()!r}"
+        )
     if not isinstance(fit, dict):
         raise ValueError(f"fit={fit!r} must be a table, e.g. fit = {{ source = 'wikipedia:train' }}")
     for key in fit:
-        if key not in FIT_KEYS:
+        if key not in defaults:
             raise ValueError(
-                f"fit has no key {key!r}.{did_you_mean(key, FIT_KEYS)} Keys: {', '.join(FIT_KEYS)}"
+                f"fit has no key {key!r}.{did_you_mean(key, defaults)} Keys: {', '.join(defaults)}"
             )
-    recipe = {"source": "wikipedia:train", "max_tokens": 2048, "window": 256, **fit}
-    check_int(recipe["max_tokens"], field="fit.max_tokens", low=1)
-    check_int(recipe["window"], field="fit.window", low=8)
+    recipe = {**defaults, **fit}
+    for key, low in (("max_tokens", 1), ("window", 8), ("new_tokens", 2), ("max_k", 1)):
+        if key in recipe:
+            check_int(recipe[key], field=f"fit.{key}", low=low)
     return recipe
 
 
@@ -168,7 +163,7 @@ def _require_list(raw: dict[str, Any], key: str, default: list | None = None) ->
     return value
 
 
-def parse_config(raw: dict[str, Any], *, base_dir: Path | None = None) -> SweepConfig:
+def parse_config(raw: dict[str, Any]) -> SweepConfig:
     """Validate a config dictionary (from TOML); every error names the key and what to write instead."""
     for key in raw:
         if key not in TOP_LEVEL:
@@ -202,12 +197,9 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path | None = None) -> SweepC
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be distinct, got {names}; give each task a 'name'")
-    out = Path(raw.get("out", "evals/results/run"))
-    if base_dir is not None and not out.is_absolute():
-        out = base_dir / out
     threads = raw.get("threads")
     return SweepConfig(
-        out=out,
+        out=Path(raw.get("out", "evals/results/run")),
         models=tuple(map(str, _require_list(raw, "models", ["smollm2-135m-instruct"]))),
         lenses=tuple(map(str, _require_list(raw, "lenses", ["logit"]))),
         variants=variants,

@@ -12,6 +12,8 @@ or from Python with :func:`spawn_sweep` (``torch.multiprocessing.spawn``, a file
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -26,21 +28,13 @@ from lenssample.eval.runs import load_by_name, run_sweep
 
 def env_world() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)`` from torchrun's environment (``(0, 1, 0)`` when not launched by it)."""
-    return (
-        int(os.environ.get("RANK", 0)),
-        int(os.environ.get("WORLD_SIZE", 1)),
-        int(os.environ.get("LOCAL_RANK", 0)),
-    )
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
 
 
-def _loader(device: str | None):
-    def load(name: str) -> tuple[Any, Any]:
-        model, tokenizer = load_by_name(name)
-        if device is not None:
-            model = model.to(device)
-        return model, tokenizer
-
-    return load
+def _load_on(device: str | None, name: str) -> tuple[Any, Any]:
+    model, tokenizer = load_by_name(name)
+    return (model if device is None else model.to(device)), tokenizer
 
 
 def run_distributed(config, *, progress: bool = True, on_record=None) -> dict[str, Any] | None:
@@ -55,15 +49,8 @@ def run_distributed(config, *, progress: bool = True, on_record=None) -> dict[st
     if cuda:
         torch.cuda.set_device(local_rank)
     try:
-        return run_sweep(
-            config,
-            rank=rank,
-            world_size=world,
-            loader=_loader(device),
-            progress=progress and rank == 0,
-            on_record=on_record,
-            barrier=dist.barrier,
-        )
+        return run_sweep(config, rank=rank, world_size=world, loader=functools.partial(_load_on, device),
+                         progress=progress and rank == 0, on_record=on_record, barrier=dist.barrier)  # fmt: skip
     finally:
         dist.destroy_process_group()
 
@@ -90,12 +77,6 @@ def spawn_sweep(
     config = load_config(config_path, out=out)
     with tempfile.TemporaryDirectory() as tmp:
         rendezvous = str(Path(tmp) / "rendezvous")
-        torch.multiprocessing.spawn(
-            _worker,
-            args=(world_size, rendezvous, str(config_path), None if out is None else str(out), threads),
-            nprocs=world_size,
-            join=True,
-        )
-    import json
-
+        args = (world_size, rendezvous, str(config_path), None if out is None else str(out), threads)
+        torch.multiprocessing.spawn(_worker, args=args, nprocs=world_size, join=True)
     return json.loads((config.out / "summary.json").read_text(encoding="utf-8"))

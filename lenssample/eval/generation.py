@@ -96,30 +96,24 @@ def evaluate_item(
     max_new_tokens: int = 32,
     stop_at_newline: bool = True,
     eos_token_id: Any = None,
+    repetition_penalty: float | None = None,
 ) -> dict[str, Any]:
-    """Greedy generation for one item (no repetition penalty) with a strategy or a schedule: a JSON-ready record
-    with the text, the generated token ids, and ``exact_match`` / ``contains`` when the item has references."""
+    """Greedy generation for one item with a strategy or a schedule: a JSON-ready record with the text, the
+    generated token ids, and ``exact_match`` / ``contains`` when the item has references."""
     ids = torch.tensor([tokenizer.encode(item.prompt, add_special_tokens=False)])
     if ids.shape[1] == 0:
         raise ValueError(f"item {item.id!r} has an empty prompt")
     kwargs = {} if eos_token_id is None else {"eos_token_id": eos_token_id}
-    out = generate(
-        model, ids, strategy, schedule=schedule, lens=lens, max_new_tokens=max_new_tokens, **kwargs
-    )
+    out = generate(model, ids, strategy, schedule=schedule, lens=lens, max_new_tokens=max_new_tokens,
+                   repetition_penalty=repetition_penalty, **kwargs)  # fmt: skip
     new = out.new_tokens[0].tolist()
     # a finished row is padded after its EOS: keep the tokens before the first EOS
     eos = eos_token_id if eos_token_id is not None else getattr(model.generation_config, "eos_token_id", None)
     eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
-    for position, token in enumerate(new):
-        if token in eos_ids:
-            new = new[:position]
-            break
+    new = next((new[:i] for i, token in enumerate(new) if token in eos_ids), new)
     text = tokenizer.decode(new, skip_special_tokens=True)
     record: dict[str, Any] = {"text": text, "tokens": new, "length": len(new)}
-    if stop_at_newline:
-        record["answer"] = first_line(text)
-    else:
-        record["answer"] = text.strip()
+    record["answer"] = first_line(text) if stop_at_newline else text.strip()
     if item.references:
         record["exact_match"] = exact_match(record["answer"], item.references)
         record["contains"] = contains_answer(record["answer"], item.references)

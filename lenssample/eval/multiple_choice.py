@@ -56,11 +56,6 @@ class ChoiceScoring:
             raise ValueError(f"excluded_value={self.excluded_value!r} must be a finite number or None")
 
 
-def encode(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of ``text`` without special tokens."""
-    return list(tokenizer.encode(text, add_special_tokens=False))
-
-
 def score_continuations(
     model: nn.Module,
     tokenizer: Any,
@@ -78,15 +73,17 @@ def score_continuations(
         one dict per continuation: ``sum`` (summed score), ``tokens``, ``bytes``, ``excluded`` (count of tokens at
         ``-inf`` before ``excluded_value``).
     """
-    context_ids = ([prefix_token_id] if prefix_token_id is not None else []) + encode(tokenizer, context)
+
+    def encode(text: str) -> list[int]:
+        return list(tokenizer.encode(text, add_special_tokens=False))
+
+    context_ids = ([prefix_token_id] if prefix_token_id is not None else []) + encode(context)
     if not context_ids:
         raise ValueError("the context is empty and no prefix token is set; give a context or prefix_token_id")
-    rows = []
-    for text in continuations:
-        ids = encode(tokenizer, text)
+    rows = [encode(text) for text in continuations]
+    for text, ids in zip(continuations, rows):
         if not ids:
             raise ValueError(f"continuation {text!r} has no tokens; give non-empty answers")
-        rows.append(ids)
     length = len(context_ids) + max(len(r) for r in rows) - 1
     batch = len(rows)
     inputs = torch.zeros(batch, length, dtype=torch.long)
@@ -100,28 +97,13 @@ def score_continuations(
         targets[i, :n] = torch.tensor(full[1:])
         mask[i, :n] = 1
         select[i, n - len(cont) : n] = True
-    scores = target_scores(
-        model,
-        inputs,
-        targets,
-        select,
-        strategy,
-        lens=lens,
-        attention_mask=mask,
-        post_softmax=scoring.post_softmax,
-        excluded_value=scoring.excluded_value,
-    )
-    out = []
-    for i, text in enumerate(continuations):
-        out.append(
-            {
-                "sum": float(scores.values[i][select[i]].double().sum()),
-                "tokens": len(rows[i]),
-                "bytes": len(text.encode("utf-8")),
-                "excluded": int(scores.excluded[i].sum()),
-            }
-        )
-    return out
+    scores = target_scores(model, inputs, targets, select, strategy, lens=lens, attention_mask=mask,
+                           post_softmax=scoring.post_softmax, excluded_value=scoring.excluded_value)  # fmt: skip
+    return [
+        {"sum": float(scores.values[i][select[i]].double().sum()), "tokens": len(rows[i]),
+         "bytes": len(text.encode("utf-8")), "excluded": int(scores.excluded[i].sum())}
+        for i, text in enumerate(continuations)
+    ]  # fmt: skip
 
 
 def mc_metrics(
@@ -162,16 +144,8 @@ def evaluate_item(
     prefix_token_id: int | None = None,
 ) -> dict[str, Any]:
     """Score one item: its metrics plus the per-choice sums (a JSON-ready record)."""
-    scored = score_continuations(
-        model,
-        tokenizer,
-        item.context,
-        item.choices,
-        strategy,
-        lens=lens,
-        scoring=scoring,
-        prefix_token_id=prefix_token_id,
-    )
+    scored = score_continuations(model, tokenizer, item.context, item.choices, strategy, lens=lens, scoring=scoring,
+                                 prefix_token_id=prefix_token_id)  # fmt: skip
     sums = [s["sum"] for s in scored]
     metrics = mc_metrics(sums, [s["bytes"] for s in scored], item.correct, item.best)
     return {**metrics, "sums": sums, "excluded": sum(s["excluded"] for s in scored)}

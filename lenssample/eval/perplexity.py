@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from lenssample.lens.base import Lens
 from lenssample.scoring import target_scores
 from lenssample.strategies.base import Strategy
+from lenssample.validation import check_int, check_number
 
 DEFAULT_FLOOR_LOG_PROB = -20.0
 
@@ -49,12 +50,14 @@ class Window:
         target_ids: the token expected after each input token (same length).
         num_scored: the last ``num_scored`` targets are scored (predicted here for the first time).
         first_scored: index, in the document's token list, of the first scored target.
+        document: index of the document in the corpus (:func:`corpus_windows`).
     """
 
     input_ids: tuple[int, ...]
     target_ids: tuple[int, ...]
     num_scored: int
     first_scored: int
+    document: int = 0
 
 
 def rolling_windows(
@@ -68,10 +71,8 @@ def rolling_windows(
         stride: how many new tokens each window scores (1..window; default ``window``).
         prefix_token_id: prepended so the first token is scored; ``None`` leaves the first token unscored.
     """
-    stride = window if stride is None else stride
-    for name, value in (("window", window), ("stride", stride)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
+    window = check_int(window, field="window", low=1)
+    stride = check_int(window if stride is None else stride, field="stride", low=1)
     if stride > window:
         raise ValueError(
             f"stride={stride} is larger than window={window}: tokens between windows would never be scored; "
@@ -85,14 +86,7 @@ def rolling_windows(
         end = min(len(seq), next_target + (window if next_target == 1 else stride))
         start = max(0, end - 1 - window)
         chunk = seq[start:end]
-        windows.append(
-            Window(
-                input_ids=tuple(chunk[:-1]),
-                target_ids=tuple(chunk[1:]),
-                num_scored=end - next_target,
-                first_scored=next_target - offset,
-            )
-        )
+        windows.append(Window(tuple(chunk[:-1]), tuple(chunk[1:]), end - next_target, next_target - offset))
         next_target = end
     return windows
 
@@ -134,8 +128,7 @@ def window_records(
 
     Windows of equal length are batched together (right padding for the rest).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    check_int(batch_size, field="batch_size", low=1)
     records: list[dict[str, float]] = [{} for _ in windows]
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
     bar = tqdm(total=len(windows), desc="perplexity windows", disable=not progress, leave=False)
@@ -159,24 +152,18 @@ def window_records(
             lp = scores.values[row][select[row]].double()
             excluded = scores.excluded[row][select[row]]
             finite = lp[~excluded]
-            scored_ids = list(w.target_ids[-w.num_scored :])
+            # bytes: UTF-8 bytes of the scored tokens' text; 0 without a tokenizer (no bits per byte then)
+            text = tokenizer.decode(list(w.target_ids[-w.num_scored :])) if tokenizer is not None else ""
             records[order[start + row]] = {
                 "nll": float(-(finite.sum() + excluded.sum() * floor_log_prob)),
                 "nll_finite": float(-finite.sum()),
                 "tokens": w.num_scored,
                 "excluded": int(excluded.sum()),
-                "bytes": _byte_count(tokenizer, scored_ids),
+                "bytes": len(text.encode("utf-8")),
             }
         bar.update(len(batch))
     bar.close()
     return records
-
-
-def _byte_count(tokenizer: Any, ids: list[int]) -> int:
-    # UTF-8 bytes of the scored tokens' text; 0 without a tokenizer (bits per byte is then not reported).
-    if tokenizer is None:
-        return 0
-    return len(tokenizer.decode(ids).encode("utf-8"))
 
 
 def aggregate(
@@ -187,22 +174,15 @@ def aggregate(
     tokens = sum(int(r["tokens"]) for r in records)
     if tokens == 0:
         raise ValueError("no token was scored: the corpus is empty or every document is a single token")
-    nll = sum(r["nll"] for r in records)
-    excluded = sum(int(r["excluded"]) for r in records)
+    nll, nll_finite = sum(r["nll"] for r in records), sum(r["nll_finite"] for r in records)
+    excluded, n_bytes = sum(int(r["excluded"]) for r in records), sum(int(r["bytes"]) for r in records)
     finite_tokens = tokens - excluded
-    nll_finite = sum(r["nll_finite"] for r in records)
-    n_bytes = sum(int(r["bytes"]) for r in records)
     return PerplexityResult(
-        tokens=tokens,
-        bytes=n_bytes,
-        nll_per_token=nll / tokens,
-        perplexity=math.exp(nll / tokens),
-        bits_per_byte=nll / (math.log(2) * n_bytes) if n_bytes else float("nan"),
-        excluded_tokens=excluded,
-        excluded_fraction=excluded / tokens,
+        tokens=tokens, bytes=n_bytes, nll_per_token=nll / tokens, perplexity=math.exp(nll / tokens),
+        bits_per_byte=nll / (math.log(2) * n_bytes) if n_bytes else float("nan"), excluded_tokens=excluded,
+        excluded_fraction=excluded / tokens, floor_log_prob=floor_log_prob,
         perplexity_kept=math.exp(nll_finite / finite_tokens) if finite_tokens else float("nan"),
-        floor_log_prob=floor_log_prob,
-    )
+    )  # fmt: skip
 
 
 def corpus_windows(
@@ -216,12 +196,12 @@ def corpus_windows(
     """Windows of several documents (never crossing a document), stopping after ``max_tokens`` scored tokens."""
     windows: list[Window] = []
     budget = math.inf if max_tokens is None else max_tokens
-    for tokens in documents:
+    for number, tokens in enumerate(documents):
         if budget <= 0:
             break
         tokens = list(tokens)[: int(min(len(tokens), budget))]
         doc_windows = rolling_windows(tokens, window=window, stride=stride, prefix_token_id=prefix_token_id)
-        windows.extend(doc_windows)
+        windows.extend(replace(w, document=number) for w in doc_windows)
         budget -= sum(w.num_scored for w in doc_windows)
     if not windows:
         raise ValueError("the corpus has no token to score; give it some non-empty text")
@@ -249,19 +229,10 @@ def perplexity(
         >>> ids = [tokenizer.encode(d.text) for d in lenssample.data.wikipedia("heldout")]  # doctest: +SKIP
         >>> perplexity(model, ids, FinalLayer(), window=512, stride=256, tokenizer=tokenizer)  # doctest: +SKIP
     """
-    if floor_log_prob >= 0 or not math.isfinite(floor_log_prob):
-        raise ValueError(f"floor_log_prob={floor_log_prob!r} must be a finite negative number, e.g. -20")
+    check_number(floor_log_prob, field="floor_log_prob", high=0.0, high_open=True, fix="Use e.g. -20 (nats).")
     windows = corpus_windows(
         documents, window=window, stride=stride, prefix_token_id=prefix_token_id, max_tokens=max_tokens
     )
-    records = window_records(
-        model,
-        windows,
-        strategy,
-        lens=lens,
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        floor_log_prob=floor_log_prob,
-        progress=progress,
-    )
+    records = window_records(model, windows, strategy, lens=lens, tokenizer=tokenizer, batch_size=batch_size,
+                             floor_log_prob=floor_log_prob, progress=progress)  # fmt: skip
     return aggregate(records, floor_log_prob)

@@ -25,18 +25,15 @@ def record_files(out_dir: str | Path) -> list[Path]:
     return sorted(Path(out_dir).glob("records*.jsonl"))
 
 
-def _complete_lines(path: Path) -> list[str]:
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    # The last element is "" when the file ends with a newline, else a line cut short by a kill: dropped.
-    return [line for line in lines[:-1] if line.strip()]
-
-
 def read_records(out_dir: str | Path) -> list[dict[str, Any]]:
     """Every complete record of every ``records*.jsonl`` in ``out_dir``, deduplicated by key, sorted by key."""
     seen: dict[tuple[str, ...], dict[str, Any]] = {}
     for path in record_files(out_dir):
-        for number, line in enumerate(_complete_lines(path), start=1):
+        text = path.read_text(encoding="utf-8")
+        # up to the last newline: what follows it is a line cut short by a kill (dropped)
+        for number, line in enumerate(text[: text.rfind("\n") + 1].splitlines(), start=1):
+            if not line.strip():
+                continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:

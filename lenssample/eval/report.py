@@ -20,41 +20,24 @@ from scipy import stats
 from lenssample.eval.config import SweepConfig
 from lenssample.eval.tasks import SpeedTask, build_task
 
-SPEED_KEYS = (
-    "ms_per_token",
-    "tokens_per_s",
-    "ttft_ms",
-    "blocks_per_token",
-    "acceptance_rate",
-    "identical_to_final",
-    "full_model_nll",
-    "full_model_agreement",
-    "peak_memory_mb",
-)
+SPEED_KEYS = ("ms_per_token", "tokens_per_s", "ttft_ms", "speedup_vs_final", "blocks_per_token", "mean_exit_layer",
+              "mean_propagated", "mean_premature_layer", "acceptance_rate", "accepted", "drafted", "accept_histogram",
+              "plain_steps", "identical_to_final", "full_model_nll", "full_model_agreement", "peak_memory_mb")  # fmt: skip
 
 
 def _interval(statistic, arrays: list[np.ndarray], config: SweepConfig) -> dict[str, float | None]:
     value = float(statistic(*arrays, axis=-1))
     if len(arrays[0]) < 2:
         return {"diff": value, "low": None, "high": None}
-    result = stats.bootstrap(
-        tuple(arrays),
-        statistic,
-        paired=True,
-        vectorized=True,
-        n_resamples=config.bootstrap_resamples,
-        confidence_level=config.confidence,
-        method="percentile",
-        rng=np.random.default_rng(config.seed),
-    )
+    result = stats.bootstrap(tuple(arrays), statistic, paired=True, vectorized=True,
+                             n_resamples=config.bootstrap_resamples, confidence_level=config.confidence,
+                             method="percentile", rng=np.random.default_rng(config.seed))  # fmt: skip
     low, high = result.confidence_interval
     return {"diff": value, "low": float(low), "high": float(high)}
 
 
 def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def summarize(config: SweepConfig, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -68,27 +51,13 @@ def summarize(config: SweepConfig, records: list[dict[str, Any]]) -> dict[str, A
         for lens in config.lenses:
             for spec in config.tasks:
                 task = build_task(spec)
-                if isinstance(task, SpeedTask):
-                    for label in [*labels, "final", "final_custom_generate", "hf_generate"]:
-                        found = groups.get((model, lens, task.name, label))
-                        if found and not any(
-                            r["task"] == task.name and r["strategy"] == label
-                            for r in rows
-                            if r["model"] == model and r["lens"] == lens
-                        ):
-                            rec = found[0]
-                            rows.append(
-                                {
-                                    "model": model,
-                                    "lens": lens,
-                                    "task": task.name,
-                                    "kind": task.kind,
-                                    "strategy": label,
-                                    "items": 1,
-                                    "metrics": {k: rec.get(k) for k in SPEED_KEYS}
-                                    | {k: rec[k] for k in rec if k.startswith("ratio_to_")},
-                                }
-                            )
+                head = {"model": model, "lens": lens, "task": task.name, "kind": task.kind}
+                if isinstance(task, SpeedTask):  # one record per variant; the timing baselines come last
+                    for label in dict.fromkeys([*labels, "final", "final_custom_generate", "hf_generate"]):
+                        for rec in groups.get((model, lens, task.name, label), [])[:1]:
+                            metrics = {k: _nan_to_none(rec[k]) for k in SPEED_KEYS if rec.get(k) is not None}
+                            ratios = {k: rec[k] for k in rec if k.startswith("ratio_to_")}
+                            rows.append({**head, "strategy": label, "items": 1, "metrics": metrics | ratios})
                     continue
                 base_records = {
                     r["item"]: r for r in groups.get((model, lens, task.name, config.baseline), [])
@@ -97,24 +66,13 @@ def summarize(config: SweepConfig, records: list[dict[str, Any]]) -> dict[str, A
                     mine = groups.get((model, lens, task.name, label))
                     if not mine:
                         continue
-                    row = {
-                        "model": model,
-                        "lens": lens,
-                        "task": task.name,
-                        "kind": task.kind,
-                        "strategy": label,
-                        "items": len(mine),
-                        "metrics": {k: _nan_to_none(v) for k, v in task.summarize(mine).items()},
-                    }
+                    metrics = {k: _nan_to_none(v) for k, v in task.summarize(mine).items()}
+                    row = {**head, "strategy": label, "items": len(mine), "metrics": metrics}
                     if label != config.baseline and base_records:
                         row["diff_vs_baseline"] = _differences(task, mine, base_records, config)
                     rows.append(row)
-    return {
-        "baseline": config.baseline,
-        "confidence": config.confidence,
-        "bootstrap_resamples": config.bootstrap_resamples,
-        "rows": rows,
-    }
+    return {"baseline": config.baseline, "confidence": config.confidence,
+            "bootstrap_resamples": config.bootstrap_resamples, "rows": rows}  # fmt: skip
 
 
 def _differences(
@@ -145,11 +103,7 @@ def _differences(
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 MAIN_METRICS = {
@@ -160,7 +114,7 @@ MAIN_METRICS = {
         "nll_per_token",
         "bits_per_byte",
         "tokens",
-    ],
+    ],  # fmt: skip
     "multiple_choice": ["acc", "acc_norm", "mc1", "mc2", "mc3", "items"],
     "generation": ["exact_match", "contains", "repetition_rate", "distinct_2", "mean_length", "items"],
     "speed": list(SPEED_KEYS),
@@ -179,15 +133,14 @@ def markdown(summary: dict[str, Any]) -> str:
     for (model, lens, task), rows in tables.items():
         kind = rows[0]["kind"]
         keys = [k for k in MAIN_METRICS[kind] if any(k in r["metrics"] for r in rows)]
-        lines.append(f"### {task} ({kind}) — model `{model}`, lens `{lens}`")
-        lines.append("")
-        extra = ["x final", "x hf_generate"] if kind == "speed" else ["Δ vs baseline [CI]"]
-        lines.append("| strategy | " + " | ".join(keys + extra) + " |")
-        lines.append("|" + "---|" * (len(keys) + len(extra) + 1))
+        bases = [b for b in ("final", "hf_generate") if any(f"ratio_to_{b}" in r["metrics"] for r in rows)]
+        extra = [f"x {b}" for b in bases] if kind == "speed" else ["Δ vs baseline [CI]"]
+        lines += [f"### {task} ({kind}) — model `{model}`, lens `{lens}`", "",
+                  "| strategy | " + " | ".join(keys + extra) + " |", "|" + "---|" * (len(keys) + len(extra) + 1)]  # fmt: skip
         for row in rows:
             cells = [_fmt(row["metrics"].get(k)) for k in keys]
             if kind == "speed":
-                for base in ("final", "hf_generate"):
+                for base in bases:
                     ratio = row["metrics"].get(f"ratio_to_{base}") or {}
                     cells.append(_fmt(ratio.get("ms_per_token")))
             else:
@@ -220,25 +173,20 @@ def write_reports(config: SweepConfig, summary: dict[str, Any]) -> None:
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats on both axes (lower x and lower y are better)."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        dominated = any(
-            (x2 <= x and y2 <= y) and (x2 < x or y2 < y) for j, (x2, y2) in enumerate(points) if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return front
+    return [i for i, (x, y) in enumerate(points)
+            if not any(x2 <= x and y2 <= y and (x2 < x or y2 < y) for x2, y2 in points)]  # fmt: skip
 
 
 def plot(summary: dict[str, Any], out) -> list[str]:
-    """``pareto_<model>.png`` (perplexity vs ms/token) and ``bars_<task>.png``; returns the files written."""
+    """``bars_<task>.png``, ``pareto.png`` (perplexity vs ms/token) and ``pareto_quality.png`` (the full model's NLL
+    of what each variant generated vs ms/token, from a speed task with ``quality = true``); returns the files
+    written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
-    rows = summary["rows"]
+    written, rows = [], summary["rows"]
     by_task: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_task[row["task"]].append(row)
@@ -248,14 +196,9 @@ def plot(summary: dict[str, Any], out) -> list[str]:
         if not present:
             continue
         key = present[0]  # e.g. repetition_rate for free generation, which has no reference answers
-        values = [
-            (
-                f"{r['strategy']}\n{r['lens']}" if len({x["lens"] for x in task_rows}) > 1 else r["strategy"],
-                r["metrics"].get(key),
-            )
-            for r in task_rows
-        ]
-        values = [(name, v) for name, v in values if v is not None]
+        several_lenses = len({r["lens"] for r in task_rows}) > 1
+        values = [(f"{r['strategy']}\n{r['lens']}" if several_lenses else r["strategy"], r["metrics"][key])
+                  for r in task_rows if r["metrics"].get(key) is not None]  # fmt: skip
         if not values:
             continue
         fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(values)), 3.2))
@@ -264,30 +207,39 @@ def plot(summary: dict[str, Any], out) -> list[str]:
         ax.set_title(f"{task} ({kind})")
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
         fig.tight_layout()
-        path = out / f"bars_{task}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(out / f"bars_{task}.png", dpi=110)
         plt.close(fig)
-        written.append(path.name)
-    speed_rows = {(r["model"], r["lens"], r["strategy"]): r for r in rows if r["kind"] == "speed"}
-    ppl_rows = [r for r in rows if r["kind"] == "perplexity"]
-    points = []
-    for r in ppl_rows:
-        s = speed_rows.get((r["model"], r["lens"], r["strategy"]))
-        if s and s["metrics"].get("ms_per_token") and r["metrics"].get("perplexity"):
-            points.append((s["metrics"]["ms_per_token"], r["metrics"]["perplexity"], r["strategy"]))
-    if points:
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        front = set(pareto_front([(x, y) for x, y, _ in points]))
-        for i, (x, y, name) in enumerate(points):
+        written.append(f"bars_{task}.png")
+    ms = {
+        (r["model"], r["lens"], r["strategy"]): r["metrics"].get("ms_per_token")
+        for r in rows
+        if r["kind"] == "speed"
+    }
+    # perplexity vs speed; the full model's NLL of what each variant generated vs speed (speed with quality = true)
+    plots = {
+        "perplexity": ("pareto.png", "perplexity", []),
+        "speed": ("pareto_quality.png", "full_model_nll", []),
+    }
+    for r in rows:
+        x = ms.get((r["model"], r["lens"], r["strategy"]))
+        if r["kind"] in plots and x and r["metrics"].get(plots[r["kind"]][1]) is not None:
+            plots[r["kind"]][2].append((x, r["metrics"][plots[r["kind"]][1]], r["strategy"]))
+    for name, ylabel, found in plots.values():
+        if not found:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.6) if len(found) <= 8 else (9, 6))
+        front = set(pareto_front([(x, y) for x, y, _ in found]))
+        for i, (x, y, label) in enumerate(found):
             ax.scatter([x], [y], color="tab:red" if i in front else "tab:gray")
-            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                label, (x, y), fontsize=7 if len(found) <= 8 else 6, xytext=(3, 3), textcoords="offset points"
+            )
         ax.set_xlabel("ms / token (median)")
-        ax.set_ylabel("perplexity")
-        ax.set_yscale("log")
-        ax.set_title("perplexity vs speed (red: Pareto front)")
+        ax.set_ylabel(ylabel)
+        ax.set_yscale("log" if name == "pareto.png" else "linear")
+        ax.set_title(f"{ylabel} vs speed (red: Pareto front)", fontsize=9)
         fig.tight_layout()
-        path = out / "pareto.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(out / name, dpi=110)
         plt.close(fig)
-        written.append(path.name)
+        written.append(name)
     return written

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from lenssample.api import generate
 from lenssample.data.sets import documents
 from lenssample.eval import speed
 from lenssample.eval.config import SweepConfig, Variant
@@ -30,6 +31,8 @@ from lenssample.eval.report import summarize, write_reports
 from lenssample.eval.tasks import Context, SpeedTask, build_task, scoring_strategy
 from lenssample.lens.tuned import load_lens
 from lenssample.model.loading import load_model
+from lenssample.schedules.base import SCHEDULES
+from lenssample.schedules.search import choose_self_speculative
 from lenssample.strategies.base import STRATEGIES
 from lenssample.strategies.fit import fit_layer_weights
 
@@ -48,24 +51,46 @@ def load_by_name(name: str) -> tuple[Any, Any]:
 
 
 def fitted_variant(variant: Variant, ctx: Context, out: Path, model_name: str, lens_spec: str) -> Variant:
-    """A fitted ensemble's weights for this model and lens: read from ``OUT/fitted/`` or fitted (and saved) once."""
+    """A variant with ``fit`` fitted to this model and lens (see :mod:`lenssample.eval.config`): read from
+    ``OUT/fitted/`` or fitted (and saved, with the fit's figures or the search's table) once."""
     if variant.fit is None:
         return variant
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model_name}--{lens_spec}--{variant.label}")
     path = out / "fitted" / f"{safe}.json"
     if path.is_file():
-        strategy = STRATEGIES.build(json.loads(path.read_text(encoding="utf-8"))["strategy"])
+        record = json.loads(path.read_text(encoding="utf-8"))
     else:
-        texts = documents(variant.fit["source"])
-        result = fit_layer_weights(ctx.model, ctx.tokenizer, texts, layers=variant.strategy.layers.spec,
-                                   lens=ctx.lens, max_tokens=variant.fit["max_tokens"],
-                                   window=variant.fit["window"])  # fmt: skip
-        strategy = result.strategy
+        record = {
+            "fit": variant.fit,
+            **(_search(variant, ctx) if variant.schedule else _fit_weights(variant, ctx)),
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"strategy": strategy.to_dict(), "fit": variant.fit, "nll": result.nll,
-                  "final_nll": result.final_nll, "tokens": result.tokens}  # fmt: skip
         path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    return Variant(label=variant.label, strategy=strategy)
+    if "schedule" in record:  # null: the search predicts no draft to pay, so the variant decodes plainly
+        return Variant(
+            label=variant.label, schedule=record["schedule"] and SCHEDULES.build(record["schedule"])
+        )
+    return Variant(label=variant.label, strategy=STRATEGIES.build(record["strategy"]))
+
+
+def _fit_weights(variant: Variant, ctx: Context) -> dict[str, Any]:
+    fit = variant.fit
+    result = fit_layer_weights(ctx.model, ctx.tokenizer, documents(fit["source"]), layers=variant.strategy.layers.spec,
+                               lens=ctx.lens, max_tokens=fit["max_tokens"], window=fit["window"])  # fmt: skip
+    return {"strategy": result.strategy.to_dict(), "nll": result.nll, "final_nll": result.final_nll,
+            "tokens": result.tokens}  # fmt: skip
+
+
+def _search(variant: Variant, ctx: Context) -> dict[str, Any]:
+    fit = variant.fit
+    ids = speed.prompt_ids(
+        ctx.tokenizer, fit["prompt"] or speed.DEFAULT_PROMPT, next(ctx.model.parameters()).device
+    )
+    sample = generate(ctx.model, ids, max_new_tokens=fit["new_tokens"], eos_token_id=[]).sequences
+    choice = choose_self_speculative(ctx.model, sample, lens=ctx.lens, layers=fit["layers"], skips=fit["skips"],
+                                     max_k=fit["max_k"], lens_cost=variant.schedule.lens_cost)  # fmt: skip
+    return {"schedule": choice.schedule and choice.schedule.to_dict(), "predicted_speedup": choice.predicted_speedup,
+            "table": choice.table}  # fmt: skip
 
 
 def run_sweep(
@@ -141,20 +166,10 @@ def _run_speed(
     head = {**base, "task": task.name}
     if all(record_key({**head, "strategy": label, "item": "bench"}) in done for label in labels):
         return
-    kwargs = {"prompt": task.prompt} if task.prompt else {}
-    result = speed.bench(
-        ctx.model,
-        ctx.tokenizer,
-        {v.label: v for v in variants},
-        lens=ctx.lens,
-        new_tokens=task.new_tokens,
-        repeats=task.repeats,
-        include_hf=task.include_hf,
-        custom_generate=task.custom_generate,
-        quality=task.quality,
-        progress=progress,
-        **kwargs,
-    )
+    result = speed.bench(ctx.model, ctx.tokenizer, {v.label: v for v in variants}, lens=ctx.lens,
+                         prompt=task.prompt or speed.DEFAULT_PROMPT, new_tokens=task.new_tokens, repeats=task.repeats,
+                         include_hf=task.include_hf, custom_generate=task.custom_generate, quality=task.quality,
+                         progress=progress)  # fmt: skip
     for label, figures in result["variants"].items():
         record = {**head, "strategy": label, "item": "bench", **figures, "threads": result["threads"]}
         if record_key(record) not in done:

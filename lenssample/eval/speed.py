@@ -8,13 +8,16 @@ load hit every variant alike; figures are medians over the timed rounds, and eac
 machine are noisy: read the ratios, not the absolute numbers.
 
 Per variant: ``ms_per_token`` (wall time / new tokens), ``tokens_per_s``, ``ttft_ms`` (time to first token: the
-streamer's first generated token), ``blocks_per_token`` (``trace.blocks_per_step``; the full depth for
-``hf_generate``), ``acceptance_rate`` (speculative schedules), ``peak_memory_mb`` (CUDA: ``max_memory_allocated``;
-CPU: the peak resident-set growth over the run, sampled every 2 ms), ``identical_to_final`` (its tokens equal
-``final``'s), and with ``quality=True`` the full model's view of what the variant generated: ``full_model_nll``
-(negative log-likelihood per generated token under the full model; greedy's own text is the reference) and
-``full_model_agreement`` (how often a token is the full model's argmax given the same prefix), the measure of
-quality for schedules that have no teacher-forced distribution (early exit).
+streamer's first generated token), ``speedup_vs_final`` (``final``'s time / the variant's in the same round, median
+over rounds), ``blocks_per_token`` (``trace.blocks_per_step``; the full depth for ``hf_generate``),
+``peak_memory_mb`` (CUDA: ``max_memory_allocated``; CPU: the peak resident-set growth over the run, sampled every
+2 ms), ``identical_to_final`` (its tokens equal ``final``'s); from the trace, speculative schedules'
+``acceptance_rate`` (else ``None``), ``drafted``, ``accepted``, ``accept_histogram``, ``plain_steps``, and the means
+over steps of ``exit_layer`` (early exit), ``propagated`` (attention-only calls filling skipped layers) and
+``premature_layer`` (DoLa) as ``mean_<name>``. With ``quality=True``, the full model's view of what the variant
+generated: ``full_model_nll`` (negative log-likelihood per generated token under the full model; greedy's own text
+is the reference) and ``full_model_agreement`` (how often a token is the full model's argmax given the same
+prefix), the measure of quality for schedules that have no teacher-forced distribution (early exit).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a mess
 HF = "hf_generate"
 FINAL = "final"
 CUSTOM = "final_custom_generate"
+SPECULATIVE_COUNTS = ("drafted", "accepted", "accept_histogram", "plain_steps")
+TRACE_MEANS = ("exit_layer", "propagated", "premature_layer")
 
 
 class _Clock(BaseStreamer):
@@ -105,9 +110,17 @@ class _PeakMemory:
             self.peak = self._top - self.base
 
 
-def _acceptance_rate(trace: Any) -> float | None:
-    rate = getattr(trace, "acceptance_rate", None)
-    return None if rate is None else float(rate)
+def trace_figures(trace: Any) -> dict[str, Any]:
+    """Speculative counts and the per-step means of a trace (``None``: transformers' own loop)."""
+    if trace is None:
+        return {"acceptance_rate": None}
+    figures: dict[str, Any] = {"acceptance_rate": getattr(trace, "acceptance_rate", None)}
+    figures.update({key: getattr(trace, key) for key in SPECULATIVE_COUNTS if hasattr(trace, key)})
+    for key in TRACE_MEANS:
+        if key in trace.info:
+            values = trace.info[key][trace.info[key] >= 0].float()  # -1: after a row's last step
+            figures[f"mean_{key}"] = float(values.mean()) if values.numel() else None
+    return figures
 
 
 @torch.inference_mode()
@@ -118,10 +131,8 @@ def full_model_quality(model: nn.Module, sequences: torch.Tensor, prompt_length:
     targets = sequences[0, prompt_length:]
     log_probs = torch.log_softmax(logits, -1)
     nll = -log_probs[torch.arange(len(targets)), targets].mean()
-    return {
-        "full_model_nll": float(nll),
-        "full_model_agreement": float((logits.argmax(-1) == targets).float().mean()),
-    }
+    agreement = (logits.argmax(-1) == targets).float().mean()
+    return {"full_model_nll": float(nll), "full_model_agreement": float(agreement)}
 
 
 def prompt_ids(tokenizer: Any, prompt: str, device: torch.device) -> torch.Tensor:
@@ -171,21 +182,14 @@ def bench(
     ids = prompt_ids(tokenizer, prompt, device)
     labelled = {label: as_variant(item, label) for label, item in variants.items()}
     labelled = labelled if FINAL in labelled else {FINAL: Variant(label=FINAL), **labelled}
-    config = GenerationConfig(
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        do_sample=False,
-        eos_token_id=None,
-        pad_token_id=0,
-    )
+    config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                              eos_token_id=None, pad_token_id=0)  # fmt: skip
     runners: dict[str, Callable[[_Clock], tuple[torch.Tensor, Any]]] = {}
     if include_hf:
         runners[HF] = lambda clock: (model.generate(ids, generation_config=config, streamer=clock), None)
     if custom_generate:
-        runners[CUSTOM] = lambda clock: (
-            model.generate(ids, generation_config=config, streamer=clock, custom_generate=decoder()),
-            None,
-        )
+        runners[CUSTOM] = lambda clock: (model.generate(ids, generation_config=config, streamer=clock,
+                                                        custom_generate=decoder()), None)  # fmt: skip
     for label, variant in labelled.items():
 
         def run(clock: _Clock, variant: Variant = variant) -> tuple[torch.Tensor, Any]:
@@ -225,10 +229,11 @@ def bench(
             "ms_per_token": ms,
             "tokens_per_s": 1000.0 / ms,
             "ttft_ms": statistics.median(v["ttft_ms"] for v in values),
-            "blocks_per_token": float(trace.blocks_per_step)
-            if trace is not None
-            else float(parts.num_layers),
-            "acceptance_rate": _acceptance_rate(trace),
+            "speedup_vs_final": statistics.median(
+                f["ms_per_token"] / v["ms_per_token"] for f, v in zip(runs[FINAL], values)
+            ),
+            "blocks_per_token": float(trace.blocks_per_step if trace is not None else parts.num_layers),
+            **trace_figures(trace),
             "peak_memory_mb": statistics.median(v["peak_memory_mb"] for v in values),
             "identical_to_final": bool(torch.equal(sequences, outputs[FINAL][0])),
             "runs_ms_per_token": [v["ms_per_token"] for v in values],
@@ -240,17 +245,10 @@ def bench(
         for base in (FINAL, HF):
             if base in figures:
                 fig[f"ratio_to_{base}"] = {key: _ratio(fig[key], figures[base][key]) for key in ratio_keys}
-    return {
-        "variants": figures,
-        "new_tokens": new_tokens,
-        "prompt_tokens": int(ids.shape[1]),
-        "repeats": repeats,
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-    }
+    return {"variants": figures, "new_tokens": new_tokens, "prompt_tokens": int(ids.shape[1]), "repeats": repeats,
+            "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
 
 
-def _ratio(value: float, base: float) -> float | None:
-    if value is None or base is None or base == 0 or value != value or base != base:
-        return None
-    return value / base
+def _ratio(value: float | None, base: float | None) -> float | None:
+    defined = value is not None and base and value == value and base == base  # neither None, 0 (base) nor NaN
+    return value / base if defined else None

