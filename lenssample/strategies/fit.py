@@ -5,7 +5,7 @@ observed next token, an ``[positions, n_layers]`` matrix ``Q``: ``NLL(w) = -mean
 ``w``, so minimising it on the simplex (scipy's SLSQP, with the analytic gradient) finds the global optimum; the
 final layer alone (a vertex of the simplex) is one of the candidates, so the fitted mixture is never worse than the
 final layer *on the fitting text*. Whether it is better on held-out text is an empirical question
-(``evals/strategies_eval.py`` measures it).
+(``evals/configs/strategies.toml`` measures it).
 
 Fit on ``lenssample.data.wikipedia("train")`` and evaluate on ``"heldout"``.
 """
