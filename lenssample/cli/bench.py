@@ -29,6 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also time model.generate(custom_generate=lenssample's decoder)")  # fmt: skip
     parser.add_argument("--quality", action="store_true",
                         help="also report the full model's NLL and argmax agreement of each variant's tokens")  # fmt: skip
+    parser.add_argument("--compiled", action="store_true",
+                        help="also time every strategy with compile=True (LABEL compiled; cold compile reported)")  # fmt: skip
+    parser.add_argument("--hf-compiled", action="store_true",
+                        help="also time model.generate with a static KV cache and its compiled forward")  # fmt: skip
+    parser.add_argument("--batch", type=int, default=1, help="rows decoded at once (the prompt repeated)")
+    parser.add_argument("--floor", action="store_true",
+                        help="measure the read bandwidth and report each variant's ratio to the weight-read floor")  # fmt: skip
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
     parser.set_defaults(func=run)
 
@@ -39,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_positive(args.new_tokens, "--new-tokens", low=2)
     check_positive(args.repeats, "--repeats")
+    check_positive(args.batch, "--batch")
     specs = [*args.variants, *(split_variant_list(args.strategies) if args.strategies else [])]
     variants = {entry.label: entry for entry in (variant_entry(spec) for spec in specs or ["final"])}
     if args.out:
@@ -47,18 +55,24 @@ def run(args: argparse.Namespace) -> int:
     result = bench(
         model, tokenizer, variants, lens=lens_from_args(args, model), prompt=args.prompt or DEFAULT_PROMPT,
         new_tokens=args.new_tokens, repeats=args.repeats, include_hf=not args.no_hf,
-        custom_generate=args.custom_generate, quality=args.quality, progress=True,
+        custom_generate=args.custom_generate, quality=args.quality, compiled=args.compiled,
+        hf_compiled=args.hf_compiled, batch=args.batch, floor=args.floor, progress=True,
     )  # fmt: skip
-    print(f"{'variant':34} {'ms/token':>9} {'tok/s':>7} {'TTFT ms':>8} {'blocks':>6} {'accept':>6} {'x final':>8} "
-          f"{'x hf':>6} same")  # fmt: skip
+    if args.floor:
+        print(f"weights read per step {result['weight_bytes'] / 1e6:.0f} MB, read bandwidth "
+              f"{result['read_bandwidth_gb_s']:.1f} GB/s: floor {result['floor_ms_per_token']:.1f} ms/token")  # fmt: skip
+    bases = [("final", "x final"), ("hf_generate", "x hf"), ("final compiled", "x comp")]
+    print(f"{'variant':34} {'ms/token':>9} {'tok/s':>7} {'TTFT ms':>8} {'blocks':>6} {'accept':>6} "
+          + " ".join(f"{title:>7}" for _, title in bases) + f" {'x floor':>7} {'compile s':>9} same")  # fmt: skip
     for name, fig in result["variants"].items():
-        to_final = (fig.get("ratio_to_final") or {}).get("ms_per_token")
-        to_hf = (fig.get("ratio_to_hf_generate") or {}).get("ms_per_token")
-        accept = fig["acceptance_rate"]
+        ratios = [(fig.get(f"ratio_to_{base}") or {}).get("ms_per_token") for base, _ in bases]
+        accept, compile_s = fig["acceptance_rate"], fig["compile_seconds"]
         print(
             f"{name:34} {fig['ms_per_token']:9.1f} {fig['tokens_per_s']:7.1f} {fig['ttft_ms']:8.1f} "
             f"{fig['blocks_per_token']:6.1f} {'' if accept is None else f'{accept:.2f}':>6} "
-            f"{to_final or float('nan'):8.3f} {to_hf or float('nan'):6.3f} {'yes' if fig['identical_to_final'] else 'no'}"
+            + " ".join(f"{r or float('nan'):7.3f}" for r in ratios)
+            + f" {fig['ratio_to_floor'] or float('nan'):7.2f} {'' if compile_s is None else f'{compile_s:.1f}':>9}"
+            + f" {'yes' if fig['identical_to_final'] else 'no'}"
         )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -20,7 +20,8 @@ from scipy import stats
 from lenssample.eval.config import SweepConfig
 from lenssample.eval.tasks import SpeedTask, build_task
 
-SPEED_KEYS = ("ms_per_token", "tokens_per_s", "ttft_ms", "speedup_vs_final", "blocks_per_token", "mean_exit_layer",
+SPEED_KEYS = ("ms_per_token", "tokens_per_s", "ttft_ms", "speedup_vs_final", "ratio_to_floor", "compile_seconds",
+              "blocks_per_token", "mean_exit_layer",
               "mean_propagated", "mean_premature_layer", "acceptance_rate", "accepted", "drafted", "accept_histogram",
               "plain_steps", "identical_to_final", "full_model_nll", "full_model_agreement", "peak_memory_mb")  # fmt: skip
 
@@ -133,7 +134,8 @@ def markdown(summary: dict[str, Any]) -> str:
     for (model, lens, task), rows in tables.items():
         kind = rows[0]["kind"]
         keys = [k for k in MAIN_METRICS[kind] if any(k in r["metrics"] for r in rows)]
-        bases = [b for b in ("final", "hf_generate") if any(f"ratio_to_{b}" in r["metrics"] for r in rows)]
+        bases = [b for b in ("final", "hf_generate", "final compiled")
+                 if any(f"ratio_to_{b}" in r["metrics"] for r in rows)]  # fmt: skip
         extra = [f"x {b}" for b in bases] if kind == "speed" else ["Δ vs baseline [CI]"]
         lines += [f"### {task} ({kind}) — model `{model}`, lens `{lens}`", "",
                   "| strategy | " + " | ".join(keys + extra) + " |", "|" + "---|" * (len(keys) + len(extra) + 1)]  # fmt: skip

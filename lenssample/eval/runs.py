@@ -162,15 +162,20 @@ def run_sweep(
 def _run_speed(
     task: SpeedTask, ctx: Context, variants: list[Variant], base: dict, done: set, emit, progress
 ) -> None:
-    labels = [v.label for v in variants] + [speed.FINAL] + ([speed.HF] if task.include_hf else [])
+    by_label = {v.label: v for v in variants}
+    labels = speed.runner_labels(by_label, include_hf=task.include_hf, custom_generate=task.custom_generate,
+                                 compiled=task.compiled, hf_compiled=task.hf_compiled)  # fmt: skip
     head = {**base, "task": task.name}
     if all(record_key({**head, "strategy": label, "item": "bench"}) in done for label in labels):
         return
-    result = speed.bench(ctx.model, ctx.tokenizer, {v.label: v for v in variants}, lens=ctx.lens,
+    result = speed.bench(ctx.model, ctx.tokenizer, by_label, lens=ctx.lens,
                          prompt=task.prompt or speed.DEFAULT_PROMPT, new_tokens=task.new_tokens, repeats=task.repeats,
                          include_hf=task.include_hf, custom_generate=task.custom_generate, quality=task.quality,
+                         compiled=task.compiled, hf_compiled=task.hf_compiled, batch=task.batch, floor=task.floor,
                          progress=progress)  # fmt: skip
+    machine = {key: result[key] for key in ("threads", "batch", "weight_bytes", "read_bandwidth_gb_s",
+                                            "floor_ms_per_token") if key in result}  # fmt: skip
     for label, figures in result["variants"].items():
-        record = {**head, "strategy": label, "item": "bench", **figures, "threads": result["threads"]}
+        record = {**head, "strategy": label, "item": "bench", **figures, **machine}
         if record_key(record) not in done:
             emit(record)

@@ -1,7 +1,8 @@
 """Side-by-side decoding speed of variants (strategies and schedules), against ``FinalLayer`` greedy and
 transformers' ``model.generate``: the one timing loop of lenssample.
 
-Every variant generates exactly ``new_tokens`` tokens greedily (EOS ignored) from the same prompt, batch 1. Runs
+Every variant generates exactly ``new_tokens`` tokens greedily (EOS ignored) from the same prompt (repeated
+``batch`` times). Runs
 alternate between variants (forward order, then reversed, ...) after one warm-up round, so that drifts in machine
 load hit every variant alike; figures are medians over the timed rounds, and each is also given as a ratio to
 ``final`` (lenssample's ``FinalLayer`` greedy) and to ``hf_generate`` measured in the same run. Timings on a shared
@@ -18,6 +19,14 @@ over steps of ``exit_layer`` (early exit), ``propagated`` (attention-only calls 
 generated: ``full_model_nll`` (negative log-likelihood per generated token under the full model; greedy's own text
 is the reference) and ``full_model_agreement`` (how often a token is the full model's argmax given the same
 prefix), the measure of quality for schedules that have no teacher-forced distribution (early exit).
+
+The fast path: ``compiled=True`` adds ``LABEL compiled`` for every strategy variant (``compile=True``; schedules
+have no compiled step), with its cold ``compile_seconds``; ``hf_compiled=True`` adds ``hf_generate_compiled``
+(transformers' static KV cache with its own ``torch.compile`` of the forward, on any device). Every runner's
+``warmup_seconds`` is its untimed first run (compilation included). ``floor=True`` measures the machine's read
+bandwidth in the same run and reports the weight-read floor: the bytes of weights one decoding step reads
+(:func:`weight_bytes`) over that bandwidth, and each variant's ``ratio_to_floor``. With ``batch > 1``,
+``tokens_per_s`` counts the tokens of every row.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import GenerationConfig
+from transformers import CompileConfig, GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
 from lenssample.api import decoder, generate
@@ -47,6 +57,8 @@ DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a mess
 HF = "hf_generate"
 FINAL = "final"
 CUSTOM = "final_custom_generate"
+HF_COMPILED = "hf_generate_compiled"
+COMPILED = " compiled"  # suffix of a strategy variant's compiled run
 SPECULATIVE_COUNTS = ("drafted", "accepted", "accept_histogram", "plain_steps")
 TRACE_MEANS = ("exit_layer", "propagated", "premature_layer")
 
@@ -123,6 +135,55 @@ def trace_figures(trace: Any) -> dict[str, Any]:
     return figures
 
 
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of weights one full decoding step reads: every parameter and buffer of floating point once (shared
+    ones once), except an input embedding that is not also the unembedding (a step reads one row of it)."""
+    parts = model_parts(model)
+    embedding = model.get_input_embeddings().weight
+    skip = set() if embedding is parts.unembed.weight else {embedding.data_ptr()}
+    seen: dict[int, int] = {}
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point() and tensor.data_ptr() not in skip:
+            seen[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+    return sum(seen.values())
+
+
+def read_bandwidth(device: torch.device, size_bytes: int = 512 * 2**20, repeats: int = 5) -> float:
+    """Bytes per second this device reads: the best of ``repeats`` sums of a ``size_bytes`` float32 tensor (with
+    torch's threads, as decoding uses them)."""
+    values = torch.ones(size_bytes // 4, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        values.sum()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return size_bytes / best
+
+
+def runner_labels(
+    variants: Mapping[str, Variant],
+    *,
+    include_hf: bool,
+    custom_generate: bool,
+    compiled: bool,
+    hf_compiled: bool,
+) -> list[str]:
+    """The labels :func:`bench` times for these variants and options (``final`` first)."""
+    labels = [FINAL, *(label for label in variants if label != FINAL)]
+    compiled_labels = [
+        label + COMPILED for label in labels if FINAL == label or variants[label].schedule is None
+    ]
+    return [
+        *([HF] if include_hf else []),
+        *([HF_COMPILED] if hf_compiled else []),
+        *([CUSTOM] if custom_generate else []),
+        *labels,
+        *(compiled_labels if compiled else []),
+    ]
+
+
 @torch.inference_mode()
 def full_model_quality(model: nn.Module, sequences: torch.Tensor, prompt_length: int) -> dict[str, float]:
     """The full model's view of generated tokens ``sequences[0, prompt_length:]``: NLL per token and how often each
@@ -156,6 +217,10 @@ def bench(
     include_hf: bool = True,
     custom_generate: bool = False,
     quality: bool = False,
+    compiled: bool = False,
+    hf_compiled: bool = False,
+    batch: int = 1,
+    floor: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Time each variant (and ``hf_generate``, and ``final`` if not given) side by side.
@@ -170,38 +235,71 @@ def bench(
         include_hf: also time transformers' own ``model.generate``.
         custom_generate: also time ``model.generate(custom_generate=lenssample's decoder)`` (FinalLayer).
         quality: add the full model's NLL and argmax agreement of each variant's tokens.
+        compiled: also time every strategy variant with ``compile=True`` (``LABEL compiled``).
+        hf_compiled: also time ``model.generate`` with a static KV cache and its compiled forward.
+        batch: rows decoded at once (the prompt repeated; streamers and schedules take one row: their time to first
+            token is not measured, and schedules are refused for ``batch > 1``).
+        floor: measure the read bandwidth and report the weight-read floor and each variant's ratio to it.
 
     Returns:
-        ``{"variants": {label: {figures, "ratio_to_final": {...}, "ratio_to_hf_generate": {...}}}, "new_tokens",
-        "prompt_tokens", "repeats", "threads", "device"}``.
+        ``{"variants": {label: {figures, "ratio_to_final": {...}, "ratio_to_hf_generate": {...}, ...}},
+        "new_tokens", "prompt_tokens", "batch", "repeats", "threads", "device"}`` (with ``floor``: also
+        ``"weight_bytes"``, ``"read_bandwidth_gb_s"``, ``"floor_ms_per_token"``).
     """
     check_int(new_tokens, field="new_tokens", low=2)
     check_int(repeats, field="repeats", low=1)
+    check_int(batch, field="batch", low=1)
     parts = model_parts(model)
     device = next(model.parameters()).device
-    ids = prompt_ids(tokenizer, prompt, device)
+    ids = prompt_ids(tokenizer, prompt, device).repeat(batch, 1)
     labelled = {label: as_variant(item, label) for label, item in variants.items()}
     labelled = labelled if FINAL in labelled else {FINAL: Variant(label=FINAL), **labelled}
+    if batch > 1 and any(v.schedule is not None for v in labelled.values()):
+        raise ValueError(f"batch={batch}: schedules decode one row at a time; time them with batch=1")
     config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                               eos_token_id=None, pad_token_id=0)  # fmt: skip
+    static = CompileConfig(mode="default")
+    static._compile_all_devices = True  # transformers compiles only on accelerators unless told so
+    static_config = GenerationConfig(
+        **config.to_diff_dict(), cache_implementation="static", compile_config=static
+    )
+
+    def stream(clock: _Clock) -> _Clock | None:
+        return clock if batch == 1 else None
+
     runners: dict[str, Callable[[_Clock], tuple[torch.Tensor, Any]]] = {}
     if include_hf:
-        runners[HF] = lambda clock: (model.generate(ids, generation_config=config, streamer=clock), None)
+        runners[HF] = lambda clock: (
+            model.generate(ids, generation_config=config, streamer=stream(clock)),
+            None,
+        )
+    if hf_compiled:
+        runners[HF_COMPILED] = lambda clock: (
+            model.generate(ids, generation_config=static_config, streamer=stream(clock)),
+            None,
+        )
     if custom_generate:
-        runners[CUSTOM] = lambda clock: (model.generate(ids, generation_config=config, streamer=clock,
+        runners[CUSTOM] = lambda clock: (model.generate(ids, generation_config=config, streamer=stream(clock),
                                                         custom_generate=decoder()), None)  # fmt: skip
     for label, variant in labelled.items():
 
-        def run(clock: _Clock, variant: Variant = variant) -> tuple[torch.Tensor, Any]:
-            out = generate(model, ids, variant.strategy, schedule=variant.schedule, lens=lens,
-                           max_new_tokens=new_tokens, eos_token_id=[], streamer=clock)  # fmt: skip
+        def run(clock: _Clock, variant: Variant = variant, fast: bool = False) -> tuple[torch.Tensor, Any]:
+            out = generate(model, ids, variant.strategy, schedule=variant.schedule, lens=lens, compile=fast,
+                           max_new_tokens=new_tokens, eos_token_id=[], streamer=stream(clock))  # fmt: skip
             return out.sequences, out.trace
 
         runners[label] = run
+    if compiled:
+        for label, variant in labelled.items():
+            if variant.schedule is None:
+                runners[label + COMPILED] = lambda clock, variant=variant, run=run: run(clock, variant, True)
+    warmup: dict[str, float] = {}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
     outputs: dict[str, tuple[torch.Tensor, Any]] = {}
     bar = tqdm(total=(repeats + 1) * len(runners), desc="speed", disable=not progress, leave=False)
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # Speed is measured greedily for every variant alike; DoLa's advice on repetition is about its text.
+        warnings.filterwarnings("ignore", message=".*DoLa's authors use")
         for round_ in range(repeats + 1):  # round 0 warms up caches and kernels and is not timed
             for name in list(runners) if round_ % 2 == 0 else list(reversed(runners)):
                 clock = _Clock()
@@ -213,7 +311,12 @@ def bench(
                     elapsed = time.perf_counter() - start
                 made = outputs[name][0].shape[1] - ids.shape[1]
                 assert made == new_tokens, f"{name} made {made} tokens instead of {new_tokens}"
-                if round_ > 0:
+                if round_ == 0:
+                    warmup[name] = elapsed
+                    trace = outputs[name][1]
+                    if trace is not None and trace.compile_seconds is not None:
+                        warmup[name + "/compile"] = trace.compile_seconds
+                else:
                     runs[name].append({
                         "ms_per_token": 1000 * elapsed / new_tokens,
                         "ttft_ms": 1000 * (clock.times[1] - start) if len(clock.times) > 1 else float("nan"),
@@ -221,13 +324,18 @@ def bench(
                     })  # fmt: skip
                 bar.update()
     bar.close()
+    bandwidth = read_bandwidth(device) if floor else None
+    floor_ms = 1000 * weight_bytes(model) / bandwidth if bandwidth else None
     figures: dict[str, dict[str, Any]] = {}
     for name, values in runs.items():
         ms = statistics.median(v["ms_per_token"] for v in values)
         sequences, trace = outputs[name]
         figures[name] = {
             "ms_per_token": ms,
-            "tokens_per_s": 1000.0 / ms,
+            "tokens_per_s": batch * 1000.0 / ms,
+            "warmup_seconds": warmup[name],
+            "compile_seconds": warmup.get(name + "/compile"),
+            "ratio_to_floor": _ratio(ms, floor_ms),
             "ttft_ms": statistics.median(v["ttft_ms"] for v in values),
             "speedup_vs_final": statistics.median(
                 f["ms_per_token"] / v["ms_per_token"] for f, v in zip(runs[FINAL], values)
@@ -242,11 +350,15 @@ def bench(
             figures[name].update(full_model_quality(model, sequences, ids.shape[1]))
     ratio_keys = ("ms_per_token", "tokens_per_s", "ttft_ms", "blocks_per_token", "peak_memory_mb")
     for fig in figures.values():
-        for base in (FINAL, HF):
+        for base in (FINAL, HF, FINAL + COMPILED):
             if base in figures:
                 fig[f"ratio_to_{base}"] = {key: _ratio(fig[key], figures[base][key]) for key in ratio_keys}
-    return {"variants": figures, "new_tokens": new_tokens, "prompt_tokens": int(ids.shape[1]), "repeats": repeats,
-            "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
+    result = {"variants": figures, "new_tokens": new_tokens, "prompt_tokens": int(ids.shape[1]), "batch": batch,
+              "repeats": repeats, "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
+    if floor:
+        result.update(weight_bytes=weight_bytes(model), read_bandwidth_gb_s=bandwidth / 1e9,
+                      floor_ms_per_token=floor_ms)  # fmt: skip
+    return result
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:

@@ -221,7 +221,18 @@ class SpeedTask(Task):
     """Not per item: all variants are timed together (see :mod:`lenssample.eval.speed`)."""
 
     kind = "speed"
-    PARAMS = ("new_tokens", "repeats", "prompt", "include_hf", "custom_generate", "quality")
+    PARAMS = (
+        "new_tokens",
+        "repeats",
+        "prompt",
+        "include_hf",
+        "custom_generate",
+        "quality",
+        "compiled",
+        "hf_compiled",
+        "batch",
+        "floor",
+    )
     teacher_forced = False
 
     def __init__(self, spec: TaskSpec) -> None:
@@ -234,6 +245,10 @@ class SpeedTask(Task):
         self.include_hf = self._bool("include_hf", True)
         self.custom_generate = self._bool("custom_generate", False)
         self.quality = self._bool("quality", False)
+        self.compiled = self._bool("compiled", False)
+        self.hf_compiled = self._bool("hf_compiled", False)
+        self.batch = self._int("batch", 1)
+        self.floor = self._bool("floor", False)
 
 
 TASKS = {cls.kind: cls for cls in (PerplexityTask, MultipleChoiceTask, GenerationTask, SpeedTask)}

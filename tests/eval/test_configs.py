@@ -177,3 +177,23 @@ def test_bench_reports_the_trace_and_per_round_speedup():
         f["speedup_vs_final"] > 0 for f in figures.values()
     )
     assert "drafted" not in figures["exit"] and figures["final"]["acceptance_rate"] is None
+
+
+def test_bench_fast_path_figures_on_a_tiny_model():
+    model, tokenizer = load_tiny()
+    result = bench(model, tokenizer, {"final": "final", "dola": "dola:layers=[2,3]"}, new_tokens=3, repeats=1,
+                   compiled=True, hf_compiled=True, batch=2, floor=True)  # fmt: skip
+    figures = result["variants"]
+    assert set(figures) == {"hf_generate", "hf_generate_compiled", "final", "dola", "final compiled",
+                            "dola compiled"}  # fmt: skip
+    for label in ("hf_generate", "hf_generate_compiled", "final compiled"):
+        assert figures[label]["identical_to_final"], label
+    assert figures["dola compiled"]["mean_premature_layer"] == figures["dola"]["mean_premature_layer"]
+    assert figures["final compiled"]["compile_seconds"] > 0 and figures["final"]["compile_seconds"] is None
+    assert result["batch"] == 2 and result["weight_bytes"] > 0 and result["read_bandwidth_gb_s"] > 0
+    floor = result["floor_ms_per_token"]
+    assert figures["final"]["ratio_to_floor"] == pytest.approx(figures["final"]["ms_per_token"] / floor)
+    assert figures["final"]["tokens_per_s"] == pytest.approx(2 * 1000 / figures["final"]["ms_per_token"])
+    assert figures["dola"]["ratio_to_final compiled"]["ms_per_token"] > 0
+    with pytest.raises(ValueError, match="schedules decode one row at a time"):
+        bench(model, tokenizer, {"exit": "early-exit"}, new_tokens=2, repeats=1, batch=2)
