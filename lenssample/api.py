@@ -12,6 +12,7 @@ everywhere in transformers. The per-step trace is only available through :func:`
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import sys
@@ -57,29 +58,23 @@ def run_decoding(
     lens: Lens,
     picker: TokenPicker,
     policy: EmissionPolicy,
-    use_cache: bool = True,
-    compile: bool = False,
-    lens_dtype: str | None = None,
+    settings: DecodingSettings,
 ) -> GenerateOutput:
-    """Run the per-token loop with ``strategy``, or ``schedule`` when there is one (inputs already validated)."""
+    """Run the per-token loop with ``strategy``, or ``schedule`` when there is one (inputs already validated; of
+    ``settings`` the loop reads ``use_cache``, ``compile`` and ``lens_dtype``)."""
     picker.source = f"{'schedule' if schedule else 'strategy'} {(schedule or strategy).to_spec()!r}"
-    if schedule is not None:
-        given_flags = (
-            (not use_cache, "use_cache=False"),
-            (compile, "compile=True"),
-            (lens_dtype, "lens_dtype"),
+    if schedule is None:
+        return decode(
+            model, prompt, strategy=strategy, lens=lens, picker=picker, policy=policy, settings=settings
         )
-        for given, flag in given_flags:
-            if given:
-                raise ValueError(
-                    f"schedule={schedule.to_spec()!r} runs its own loop and KV cache; drop {flag} (it applies to "
-                    "the per-token loop of strategies)"
-                )
-        return schedule.decode(model, prompt, lens=lens, picker=picker, policy=policy)
-    return decode(
-        model, prompt, strategy=strategy, lens=lens, picker=picker, policy=policy, use_cache=use_cache,
-        compile=compile, lens_dtype=lens_dtype,
-    )  # fmt: skip
+    given = {"use_cache=False": not settings.use_cache, "compile=True": settings.compile,
+             "lens_dtype": settings.lens_dtype}  # fmt: skip
+    for flag in (flag for flag, value in given.items() if value):
+        raise ValueError(
+            f"schedule={schedule.to_spec()!r} runs its own loop and KV cache; drop {flag} (it applies to the "
+            "per-token loop of strategies)"
+        )
+    return schedule.decode(model, prompt, lens=lens, picker=picker, policy=policy)
 
 
 DOLA_REPETITION_PENALTY = 1.2
@@ -192,7 +187,7 @@ def generate(
     )
     return run_decoding(
         model, prompt, strategy=strategy, schedule=schedule, lens=lens, picker=picker, policy=policy,
-        use_cache=settings.use_cache, compile=settings.compile, lens_dtype=settings.lens_dtype,
+        settings=settings,
     )  # fmt: skip
 
 
@@ -265,7 +260,9 @@ def decoder(
     """
     strategy, schedule = as_strategy(strategy), as_schedule(schedule)
     check_pair(strategy, schedule)
-    DecodingSettings(compile=compile, lens_dtype=lens_dtype)  # validated here, before any model runs
+    options = DecodingSettings(
+        compile=compile, lens_dtype=lens_dtype
+    )  # validated here, before any model runs
     if (compile or lens_dtype) and schedule is not None:
         raise ValueError(f"schedule={schedule.to_spec()!r} runs its own loop; drop compile= and lens_dtype=")
 
@@ -312,9 +309,7 @@ def decoder(
             lens=model_lens,
             picker=TokenPicker(processors=logits_processor, do_sample=bool(generation_config.do_sample)),
             policy=policy,
-            use_cache=bool(model_kwargs.get("use_cache", True)),
-            compile=compile,
-            lens_dtype=lens_dtype,
+            settings=dataclasses.replace(options, use_cache=bool(model_kwargs.get("use_cache", True))),
         )
         if generation_config.return_dict_in_generate:
             return GenerateDecoderOnlyOutput(sequences=out.sequences)

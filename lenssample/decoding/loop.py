@@ -24,6 +24,7 @@ from lenssample.decoding.emission import EmissionPolicy
 from lenssample.decoding.outputs import GenerateOutput, Trace
 from lenssample.decoding.prompt import Prompt
 from lenssample.decoding.sampling import TokenPicker
+from lenssample.decoding.settings import DecodingSettings
 from lenssample.lens.base import Lens
 from lenssample.model.capture import position_ids_from_mask, run_layers
 from lenssample.strategies.base import Strategy, StrategyOutput
@@ -131,9 +132,7 @@ def decode(
     lens: Lens,
     picker: TokenPicker,
     policy: EmissionPolicy,
-    use_cache: bool = True,
-    compile: bool = False,
-    lens_dtype: str | None = None,
+    settings: DecodingSettings | None = None,
 ) -> GenerateOutput:
     """The loop behind :func:`lenssample.generate` and the ``custom_generate`` path (inputs already validated).
 
@@ -144,13 +143,15 @@ def decode(
         lens: lens for those layers.
         picker: logits processors + greedy/sampling.
         policy: when rows stop, padding, streaming.
-        use_cache: keep a KV cache (``False`` recomputes the whole sequence every step; for testing).
-        compile: run the model step compiled on a static KV cache (see :mod:`lenssample.decoding.compiled`); where
-            the architecture cannot use a static cache, the eager step runs instead, with a warning.
-        lens_dtype: precision of the lens projection (``"bfloat16"``, ``"float16"``, ``"float32"``; ``None``: the
-            model's). The strategy still combines float32 logits. Strategies for parity with a reference
-            implementation (``apply_final_norm=False``) always project in the model's precision.
+        settings: of the decoding settings the loop reads ``use_cache`` (``False`` recomputes the whole
+            sequence every step; for testing), ``compile`` (the model step compiled on a static KV cache, see
+            :mod:`lenssample.decoding.compiled`; where the architecture cannot use a static cache, the eager step runs
+            instead, with a warning) and ``lens_dtype`` (precision of the lens projection; ``None``: the model's;
+            strategies still combine float32 logits, and those for parity with a reference implementation,
+            ``apply_final_norm=False``, always project in the model's precision). Default: ``DecodingSettings()``.
     """
+    settings = settings or DecodingSettings()
+    use_cache, lens_dtype = settings.use_cache, settings.lens_dtype
     layers = strategy.check_model(lens.num_layers)
     lens = lens.with_final_norm(strategy.apply_final_norm)
     projection_dtype = getattr(torch, lens_dtype) if lens_dtype and strategy.apply_final_norm else None
@@ -159,7 +160,7 @@ def decode(
     emitter = policy.start(input_ids)
     steps: _EagerSteps | _StaticSteps | None = None
     decision = None
-    if compile and use_cache:
+    if settings.compile:
         try:
             steps = _StaticSteps(model, strategy, lens, prompt, policy.max_new_tokens, projection_dtype)
             decision = steps.first(input_ids)
