@@ -25,6 +25,9 @@ PER_ROW = {
     "ensemble-maxprob-product": LayerEnsemble(weights="max_prob", combine="product"),
     "ensemble-explicit": LayerEnsemble(layers=[4, 1, 3], weights=[0.5, 0.2, 0.3]),
     "window": LayerWindow(window=2, gamma=0.4),
+    "window-only": LayerWindow(window=2, gamma=1.0),  # 0 * log q_L must not be NaN where q_L is 0
+    "ensemble-huge-weights": LayerEnsemble(layers=[3, 4], weights=[1e308, 1e308]),  # their sum overflows
+    "ensemble-entropy-cold": LayerEnsemble(weights="entropy", temperature=1e-50),  # -H / T overflows
     "contrast": LayerContrast(amateur_layer=1, beta=0.5),
     "contrast-scoring": LayerContrast(amateur_layer=-3, beta=1.0, excluded_logit=-1000.0),
     "acd": AutoContrastive(amateur_layer=2),
@@ -37,4 +40,5 @@ ALL = {**PER_ROW, **BATCH_DEPENDENT}
 
 # Strategies whose output is a normalised log-distribution.
 NORMALISED = {"ensemble-uniform", "ensemble-linear-product", "ensemble-exponential", "ensemble-entropy",
-              "ensemble-maxprob-product", "ensemble-explicit", "window", "acd"}  # fmt: skip
+              "ensemble-maxprob-product", "ensemble-explicit", "window", "window-only", "acd",
+              "ensemble-huge-weights", "ensemble-entropy-cold"}  # fmt: skip

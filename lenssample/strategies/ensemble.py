@@ -39,8 +39,13 @@ def _static_weights(scheme: str, layers: Sequence[int], decay: float) -> torch.T
 def _confidence_log_weights(log_probs: torch.Tensor, scheme: str, temperature: float) -> torch.Tensor:
     """``[rows, n_layers]`` log-weights from each layer's confidence at each row (normalised over layers)."""
     # "max_prob": the log of the top probability, w ∝ max q.
-    score = -entropy(log_probs) / temperature if scheme == "entropy" else log_probs.max(dim=-1).values
-    return torch.log_softmax(score, dim=-1)
+    if scheme == "max_prob":
+        return torch.log_softmax(log_probs.max(dim=-1).values, dim=-1)
+    # Shifted so the most confident layer scores 0 before dividing: a tiny temperature then sends the others to
+    # -inf (a one-hot weight) instead of every score to -inf (NaN weights).
+    score = -entropy(log_probs).double()
+    score = (score - score.max(dim=-1, keepdim=True).values) / temperature
+    return torch.log_softmax(score, dim=-1).float()
 
 
 def _mixture(log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
@@ -139,6 +144,7 @@ class LayerEnsemble(Strategy):
             return _confidence_log_weights(log_probs, self.weights, self.temperature)
         else:
             weights = _static_weights(self.weights, layers, self.decay)
+        weights = weights / weights.max()  # huge explicit weights (1e308 each) would overflow their sum
         return (weights / weights.sum()).log().float().to(log_probs.device)[None]
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
@@ -186,5 +192,6 @@ class LayerWindow(Strategy):
         if self.gamma == 0:
             return StrategyOutput(logits=final)
         window = log_probs[:, :-1].clamp_min(LOG_PROB_FLOOR).mean(dim=1)
-        mixed = (1 - self.gamma) * final + self.gamma * window
+        # gamma = 1 takes the window alone: 0 * log q_L would be NaN where q_L = 0.
+        mixed = self.gamma * window + ((1 - self.gamma) * final if self.gamma < 1 else 0.0)
         return StrategyOutput(logits=torch.log_softmax(mixed, dim=-1))
