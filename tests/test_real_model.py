@@ -79,3 +79,14 @@ def test_stop_strings(real_model):
     out = generate(model, PROMPTS[0], tokenizer=tokenizer, max_new_tokens=12, stop_strings=".")
     text = out.texts(tokenizer)[0]
     assert text.endswith(".") and len(text) <= len(free)
+
+
+def test_compiled_dola_equals_eager_on_a_padded_batch(real_model):
+    model, tok = real_model
+    prompts = ["The capital of France is", "Write one sentence about the sea and the sky."]
+    kwargs = dict(tokenizer=tok, max_new_tokens=8, eos_token_id=[])
+    eager = generate(model, prompts, "dola:layers=high", **kwargs)
+    fast = generate(model, prompts, "dola:layers=high", compile=True, **kwargs)
+    assert eager.attention_mask is not None and not bool(eager.attention_mask.all())  # one row is padded
+    assert torch.equal(fast.sequences, eager.sequences)
+    assert torch.equal(fast.trace.info["premature_layer"], eager.trace.info["premature_layer"])
