@@ -39,7 +39,7 @@ def load_tiny():
 
 
 def test_the_committed_configs_are_there():
-    assert {p.stem for p in CONFIGS} >= {"default", "decode_speed", "strategies", "speculative"}
+    assert {p.stem for p in CONFIGS} >= {"default", "decode_speed", "decode_speed_batch8", "strategies", "speculative"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
