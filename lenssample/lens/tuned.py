@@ -240,6 +240,8 @@ class TunedLens(Lens):
                 missing, have the wrong shapes or hold non-finite values.
         """
         folder = Path(directory)
+        if folder.exists() and not folder.is_dir():
+            raise FileNotFoundError(f"{str(folder)!r} is a file; pass the lens folder that holds config.json")
         if not folder.is_dir():
             if not formats.looks_like_hub_id(str(directory)):
                 raise FileNotFoundError(

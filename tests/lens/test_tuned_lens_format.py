@@ -251,6 +251,9 @@ def test_hub_ids_resolve_like_tuned_lens(tmp_path, monkeypatch):
     # a path that cannot be a hub id is only ever a missing folder
     with pytest.raises(FileNotFoundError, match="does not exist"):
         TunedLens.load(tmp_path / "nowhere", model)
+    (tmp_path / "lensfile").write_text("{}")  # nor is a file of a hub-like name
+    with pytest.raises(FileNotFoundError, match="is a file"):
+        TunedLens.load("lensfile", model)
     assert not calls
 
 
