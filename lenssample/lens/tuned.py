@@ -48,7 +48,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lenssample.lens import formats
+import lenssample.lens.formats as formats
 from lenssample.lens.base import Lens, LogitLens, as_lens
 from lenssample.model.adapters import model_parts
 from lenssample.model.loading import DEFAULT_MODEL, cache_root
