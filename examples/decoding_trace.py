@@ -5,17 +5,17 @@ the top layers through the logit lens and emits the first layer whose top probab
 threshold (a CALM-like exit rule, but computing every layer, so no compute is saved). Any strategy that fills
 ``trace.info`` (DoLa's ``premature_layer``, early exit's ``exit_layer``, speculative ``accepted``) plots the same way.
 
-Run from the repository root: ``python examples/decoding_trace.py [OUT_DIR]`` (default ``docs/images``).
+``python examples/decoding_trace.py [--out DIR]``: the picture goes to DIR (created if missing; default a new
+temporary folder); ``--out docs/images`` from the repository root updates the README's picture.
 """
 
-import sys
+import argparse
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 import lenssample
-from lenssample.plotting.figures import plot_trace
+from lenssample.plotting.figures import output_folder, plot_trace
 from lenssample.strategies.base import Strategy, StrategyOutput
 
 
@@ -44,7 +44,13 @@ class FirstConfidentLayer(Strategy):
         return StrategyOutput(logits=logits, info={"exit_layer": torch.tensor(layers)[index]})
 
 
-out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images")
+parser = argparse.ArgumentParser(description="Plot the layer an exit rule chose for each generated token.")
+parser.add_argument("--out", default=None, help="output folder (default: a new temporary folder)")
+args = parser.parse_args()
+try:
+    out = output_folder(args.out)  # checked before the model loads
+except ValueError as err:
+    parser.error(str(err))
 model, tokenizer = lenssample.load_model()
 prompt = "The three primary colours are"
 result = lenssample.generate(

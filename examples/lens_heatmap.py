@@ -1,16 +1,22 @@
 """Logit-lens heatmaps of a sentence: PNG pictures coloured by two statistics and an HTML page with tooltips.
 
-Run from the repository root: ``python examples/lens_heatmap.py [OUT_DIR]`` (default ``docs/images``).
+``python examples/lens_heatmap.py [--out DIR]``: the files go to DIR (created if missing; default a new temporary
+folder); ``--out docs/images`` from the repository root updates the README's pictures.
 """
 
-import sys
-from pathlib import Path
+import argparse
 
 import lenssample
-from lenssample.plotting.figures import plot_trajectory
+from lenssample.plotting.figures import output_folder, plot_trajectory
 from lenssample.plotting.html import trajectory_html
 
-out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images")
+parser = argparse.ArgumentParser(description="Logit-lens heatmaps (PNG) and an HTML page of a sentence.")
+parser.add_argument("--out", default=None, help="output folder (default: a new temporary folder)")
+args = parser.parse_args()
+try:
+    out = output_folder(args.out)  # checked before the model loads
+except ValueError as err:
+    parser.error(str(err))
 model, tokenizer = lenssample.load_model()
 text = "The Eiffel Tower is in Paris. The Colosseum is in Rome. The Brandenburg Gate is in"
 traj = lenssample.analysis.trajectory(model, tokenizer, text)  # every layer, every position

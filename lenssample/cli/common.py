@@ -99,7 +99,67 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
     if getattr(args, "threads", None) is not None:
         check_positive(args.threads, "--threads")
         torch.set_num_threads(args.threads)
-    return load_model(args.model, dtype=args.dtype, device=args.device)
+    check_model_name(args.model)
+    with no_loading_bar():
+        return load_model(args.model, dtype=args.dtype, device=args.device)
+
+
+HUB_HOST = ("huggingface.co", 443)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds."""
+    import socket
+
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_model_name(name: str | None) -> None:
+    """Fail at once on a ``--model`` that can only come from the hub when the hub cannot be reached (instead of
+    transformers' retries, ~25 s); a name that is in the local hub cache then loads from it (offline mode)."""
+    import os
+
+    import huggingface_hub.constants
+    from huggingface_hub import try_to_load_from_cache
+
+    from lenssample.model.loading import ALIASES, EMBEDDED_MODELS
+    from lenssample.validation import did_you_mean
+
+    if name is None or ALIASES.get(name, name) in EMBEDDED_MODELS or name.endswith(".gguf"):
+        return
+    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+        return  # a local path: the loader says what is wrong with it
+    if not huggingface_hub.constants.HF_HUB_OFFLINE:
+        if hub_reachable():
+            return
+        os.environ["HF_HUB_OFFLINE"] = "1"  # no network: never let the loaders retry
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        known = ", ".join(sorted(EMBEDDED_MODELS))
+        raise ValueError(
+            f"--model {name!r}: not an embedded model ({known}), a local model folder or a .gguf file, and not in "
+            f"the Hugging Face cache; the hub cannot be reached to download it.{did_you_mean(name, EMBEDDED_MODELS)}"
+        )
+
+
+class no_loading_bar:
+    """Within: no "Loading weights" progress bar from transformers' ``from_pretrained`` (restored after)."""
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging as hf_logging
+
+        self.enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging as hf_logging
+
+        if self.enabled:
+            hf_logging.enable_progress_bar()
 
 
 def lens_from_args(args: argparse.Namespace, model: Any) -> Any:

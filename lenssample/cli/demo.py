@@ -6,6 +6,7 @@ import argparse
 import time
 
 from lenssample.cli.common import add_model_args, check_positive, load
+from lenssample.decoding.settings import DEFAULT_MAX_NEW_TOKENS
 
 DEMO_PROMPT = "The capital of France is"
 DEMO_STRATEGIES = ("final", "dola:layers=high", "window", "layer:layer=-3")
@@ -15,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="show the logit lens and lens decoders on the default model")
     add_model_args(parser, lens=False)
     parser.add_argument("--prompt", default=DEMO_PROMPT)
-    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                        help=f"tokens per generation (default: {DEFAULT_MAX_NEW_TOKENS}, as for generate)")  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -32,7 +34,7 @@ def show(model, tokenizer, prompt: str, max_new_tokens: int, lens=None, strategi
     traj = trajectory(
         model, tokenizer, ids, lens=lens, layers=layers, positions=range(max(0, len(ids) - 6), len(ids))
     )
-    print(text_table(traj, "prob", width=10) + "\n")
+    print(text_table(traj, "prob") + "\n")  # the layout of `lenssample lens TEXT`
     for spec in strategies:
         start = time.perf_counter()
         out = generate(model, prompt, spec, tokenizer=tokenizer, lens=lens, max_new_tokens=max_new_tokens)

@@ -14,9 +14,11 @@ ever needed) and rendered with the Agg canvas. Every function returns the figure
 from __future__ import annotations
 
 import os
+import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,6 +100,25 @@ def save_figure(fig: Figure, path: str | os.PathLike | None, *, dpi: int = 100) 
         FigureCanvasAgg(fig)
         fig.savefig(check_output_file(path, suffixes=IMAGE_SUFFIXES), dpi=dpi)
     return fig
+
+
+def output_folder(path: str | os.PathLike | None = None, *, field: str = "--out") -> Path:
+    """A folder to write pictures into, made ready before any work: ``path`` (created with its parents if missing)
+    or, when ``None``, a new temporary folder (so that a script run without arguments overwrites nothing).
+
+    Raises ``ValueError`` naming ``field`` when ``path`` is a file or cannot be created or written."""
+    if path is None:
+        return Path(tempfile.mkdtemp(prefix="lenssample-"))
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{field} {str(out)!r} is a file; pass a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{field} {str(out)!r}: cannot create the folder ({err.strerror}); choose another") from err
+    if not os.access(out, os.W_OK):
+        raise ValueError(f"{field} {str(out)!r} is not writable; choose another folder")
+    return out
 
 
 def plain(text: str) -> str:
@@ -231,7 +252,11 @@ def plot_trace(trace_or_output: Any, tokenizer: Any = None, *, tokens: Sequence[
     if num_layers is None:
         num_layers = max(trace.layers) if getattr(trace, "layers", None) else None
 
-    size = (min(24.0, 2.5 + 0.3 * steps), 1.2 + 2.0 * len(keys) + (1.0 if tokens else 0.3))
+    width = min(24.0, 2.5 + 0.3 * steps)
+    # The title is wrapped to the figure's width (a short generation makes a narrow figure): ~11 characters of
+    # 10-point text per inch.
+    title_lines = textwrap.wrap(plain(title or f"decoding trace: {', '.join(keys)} per step"), int(width * 11))
+    size = (width, 1.2 + 2.0 * len(keys) + (1.0 if tokens else 0.3) + 0.18 * (len(title_lines) - 1))
     fig = Figure(figsize=size, layout="constrained")
     axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
     x = np.arange(steps)
@@ -263,7 +288,7 @@ def plot_trace(trace_or_output: Any, tokenizer: Any = None, *, tokens: Sequence[
         if tokens:  # steps are not tokens (e.g. draft-verify rounds): show the text as a caption instead
             caption = "".join(tokens).replace("␣", " ")
             fig.supxlabel(plain(textwrap.shorten(caption, 200)), fontsize=8)
-    fig.suptitle(plain(title or f"decoding trace: {', '.join(keys)} per step"), fontsize=10)
+    fig.suptitle("\n".join(title_lines), fontsize=10)
     return save_figure(fig, path, dpi=dpi)
 
 
@@ -277,6 +302,9 @@ def _to_numpy(value: Any) -> np.ndarray:
         raise ValueError(f"trace.info values must be [batch, steps]; got shape {array.shape}")
     return array
 
+
+# Values at or below this are not drawn on a log axis of plot_layer_curves (KL below 1e-6 nats is float noise).
+LOG_FLOOR = 1e-6
 
 METRIC_LABELS = {
     "kl": "KL(final ‖ lens) [nats]",
@@ -299,7 +327,8 @@ def plot_layer_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], *,
             one lens's dict.
         layers: the x values (layer numbers) shared by all lenses; default ``0..n-1``.
         metrics: which metrics to draw, in order; default every metric found.
-        log_y: metrics drawn on a log scale (when none is negative; zeros are not drawn there).
+        log_y: metrics drawn on a log scale (when none is negative); values at or below ``LOG_FLOOR`` (1e-6, e.g.
+            the final layer's KL with itself) are left out there.
     """
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("curves is empty; pass {lens name: {metric: per-layer values}}")
@@ -324,11 +353,42 @@ def plot_layer_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], *,
             positive &= bool(np.all(finite >= 0) and np.any(finite > 0))
             ax.plot(x, y, marker="o", markersize=3, label=plain(name))
         if metric in log_y and positive:
-            ax.set_yscale("log", nonpositive="mask")  # exact zeros (the final layer's KL) are left out
+            # Values at or below LOG_FLOOR (the final layer's KL with itself: 0, or float noise around it) are left
+            # out: on a log axis they would drop the curve to the bottom of the plot.
+            for line in ax.get_lines():
+                y = np.asarray(line.get_ydata(), dtype=float)
+                line.set_ydata(np.where(y > LOG_FLOOR, y, np.nan))
+            ax.set_yscale("log")
+            ax.relim()
+            ax.autoscale_view()
         ax.set_xlabel("layer")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(plain(title), fontsize=10)
+    return save_figure(fig, path, dpi=dpi)
+
+
+def plot_bars(values: Mapping[str, float], *, ylabel: str = "", title: str | None = None,
+              log_ratio: float = 100.0, path: str | os.PathLike | None = None, dpi: int = 110) -> Figure:  # fmt: skip
+    """One bar per name (e.g. a metric per strategy). The axis is logarithmic when all values are positive and the
+    largest is at least ``log_ratio`` times the smallest (a perplexity of 14 next to 2.9e6 stays visible), each bar
+    labelled with its value."""
+    if not isinstance(values, Mapping) or not values:
+        raise ValueError("values is empty; pass {name: value}")
+    names = [plain(str(name)) for name in values]
+    heights = np.asarray([float(v) for v in values.values()], dtype=float)
+    finite = heights[np.isfinite(heights)]
+    log = bool(finite.size and np.all(finite > 0) and finite.max() >= log_ratio * finite.min())
+    fig = Figure(figsize=(max(4.0, 1.2 * len(names)), 3.2), layout="constrained")
+    ax = fig.subplots()
+    bars = ax.bar(names, heights, color="tab:blue")
+    if log:
+        ax.set_yscale("log")
+    ax.bar_label(bars, labels=[f"{v:.3g}" for v in heights], fontsize=7)
+    ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
+    if title:
+        ax.set_title(plain(title))
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     return save_figure(fig, path, dpi=dpi)
