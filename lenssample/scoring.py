@@ -16,6 +16,7 @@ kept tokens and the excluded fraction.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +158,22 @@ class TargetScores:
     excluded: torch.Tensor
     greedy: torch.Tensor
     info: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def right_padded(rows: Sequence[tuple[Sequence[int], Sequence[int], int]]) -> tuple[torch.Tensor, ...]:
+    """``(input_ids, target_ids, attention_mask, select)`` for :func:`target_scores`, each ``[len(rows), longest]``,
+    from ``(inputs, targets, n_scored)`` rows: right-padded, the last ``n_scored`` targets of each row selected."""
+    inputs = torch.zeros(len(rows), max(len(row[0]) for row in rows), dtype=torch.long)
+    targets, mask, select = (
+        torch.zeros_like(inputs),
+        torch.zeros_like(inputs),
+        torch.zeros_like(inputs, dtype=torch.bool),
+    )
+    for row, (ids, target, scored) in enumerate(rows):
+        n = len(ids)
+        inputs[row, :n], targets[row, :n], mask[row, :n] = torch.tensor(ids), torch.tensor(target), 1
+        select[row, n - scored : n] = True
+    return inputs, targets, mask, select
 
 
 @torch.inference_mode()

@@ -29,12 +29,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from lenssample.lens.base import Lens
-from lenssample.scoring import target_scores
+from lenssample.scoring import right_padded, target_scores
 from lenssample.strategies.base import Strategy
 from lenssample.validation import check_int, check_number
 
@@ -134,20 +133,10 @@ def window_records(
     bar = tqdm(total=len(windows), desc="perplexity windows", disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
         batch = [windows[i] for i in order[start : start + batch_size]]
-        length = max(len(w.input_ids) for w in batch)
-        inputs = torch.zeros(len(batch), length, dtype=torch.long)
-        targets = torch.zeros_like(inputs)
-        mask = torch.zeros_like(inputs)
-        select = torch.zeros(len(batch), length, dtype=torch.bool)
-        for row, w in enumerate(batch):
-            n = len(w.input_ids)
-            inputs[row, :n] = torch.tensor(w.input_ids)
-            targets[row, :n] = torch.tensor(w.target_ids)
-            mask[row, :n] = 1
-            select[row, n - w.num_scored : n] = True
-        scores = target_scores(
-            model, inputs, targets, select, strategy, lens=lens, attention_mask=mask if length else None
+        inputs, targets, mask, select = right_padded(
+            [(w.input_ids, w.target_ids, w.num_scored) for w in batch]
         )
+        scores = target_scores(model, inputs, targets, select, strategy, lens=lens, attention_mask=mask)
         for row, w in enumerate(batch):
             lp = scores.values[row][select[row]].double()
             excluded = scores.excluded[row][select[row]]

@@ -218,37 +218,26 @@ class GenerationTask(Task):
 
 
 class SpeedTask(Task):
-    """Not per item: all variants are timed together (see :mod:`lenssample.eval.speed`)."""
+    """Not per item: all variants are timed together (see :mod:`lenssample.eval.speed`); ``options`` holds the
+    keyword arguments of :func:`~lenssample.eval.speed.bench`, defaults filled in."""
 
     kind = "speed"
-    PARAMS = (
-        "new_tokens",
-        "repeats",
-        "prompt",
-        "include_hf",
-        "custom_generate",
-        "quality",
-        "compiled",
-        "hf_compiled",
-        "batch",
-        "floor",
-    )
+    DEFAULTS = {"new_tokens": 64, "repeats": 3, "include_hf": True, "custom_generate": False, "quality": False,
+                "compiled": False, "hf_compiled": False, "batch": 1, "floor": False}  # fmt: skip
+    PARAMS = ("prompt", *DEFAULTS)
     teacher_forced = False
 
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        self.new_tokens = self._int("new_tokens", 64, low=2)
-        self.repeats = self._int("repeats", 3)
+        self.options: dict[str, Any] = {
+            key: self._bool(key, default)
+            if isinstance(default, bool)
+            else self._int(key, default, low=1 + (key == "new_tokens"))
+            for key, default in self.DEFAULTS.items()
+        }
         self.prompt = spec.params.get("prompt")
         if self.prompt is not None and (not isinstance(self.prompt, str) or not self.prompt):
             raise ValueError(f"{self.owner}: prompt={self.prompt!r} must be a non-empty string")
-        self.include_hf = self._bool("include_hf", True)
-        self.custom_generate = self._bool("custom_generate", False)
-        self.quality = self._bool("quality", False)
-        self.compiled = self._bool("compiled", False)
-        self.hf_compiled = self._bool("hf_compiled", False)
-        self.batch = self._int("batch", 1)
-        self.floor = self._bool("floor", False)
 
 
 TASKS = {cls.kind: cls for cls in (PerplexityTask, MultipleChoiceTask, GenerationTask, SpeedTask)}
