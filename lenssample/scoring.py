@@ -107,13 +107,10 @@ def score(
 ) -> ScoreOutput:
     """Score every next token of ``input_ids`` under ``strategy``; a warning says how many targets it excluded.
 
-    Args:
-        input_ids: ``[batch, seq]`` (or ``[seq]``), seq >= 2; right or left padding allowed with ``attention_mask``
-            (``[batch, seq]`` of 0/1).
-        strategy: a strategy or a spec (``"dola:layers=high"``); default ``FinalLayer`` (the model's own log-probs).
-        lens: default the logit lens.
-        return_log_probs: also return the full ``[batch, seq - 1, vocab]`` log-probs.
-        max_chunk_bytes: memory budget for one chunk of lens logits (positions x layers x vocab x 4 bytes x 3).
+    ``input_ids``: ``[batch, seq]`` (or ``[seq]``), seq >= 2; right or left padding allowed with ``attention_mask``
+    (``[batch, seq]`` of 0/1). ``strategy``: a strategy or a spec (``"dola:layers=high"``); default ``FinalLayer``
+    (the model's own log-probs). ``return_log_probs``: also return the full ``[batch, seq - 1, vocab]`` log-probs.
+    ``max_chunk_bytes``: memory budget for one chunk of lens logits (positions x layers x vocab x 4 bytes x 3).
     """
     strategy = as_strategy(strategy)
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=2)
@@ -192,15 +189,11 @@ def target_scores(
 ) -> TargetScores:
     """Score ``target_ids[b, t]`` given ``input_ids[b, : t + 1]`` at the positions where ``select`` is True.
 
-    Args:
-        input_ids: ``[batch, seq]`` model inputs, right-padded (``attention_mask [batch, seq]`` 0 on the padding).
-        target_ids: ``[batch, seq]`` the token expected after each input position.
-        select: ``[batch, seq]`` bool, positions to score (never on padding).
-        lens: the lens the strategy reads through (default the logit lens).
-        post_softmax: score with ``log_softmax`` of the strategy's logits (a log-probability). ``False`` scores
-            with the raw logits, as DoLa's ``lm_score(post_softmax=False)`` does for its contrast scores.
-        excluded_value: replace ``-inf`` scores by this value (DoLa's convention is ``-1000``); ``None`` keeps
-            ``-inf`` and the caller must handle it (see ``excluded``).
+    ``input_ids``, ``target_ids`` (the token expected after each input position) and ``select`` (bool, never on
+    padding) are ``[batch, seq]``, right-padded (``attention_mask`` 0 on the padding). ``post_softmax``: score with
+    ``log_softmax`` of the strategy's logits (a log-probability); ``False`` scores with the raw logits, as DoLa's
+    ``lm_score(post_softmax=False)`` does for its contrast scores. ``excluded_value``: replaces ``-inf`` scores
+    (DoLa's convention is ``-1000``); ``None`` keeps ``-inf`` and the caller must handle it (see ``excluded``).
     """
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=1)
     target_ids, select = target_ids.to(input_ids.device), select.to(input_ids.device).bool()

@@ -29,16 +29,9 @@ from lenssample.validation import check_choice
 
 @dataclass(frozen=True)
 class ChoiceItem:
-    """One multiple-choice question.
-
-    Attributes:
-        id: a stable identifier (used to resume runs).
-        context: the text before each choice.
-        choices: the continuations; each is appended to ``context`` as it is (put a leading space in it if the
-            tokeniser needs one).
-        correct: indices of the true choices (at least one).
-        best: index of the best true choice (MC1); default ``correct[0]``.
-    """
+    """One multiple-choice question: a stable ``id`` (used to resume runs), the ``context`` before each choice, the
+    ``choices`` (each appended to ``context`` as it is: put a leading space in it if the tokeniser needs one), the
+    indices of the ``correct`` ones (at least one) and of the ``best`` one (MC1; default ``correct[0]``)."""
 
     id: str
     context: str

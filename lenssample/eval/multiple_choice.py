@@ -37,14 +37,9 @@ from lenssample.strategies.base import Strategy
 
 @dataclass(frozen=True, kw_only=True)
 class ChoiceScoring:
-    """How continuations are scored.
-
-    Attributes:
-        post_softmax: score with log-probabilities (``True``, the default) or the strategy's raw logits (DoLa's
-            ``post_softmax=False``).
-        excluded_value: replaces ``-inf`` token scores (DoLa: ``-1000``); ``None`` keeps ``-inf`` (a choice with
-            an excluded token then never wins).
-    """
+    """How continuations are scored: with log-probabilities (``post_softmax=True``) or the strategy's raw logits
+    (DoLa's ``post_softmax=False``); ``excluded_value`` replaces ``-inf`` token scores (DoLa: ``-1000``), ``None``
+    keeps ``-inf`` (a choice with an excluded token then never wins)."""
 
     post_softmax: bool = True
     excluded_value: float | None = -1000.0
@@ -66,12 +61,9 @@ def score_continuations(
     lens: Lens | None = None,
     scoring: ChoiceScoring = ChoiceScoring(),
 ) -> list[dict[str, float]]:
-    """Score each continuation given the context, in one batched forward pass.
-
-    Returns:
-        one dict per continuation: ``sum`` (summed score), ``tokens``, ``bytes``, ``excluded`` (count of tokens at
-        ``-inf`` before ``excluded_value``).
-    """
+    """Score each continuation given the context, in one batched forward pass: one dict per continuation,
+    ``sum`` (summed score), ``tokens``, ``bytes``, ``excluded`` (count of tokens at ``-inf`` before
+    ``excluded_value``)."""
 
     def encode(text: str) -> list[int]:
         return list(tokenizer.encode(text, add_special_tokens=False))

@@ -63,13 +63,8 @@ def rolling_windows(
     tokens: Sequence[int], *, window: int, stride: int | None = None, prefix_token_id: int | None = None
 ) -> list[Window]:
     """Split one document's tokens into windows; every token is scored once (see the module's worked example).
-
-    Args:
-        tokens: the document's token ids.
-        window: the most tokens fed to the model at once (>= 1).
-        stride: how many new tokens each window scores (1..window; default ``window``).
-        prefix_token_id: prepended so the first token is scored; ``None`` leaves the first token unscored.
-    """
+    ``window``: the most tokens fed to the model at once; ``stride``: how many new tokens each window scores
+    (default ``window``); ``prefix_token_id``: prepended so the first token is scored (``None``: it is not)."""
     window = check_int(window, field="window", low=1)
     stride = check_int(window if stride is None else stride, field="stride", low=1)
     if stride > window:

@@ -85,21 +85,15 @@ def _differences(
     ours = task.paired_values(paired)
     theirs = task.paired_values([base_records[r["item"]] for r in paired])
     out: dict[str, Any] = {"paired_items": len(paired)}
-    if task.per_token:
-
-        def nll_diff(a, b, t, axis=-1):
-            return (a.sum(axis=axis) - b.sum(axis=axis)) / t.sum(axis=axis)
-
-        ci = _interval(nll_diff, [ours["nll"], theirs["nll"], ours["tokens"]], config)
-        out["nll_per_token"] = ci
-        out["perplexity_ratio"] = {k: (math.exp(v) if v is not None else None) for k, v in ci.items()}
-        return out
-
-    def mean_diff(a, b, axis=-1):
-        return a.mean(axis=axis) - b.mean(axis=axis)
-
+    if task.per_token:  # the difference in NLL per token, a ratio of sums over windows
+        ci = _interval(lambda a, b, t, axis=-1: (a.sum(axis=axis) - b.sum(axis=axis)) / t.sum(axis=axis),
+                       [ours["nll"], theirs["nll"], ours["tokens"]], config)  # fmt: skip
+        ratio = {k: (math.exp(v) if v is not None else None) for k, v in ci.items()}
+        return {**out, "nll_per_token": ci, "perplexity_ratio": ratio}
     for key in ours:
-        out[key] = _interval(mean_diff, [ours[key], theirs[key]], config)
+        out[key] = _interval(
+            lambda a, b, axis=-1: a.mean(axis=axis) - b.mean(axis=axis), [ours[key], theirs[key]], config
+        )
     return out
 
 

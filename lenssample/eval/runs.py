@@ -26,7 +26,7 @@ from lenssample.api import generate
 from lenssample.data.sets import documents
 from lenssample.eval import speed
 from lenssample.eval.config import SweepConfig, Variant
-from lenssample.eval.records import RecordWriter, read_records, record_key
+from lenssample.eval.records import read_records, record_key, record_writer
 from lenssample.eval.report import summarize, write_reports
 from lenssample.eval.tasks import Context, SpeedTask, build_task, scoring_strategy
 from lenssample.lens.tuned import load_lens
@@ -114,10 +114,10 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     done = {record_key(r) for r in read_records(out)}
     name = "records.jsonl" if world_size == 1 else f"records.rank{rank}.jsonl"
-    with RecordWriter(out / name) as writer:
+    with record_writer(out / name) as write:
 
         def emit(record: dict[str, Any]) -> None:
-            writer.write(record)
+            write(record)
             done.add(record_key(record))
             if on_record is not None:
                 on_record(record)

@@ -2,11 +2,10 @@
 transformers' ``model.generate``: the one timing loop of lenssample.
 
 Every variant generates exactly ``new_tokens`` tokens greedily (EOS ignored) from the same prompt (repeated
-``batch`` times). Runs
-alternate between variants (forward order, then reversed, ...) after one warm-up round, so that drifts in machine
-load hit every variant alike; figures are medians over the timed rounds, and each is also given as a ratio to
-``final`` (lenssample's ``FinalLayer`` greedy) and to ``hf_generate`` measured in the same run. Timings on a shared
-machine are noisy: read the ratios, not the absolute numbers.
+``batch`` times). Runs alternate between variants (forward order, then reversed, ...) after one warm-up round, so
+that drifts in machine load hit every variant alike; figures are medians over the timed rounds, and each is also
+given as a ratio to ``final`` (lenssample's ``FinalLayer`` greedy) and to ``hf_generate`` measured in the same run.
+Timings on a shared machine are noisy: read the ratios, not the absolute numbers.
 
 Per variant: ``ms_per_token`` (wall time / new tokens), ``tokens_per_s``, ``ttft_ms`` (time to first token: the
 streamer's first generated token), ``speedup_vs_final`` (``final``'s time / the variant's in the same round, median
