@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
@@ -102,9 +102,6 @@ class PerplexityResult:
     excluded_fraction: float
     perplexity_kept: float
     floor_log_prob: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def window_records(

@@ -136,9 +136,8 @@ class PerplexityTask(Task):
         return record
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
-        result = perplexity.aggregate(records, self.floor).to_dict()
-        result.pop("floor_log_prob")
-        return result
+        result = dataclasses.asdict(perplexity.aggregate(records, self.floor))
+        return {key: value for key, value in result.items() if key != "floor_log_prob"}
 
     def paired_values(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         return {key: np.array([r[key] for r in records], dtype=float) for key in ("nll", "tokens")}
@@ -168,9 +167,10 @@ class MultipleChoiceTask(Task):
         )
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
-        out = {key: float(np.mean([r[key] for r in records])) for key in self.METRICS}
-        out["items"] = len(records)
-        return out
+        return {
+            **{key: float(np.mean(v)) for key, v in self.paired_values(records).items()},
+            "items": len(records),
+        }
 
     def paired_values(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         return {key: np.array([r[key] for r in records], dtype=float) for key in self.METRICS}

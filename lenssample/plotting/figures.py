@@ -149,20 +149,14 @@ def plot_trajectory(traj: Trajectory, *, stat: str = "prob", max_positions: int 
             color = text_color(cmap(norm(value))) if np.isfinite(value) else "black"
             ax.text(c, r, plain(tokens[r, c]), ha="center", va="center", fontsize=fontsize, color=color)
 
-    ax.set_yticks(range(n_rows))
-    ax.set_yticklabels([layer_label(layer, traj.num_layers) for layer in layers], fontsize=fontsize)
-    ax.set_ylabel("layer")
-    ax.set_xticks(range(n_cols))
-    ax.set_xticklabels([plain(t) for t in traj.input_tokens], rotation=45, ha="right", fontsize=8)
-    ax.set_xlabel("input token (position)")
+    ax.set_yticks(range(n_rows), [layer_label(layer, traj.num_layers) for layer in layers], fontsize=fontsize)
+    ax.set_xticks(range(n_cols), [plain(t) for t in traj.input_tokens], rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="layer", xlabel="input token (position)")
     top = ax.secondary_xaxis("top")
-    top.set_xticks(range(n_cols))
     marked = [plain(t) + (" ✓" if m else "") for t, m in zip(traj.next_tokens, traj.matches)]
-    top.set_xticklabels(marked, rotation=45, ha="left", fontsize=8)
+    top.set_xticks(range(n_cols), marked, rotation=45, ha="left", fontsize=8)
     for label, match in zip(top.get_xticklabels(), traj.matches):
-        label.set_color("#1a7f37" if match else "#444444")
-        if match:
-            label.set_fontweight("bold")
+        label.set(color="#1a7f37" if match else "#444444", fontweight="bold" if match else "normal")
     top.set_xlabel("actual next token (✓ = final layer predicts it)", fontsize=8)
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     bar.set_label(statistic.label, fontsize=8)
@@ -200,7 +194,7 @@ def plot_trace(trace_or_output: Any, tokenizer: Any = None, *, tokens: Sequence[
     keys = list(info) if keys is None else [check_choice(key, info, field="keys") for key in keys]
     if not keys:
         raise ValueError("keys is empty; pass at least one trace.info key, or None for all")
-    series = {key: np.asarray(_to_numpy(info[key]), dtype=float) for key in keys}
+    series = {key: _to_numpy(info[key]) for key in keys}
     batch = next(iter(series.values())).shape[0]
     check_int(row, field="row", low=0, high=batch - 1, fix=f"The trace has {batch} rows.")
     series = {key: value[row, :max_steps] for key, value in series.items()}
@@ -232,14 +226,12 @@ def plot_trace(trace_or_output: Any, tokenizer: Any = None, *, tokens: Sequence[
             ax.set_ylabel("count")
         ax.set_title(key.replace("_", " "), fontsize=9, loc="left")
         ax.grid(axis="y", alpha=0.3)
-    bottom = axes[-1]
-    bottom.set_xticks(x)
     if tokens and len(tokens) == steps:
-        bottom.set_xticklabels([plain(t) for t in tokens], rotation=90, fontsize=8)
-        bottom.set_xlabel("generated token")
+        axes[-1].set_xticks(x, [plain(t) for t in tokens], rotation=90, fontsize=8)
+        axes[-1].set_xlabel("generated token")
     else:
-        bottom.set_xticklabels([str(i) for i in x], fontsize=7)
-        bottom.set_xlabel("step")
+        axes[-1].set_xticks(x, [str(i) for i in x], fontsize=7)
+        axes[-1].set_xlabel("step")
         if tokens:  # steps are not tokens (e.g. draft-verify rounds): show the text as a caption instead
             caption = "".join(tokens).replace("␣", " ")
             fig.supxlabel(plain(textwrap.shorten(caption, 200)), fontsize=8)
@@ -248,11 +240,10 @@ def plot_trace(trace_or_output: Any, tokenizer: Any = None, *, tokens: Sequence[
 
 
 def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):
-        value = value.detach().float().cpu().numpy()
-    array = np.asarray(value)
-    if array.ndim == 1:
-        array = array[None]
+    array = np.asarray(
+        value.detach().float().cpu().numpy() if hasattr(value, "detach") else value, dtype=float
+    )
+    array = array[None] if array.ndim == 1 else array
     if array.ndim != 2:
         raise ValueError(f"trace.info values must be [batch, steps]; got shape {array.shape}")
     return array
