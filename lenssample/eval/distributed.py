@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from lenssample.eval.config import load_config
 from lenssample.eval.runs import load_by_name, run_sweep
+from lenssample.validation import check_int
 
 
 def env_world() -> tuple[int, int, int]:
@@ -72,8 +73,7 @@ def spawn_sweep(
     config_path: str | Path, world_size: int, *, out: str | Path | None = None, threads: int | None = None
 ) -> dict[str, Any]:
     """Run a sweep in ``world_size`` spawned CPU processes (gloo) and return the merged summary."""
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size={world_size!r} must be a positive integer")
+    check_int(world_size, field="world_size", low=1)
     config = load_config(config_path, out=out)
     with tempfile.TemporaryDirectory() as tmp:
         rendezvous = str(Path(tmp) / "rendezvous")

@@ -79,10 +79,7 @@ def quality_stats(sequences: Sequence[Sequence[int]], n: int = 4) -> dict[str, f
 
 def first_line(text: str) -> str:
     """The answer part of a generation: its first non-empty line."""
-    for line in text.strip().splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def evaluate_item(
@@ -95,7 +92,6 @@ def evaluate_item(
     lens: Lens | None = None,
     max_new_tokens: int = 32,
     stop_at_newline: bool = True,
-    eos_token_id: Any = None,
     repetition_penalty: float | None = None,
 ) -> dict[str, Any]:
     """Greedy generation for one item with a strategy or a schedule: a JSON-ready record with the text, the
@@ -103,19 +99,19 @@ def evaluate_item(
     ids = torch.tensor([tokenizer.encode(item.prompt, add_special_tokens=False)])
     if ids.shape[1] == 0:
         raise ValueError(f"item {item.id!r} has an empty prompt")
-    kwargs = {} if eos_token_id is None else {"eos_token_id": eos_token_id}
     out = generate(model, ids, strategy, schedule=schedule, lens=lens, max_new_tokens=max_new_tokens,
-                   repetition_penalty=repetition_penalty, **kwargs)  # fmt: skip
+                   repetition_penalty=repetition_penalty)  # fmt: skip
     new = out.new_tokens[0].tolist()
     # a finished row is padded after its EOS: keep the tokens before the first EOS
-    eos = eos_token_id if eos_token_id is not None else getattr(model.generation_config, "eos_token_id", None)
+    eos = getattr(model.generation_config, "eos_token_id", None)
     eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
     new = next((new[:i] for i, token in enumerate(new) if token in eos_ids), new)
     text = tokenizer.decode(new, skip_special_tokens=True)
-    record: dict[str, Any] = {"text": text, "tokens": new, "length": len(new)}
-    record["answer"] = first_line(text) if stop_at_newline else text.strip()
+    answer = first_line(text) if stop_at_newline else text.strip()
+    record: dict[str, Any] = {"text": text, "tokens": new, "length": len(new), "answer": answer}
     if item.references:
-        record["exact_match"] = exact_match(record["answer"], item.references)
-        record["contains"] = contains_answer(record["answer"], item.references)
-    record["repetition_rate"] = repetition_rate(new)
-    return record
+        record.update(
+            exact_match=exact_match(answer, item.references),
+            contains=contains_answer(answer, item.references),
+        )
+    return {**record, "repetition_rate": repetition_rate(new)}

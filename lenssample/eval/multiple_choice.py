@@ -31,20 +31,15 @@ from torch import nn
 
 from lenssample.data.sets import ChoiceItem
 from lenssample.lens.base import Lens
-from lenssample.scoring import target_scores
+from lenssample.scoring import right_padded, target_scores
 from lenssample.strategies.base import Strategy
 
 
 @dataclass(frozen=True, kw_only=True)
 class ChoiceScoring:
-    """How continuations are scored.
-
-    Attributes:
-        post_softmax: score with log-probabilities (``True``, the default) or the strategy's raw logits (DoLa's
-            ``post_softmax=False``).
-        excluded_value: replaces ``-inf`` token scores (DoLa: ``-1000``); ``None`` keeps ``-inf`` (a choice with
-            an excluded token then never wins).
-    """
+    """How continuations are scored: with log-probabilities (``post_softmax=True``) or the strategy's raw logits
+    (DoLa's ``post_softmax=False``); ``excluded_value`` replaces ``-inf`` token scores (DoLa: ``-1000``), ``None``
+    keeps ``-inf`` (a choice with an excluded token then never wins)."""
 
     post_softmax: bool = True
     excluded_value: float | None = -1000.0
@@ -65,38 +60,24 @@ def score_continuations(
     *,
     lens: Lens | None = None,
     scoring: ChoiceScoring = ChoiceScoring(),
-    prefix_token_id: int | None = None,
 ) -> list[dict[str, float]]:
-    """Score each continuation given the context, in one batched forward pass.
-
-    Returns:
-        one dict per continuation: ``sum`` (summed score), ``tokens``, ``bytes``, ``excluded`` (count of tokens at
-        ``-inf`` before ``excluded_value``).
-    """
+    """Score each continuation given the context, in one batched forward pass: one dict per continuation,
+    ``sum`` (summed score), ``tokens``, ``bytes``, ``excluded`` (count of tokens at ``-inf`` before
+    ``excluded_value``)."""
 
     def encode(text: str) -> list[int]:
         return list(tokenizer.encode(text, add_special_tokens=False))
 
-    context_ids = ([prefix_token_id] if prefix_token_id is not None else []) + encode(context)
+    context_ids = encode(context)
     if not context_ids:
-        raise ValueError("the context is empty and no prefix token is set; give a context or prefix_token_id")
+        raise ValueError(f"context={context!r} has no tokens; give a non-empty context")
     rows = [encode(text) for text in continuations]
     for text, ids in zip(continuations, rows):
         if not ids:
             raise ValueError(f"continuation {text!r} has no tokens; give non-empty answers")
-    length = len(context_ids) + max(len(r) for r in rows) - 1
-    batch = len(rows)
-    inputs = torch.zeros(batch, length, dtype=torch.long)
-    targets = torch.zeros_like(inputs)
-    mask = torch.zeros_like(inputs)
-    select = torch.zeros(batch, length, dtype=torch.bool)
-    for i, cont in enumerate(rows):
-        full = context_ids + cont
-        n = len(full) - 1
-        inputs[i, :n] = torch.tensor(full[:-1])
-        targets[i, :n] = torch.tensor(full[1:])
-        mask[i, :n] = 1
-        select[i, n - len(cont) : n] = True
+    inputs, targets, mask, select = right_padded(
+        [((context_ids + r)[:-1], (context_ids + r)[1:], len(r)) for r in rows]
+    )
     scores = target_scores(model, inputs, targets, select, strategy, lens=lens, attention_mask=mask,
                            post_softmax=scoring.post_softmax, excluded_value=scoring.excluded_value)  # fmt: skip
     return [
@@ -109,14 +90,9 @@ def score_continuations(
 def mc_metrics(
     sums: Sequence[float], lengths: Sequence[int], correct: Sequence[int], best: int | None
 ) -> dict:
-    """Accuracy and MC1/MC2/MC3 of one item from its choices' summed scores (see the module docstring).
-
-    Args:
-        sums: summed score of each choice.
-        lengths: length of each choice in bytes (for ``acc_norm``).
-        correct: indices of the true choices.
-        best: index of the best true choice (default ``correct[0]``).
-    """
+    """Accuracy and MC1/MC2/MC3 of one item from its choices' summed scores ``sums`` and lengths in bytes
+    (``acc_norm``), the indices of the ``correct`` choices and the ``best`` one (default ``correct[0]``); see the
+    module docstring."""
     best = correct[0] if best is None else best
     true = [sums[i] for i in correct]
     false = [s for i, s in enumerate(sums) if i not in set(correct)]
@@ -141,11 +117,11 @@ def evaluate_item(
     *,
     lens: Lens | None = None,
     scoring: ChoiceScoring = ChoiceScoring(),
-    prefix_token_id: int | None = None,
 ) -> dict[str, Any]:
     """Score one item: its metrics plus the per-choice sums (a JSON-ready record)."""
-    scored = score_continuations(model, tokenizer, item.context, item.choices, strategy, lens=lens, scoring=scoring,
-                                 prefix_token_id=prefix_token_id)  # fmt: skip
+    scored = score_continuations(
+        model, tokenizer, item.context, item.choices, strategy, lens=lens, scoring=scoring
+    )
     sums = [s["sum"] for s in scored]
     metrics = mc_metrics(sums, [s["bytes"] for s in scored], item.correct, item.best)
     return {**metrics, "sums": sums, "excluded": sum(s["excluded"] for s in scored)}

@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from lenssample.lens.base import Lens
-from lenssample.scoring import target_scores
+from lenssample.scoring import right_padded, target_scores
 from lenssample.strategies.base import Strategy
 from lenssample.validation import check_int, check_number
 
@@ -64,13 +63,8 @@ def rolling_windows(
     tokens: Sequence[int], *, window: int, stride: int | None = None, prefix_token_id: int | None = None
 ) -> list[Window]:
     """Split one document's tokens into windows; every token is scored once (see the module's worked example).
-
-    Args:
-        tokens: the document's token ids.
-        window: the most tokens fed to the model at once (>= 1).
-        stride: how many new tokens each window scores (1..window; default ``window``).
-        prefix_token_id: prepended so the first token is scored; ``None`` leaves the first token unscored.
-    """
+    ``window``: the most tokens fed to the model at once; ``stride``: how many new tokens each window scores
+    (default ``window``); ``prefix_token_id``: prepended so the first token is scored (``None``: it is not)."""
     window = check_int(window, field="window", low=1)
     stride = check_int(window if stride is None else stride, field="stride", low=1)
     if stride > window:
@@ -109,9 +103,6 @@ class PerplexityResult:
     perplexity_kept: float
     floor_log_prob: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def window_records(
     model: nn.Module,
@@ -134,20 +125,10 @@ def window_records(
     bar = tqdm(total=len(windows), desc="perplexity windows", disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
         batch = [windows[i] for i in order[start : start + batch_size]]
-        length = max(len(w.input_ids) for w in batch)
-        inputs = torch.zeros(len(batch), length, dtype=torch.long)
-        targets = torch.zeros_like(inputs)
-        mask = torch.zeros_like(inputs)
-        select = torch.zeros(len(batch), length, dtype=torch.bool)
-        for row, w in enumerate(batch):
-            n = len(w.input_ids)
-            inputs[row, :n] = torch.tensor(w.input_ids)
-            targets[row, :n] = torch.tensor(w.target_ids)
-            mask[row, :n] = 1
-            select[row, n - w.num_scored : n] = True
-        scores = target_scores(
-            model, inputs, targets, select, strategy, lens=lens, attention_mask=mask if length else None
+        inputs, targets, mask, select = right_padded(
+            [(w.input_ids, w.target_ids, w.num_scored) for w in batch]
         )
+        scores = target_scores(model, inputs, targets, select, strategy, lens=lens, attention_mask=mask)
         for row, w in enumerate(batch):
             lp = scores.values[row][select[row]].double()
             excluded = scores.excluded[row][select[row]]

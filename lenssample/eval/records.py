@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,29 +46,20 @@ def read_records(out_dir: str | Path) -> list[dict[str, Any]]:
     return [seen[key] for key in sorted(seen)]
 
 
-class RecordWriter:
-    """Appends records to one JSONL file, each flushed and fsynced before the next item starts."""
+@contextmanager
+def record_writer(path: str | Path) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A function appending records to one JSONL file, each flushed and fsynced before the next item starts."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = path.read_bytes() if path.is_file() else b""
+    if data and not data.endswith(b"\n"):  # a line cut short by a kill: trim it
+        with path.open("r+b") as stream:
+            stream.truncate(data.rfind(b"\n") + 1)
+    with path.open("a", encoding="utf-8") as stream:
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.is_file():
-            data = self.path.read_bytes()
-            if data and not data.endswith(b"\n"):  # a line cut short by a kill: trim it
-                with self.path.open("r+b") as stream:
-                    stream.truncate(data.rfind(b"\n") + 1)
-        self._stream = self.path.open("a", encoding="utf-8")
+        def write(record: dict[str, Any]) -> None:
+            stream.write(json.dumps(record, allow_nan=True) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
 
-    def write(self, record: dict[str, Any]) -> None:
-        self._stream.write(json.dumps(record, allow_nan=True) + "\n")
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def __enter__(self) -> RecordWriter:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        yield write

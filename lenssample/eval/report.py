@@ -85,21 +85,15 @@ def _differences(
     ours = task.paired_values(paired)
     theirs = task.paired_values([base_records[r["item"]] for r in paired])
     out: dict[str, Any] = {"paired_items": len(paired)}
-    if task.per_token:
-
-        def nll_diff(a, b, t, axis=-1):
-            return (a.sum(axis=axis) - b.sum(axis=axis)) / t.sum(axis=axis)
-
-        ci = _interval(nll_diff, [ours["nll"], theirs["nll"], ours["tokens"]], config)
-        out["nll_per_token"] = ci
-        out["perplexity_ratio"] = {k: (math.exp(v) if v is not None else None) for k, v in ci.items()}
-        return out
-
-    def mean_diff(a, b, axis=-1):
-        return a.mean(axis=axis) - b.mean(axis=axis)
-
+    if task.per_token:  # the difference in NLL per token, a ratio of sums over windows
+        ci = _interval(lambda a, b, t, axis=-1: (a.sum(axis=axis) - b.sum(axis=axis)) / t.sum(axis=axis),
+                       [ours["nll"], theirs["nll"], ours["tokens"]], config)  # fmt: skip
+        ratio = {k: (math.exp(v) if v is not None else None) for k, v in ci.items()}
+        return {**out, "nll_per_token": ci, "perplexity_ratio": ratio}
     for key in ours:
-        out[key] = _interval(mean_diff, [ours[key], theirs[key]], config)
+        out[key] = _interval(
+            lambda a, b, axis=-1: a.mean(axis=axis) - b.mean(axis=axis), [ours[key], theirs[key]], config
+        )
     return out
 
 
@@ -115,7 +109,7 @@ MAIN_METRICS = {
         "nll_per_token",
         "bits_per_byte",
         "tokens",
-    ],  # fmt: skip
+    ],
     "multiple_choice": ["acc", "acc_norm", "mc1", "mc2", "mc3", "items"],
     "generation": ["exact_match", "contains", "repetition_rate", "distinct_2", "mean_length", "items"],
     "speed": list(SPEED_KEYS),
@@ -189,59 +183,53 @@ def plot(summary: dict[str, Any], out) -> list[str]:
     import matplotlib.pyplot as plt
 
     written, rows = [], summary["rows"]
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
     by_task: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_task[row["task"]].append(row)
     for task, task_rows in by_task.items():
         kind = task_rows[0]["kind"]
+        # the first main metric present, e.g. repetition_rate for free generation, which has no reference answers
         present = [k for k in MAIN_METRICS[kind] if any(r["metrics"].get(k) is not None for r in task_rows)]
         if not present:
             continue
-        key = present[0]  # e.g. repetition_rate for free generation, which has no reference answers
+        key = present[0]
         several_lenses = len({r["lens"] for r in task_rows}) > 1
         values = [(f"{r['strategy']}\n{r['lens']}" if several_lenses else r["strategy"], r["metrics"][key])
                   for r in task_rows if r["metrics"].get(key) is not None]  # fmt: skip
-        if not values:
-            continue
         fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(values)), 3.2))
         ax.bar([n for n, _ in values], [v for _, v in values], color="tab:blue")
-        ax.set_ylabel(key)
-        ax.set_title(f"{task} ({kind})")
+        ax.set(ylabel=key, title=f"{task} ({kind})")
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-        fig.tight_layout()
-        fig.savefig(out / f"bars_{task}.png", dpi=110)
-        plt.close(fig)
-        written.append(f"bars_{task}.png")
-    ms = {
-        (r["model"], r["lens"], r["strategy"]): r["metrics"].get("ms_per_token")
-        for r in rows
-        if r["kind"] == "speed"
-    }
-    # perplexity vs speed; the full model's NLL of what each variant generated vs speed (speed with quality = true)
-    plots = {
-        "perplexity": ("pareto.png", "perplexity", []),
-        "speed": ("pareto_quality.png", "full_model_nll", []),
-    }
-    for r in rows:
-        x = ms.get((r["model"], r["lens"], r["strategy"]))
-        if r["kind"] in plots and x and r["metrics"].get(plots[r["kind"]][1]) is not None:
-            plots[r["kind"]][2].append((x, r["metrics"][plots[r["kind"]][1]], r["strategy"]))
-    for name, ylabel, found in plots.values():
+        save(fig, f"bars_{task}.png")
+    ms = {_variant(r): r["metrics"].get("ms_per_token") for r in rows if r["kind"] == "speed"}
+    pareto = (("perplexity", "pareto.png", "perplexity"), ("speed", "pareto_quality.png", "full_model_nll"))
+    for kind, name, ylabel in pareto:
+        found = [
+            (ms.get(_variant(r)), r["metrics"].get(ylabel), r["strategy"]) for r in rows if r["kind"] == kind
+        ]
+        found = [point for point in found if point[0] and point[1] is not None]
         if not found:
             continue
-        fig, ax = plt.subplots(figsize=(5, 3.6) if len(found) <= 8 else (9, 6))
+        small = len(found) <= 8
+        fig, ax = plt.subplots(figsize=(5, 3.6) if small else (9, 6))
         front = set(pareto_front([(x, y) for x, y, _ in found]))
         for i, (x, y, label) in enumerate(found):
             ax.scatter([x], [y], color="tab:red" if i in front else "tab:gray")
-            ax.annotate(
-                label, (x, y), fontsize=7 if len(found) <= 8 else 6, xytext=(3, 3), textcoords="offset points"
-            )
-        ax.set_xlabel("ms / token (median)")
-        ax.set_ylabel(ylabel)
-        ax.set_yscale("log" if name == "pareto.png" else "linear")
+            ax.annotate(label, (x, y), fontsize=7 if small else 6, xytext=(3, 3), textcoords="offset points")
+        ax.set(
+            xlabel="ms / token (median)", ylabel=ylabel, yscale="log" if kind == "perplexity" else "linear"
+        )
         ax.set_title(f"{ylabel} vs speed (red: Pareto front)", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        written.append(name)
+        save(fig, name)
     return written
+
+
+def _variant(row: dict[str, Any]) -> tuple[str, str, str]:
+    return row["model"], row["lens"], row["strategy"]

@@ -26,7 +26,7 @@ from lenssample.api import generate
 from lenssample.data.sets import documents
 from lenssample.eval import speed
 from lenssample.eval.config import SweepConfig, Variant
-from lenssample.eval.records import RecordWriter, read_records, record_key
+from lenssample.eval.records import read_records, record_key, record_writer
 from lenssample.eval.report import summarize, write_reports
 from lenssample.eval.tasks import Context, SpeedTask, build_task, scoring_strategy
 from lenssample.lens.tuned import load_lens
@@ -67,10 +67,8 @@ def fitted_variant(variant: Variant, ctx: Context, out: Path, model_name: str, l
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     if "schedule" in record:  # null: the search predicts no draft to pay, so the variant decodes plainly
-        return Variant(
-            label=variant.label, schedule=record["schedule"] and SCHEDULES.build(record["schedule"])
-        )
-    return Variant(label=variant.label, strategy=STRATEGIES.build(record["strategy"]))
+        return Variant(variant.label, schedule=record["schedule"] and SCHEDULES.build(record["schedule"]))
+    return Variant(variant.label, strategy=STRATEGIES.build(record["strategy"]))
 
 
 def _fit_weights(variant: Variant, ctx: Context) -> dict[str, Any]:
@@ -105,13 +103,9 @@ def run_sweep(
 ) -> dict[str, Any] | None:
     """Evaluate every missing item; then (on rank 0) write and return the summary.
 
-    Args:
-        config: the parsed sweep.
-        rank, world_size: this process's shard (items ``rank::world_size`` of each task; speed runs on rank 0).
-        loader: ``name -> (model, tokenizer)``.
-        progress: tqdm bars.
-        on_record: called after each record is written (tests use it to interrupt a run).
-        barrier: called before rank 0 summarises (``torch.distributed.barrier`` when sharded).
+    ``rank, world_size``: this process's shard (items ``rank::world_size`` of each task; speed runs on rank 0);
+    ``loader``: ``name -> (model, tokenizer)``; ``on_record``: called after each record is written (tests use it to
+    interrupt a run); ``barrier``: called before rank 0 summarises (``torch.distributed.barrier`` when sharded).
     """
     tasks = [build_task(spec) for spec in config.tasks]  # validates every task before anything runs
     if config.threads:
@@ -120,10 +114,10 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     done = {record_key(r) for r in read_records(out)}
     name = "records.jsonl" if world_size == 1 else f"records.rank{rank}.jsonl"
-    with RecordWriter(out / name) as writer:
+    with record_writer(out / name) as write:
 
         def emit(record: dict[str, Any]) -> None:
-            writer.write(record)
+            write(record)
             done.add(record_key(record))
             if on_record is not None:
                 on_record(record)
@@ -162,17 +156,14 @@ def run_sweep(
 def _run_speed(
     task: SpeedTask, ctx: Context, variants: list[Variant], base: dict, done: set, emit, progress
 ) -> None:
-    by_label = {v.label: v for v in variants}
-    labels = speed.runner_labels(by_label, include_hf=task.include_hf, custom_generate=task.custom_generate,
-                                 compiled=task.compiled, hf_compiled=task.hf_compiled)  # fmt: skip
+    by_label, options = {v.label: v for v in variants}, task.options
+    flags = ("include_hf", "custom_generate", "compiled", "hf_compiled")
+    labels = speed.runner_labels(by_label, **{key: options[key] for key in flags})
     head = {**base, "task": task.name}
     if all(record_key({**head, "strategy": label, "item": "bench"}) in done for label in labels):
         return
-    result = speed.bench(ctx.model, ctx.tokenizer, by_label, lens=ctx.lens,
-                         prompt=task.prompt or speed.DEFAULT_PROMPT, new_tokens=task.new_tokens, repeats=task.repeats,
-                         include_hf=task.include_hf, custom_generate=task.custom_generate, quality=task.quality,
-                         compiled=task.compiled, hf_compiled=task.hf_compiled, batch=task.batch, floor=task.floor,
-                         progress=progress)  # fmt: skip
+    result = speed.bench(ctx.model, ctx.tokenizer, by_label, lens=ctx.lens, prompt=task.prompt or speed.DEFAULT_PROMPT,
+                         progress=progress, **options)  # fmt: skip
     machine = {key: result[key] for key in ("threads", "batch", "weight_bytes", "read_bandwidth_gb_s",
                                             "floor_ms_per_token") if key in result}  # fmt: skip
     for label, figures in result["variants"].items():

@@ -2,11 +2,10 @@
 transformers' ``model.generate``: the one timing loop of lenssample.
 
 Every variant generates exactly ``new_tokens`` tokens greedily (EOS ignored) from the same prompt (repeated
-``batch`` times). Runs
-alternate between variants (forward order, then reversed, ...) after one warm-up round, so that drifts in machine
-load hit every variant alike; figures are medians over the timed rounds, and each is also given as a ratio to
-``final`` (lenssample's ``FinalLayer`` greedy) and to ``hf_generate`` measured in the same run. Timings on a shared
-machine are noisy: read the ratios, not the absolute numbers.
+``batch`` times). Runs alternate between variants (forward order, then reversed, ...) after one warm-up round, so
+that drifts in machine load hit every variant alike; figures are medians over the timed rounds, and each is also
+given as a ratio to ``final`` (lenssample's ``FinalLayer`` greedy) and to ``hf_generate`` measured in the same run.
+Timings on a shared machine are noisy: read the ratios, not the absolute numbers.
 
 Per variant: ``ms_per_token`` (wall time / new tokens), ``tokens_per_s``, ``ttft_ms`` (time to first token: the
 streamer's first generated token), ``speedup_vs_final`` (``final``'s time / the variant's in the same round, median
@@ -31,6 +30,7 @@ bandwidth in the same run and reports the weight-read floor: the bytes of weight
 
 from __future__ import annotations
 
+import functools
 import statistics
 import threading
 import time
@@ -223,23 +223,13 @@ def bench(
     floor: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Time each variant (and ``hf_generate``, and ``final`` if not given) side by side.
+    """Time each variant (and ``hf_generate``, and ``final`` if not given) side by side (see the module docstring).
 
-    Args:
-        model, tokenizer: the model and its tokenizer (the prompt goes through the chat template when it has one).
-        variants: label -> a :class:`~lenssample.eval.config.Variant`, a strategy or schedule object, or a spec.
-            ``final`` (FinalLayer) is added when absent: it is the baseline.
-        lens: the lens for every variant.
-        new_tokens: tokens generated per run (>= 2, so that per-token and first-token times differ).
-        repeats: timed rounds (after one warm-up round).
-        include_hf: also time transformers' own ``model.generate``.
-        custom_generate: also time ``model.generate(custom_generate=lenssample's decoder)`` (FinalLayer).
-        quality: add the full model's NLL and argmax agreement of each variant's tokens.
-        compiled: also time every strategy variant with ``compile=True`` (``LABEL compiled``).
-        hf_compiled: also time ``model.generate`` with a static KV cache and its compiled forward.
-        batch: rows decoded at once (the prompt repeated; streamers and schedules take one row: their time to first
-            token is not measured, and schedules are refused for ``batch > 1``).
-        floor: measure the read bandwidth and report the weight-read floor and each variant's ratio to it.
+    ``variants``: label -> a :class:`~lenssample.eval.config.Variant`, a strategy or schedule object, or a spec;
+    ``final`` (FinalLayer), the baseline, is added when absent. ``new_tokens`` >= 2, so that per-token and
+    first-token times differ; ``repeats`` timed rounds follow one warm-up round. ``custom_generate``: also time
+    ``model.generate(custom_generate=lenssample's decoder)``. ``batch``: the prompt repeated; streamers and
+    schedules take one row, so the time to first token is not measured and schedules are refused for ``batch > 1``.
 
     Returns:
         ``{"variants": {label: {figures, "ratio_to_final": {...}, "ratio_to_hf_generate": {...}, ...}},
@@ -267,32 +257,28 @@ def bench(
     def stream(clock: _Clock) -> _Clock | None:
         return clock if batch == 1 else None
 
+    def hf(generation_config: GenerationConfig, **extra: Any) -> Callable[[_Clock], tuple[torch.Tensor, Any]]:
+        return lambda clock: (
+            model.generate(ids, generation_config=generation_config, streamer=stream(clock), **extra),
+            None,
+        )
+
     runners: dict[str, Callable[[_Clock], tuple[torch.Tensor, Any]]] = {}
     if include_hf:
-        runners[HF] = lambda clock: (
-            model.generate(ids, generation_config=config, streamer=stream(clock)),
-            None,
-        )
+        runners[HF] = hf(config)
     if hf_compiled:
-        runners[HF_COMPILED] = lambda clock: (
-            model.generate(ids, generation_config=static_config, streamer=stream(clock)),
-            None,
-        )
+        runners[HF_COMPILED] = hf(static_config)
     if custom_generate:
-        runners[CUSTOM] = lambda clock: (model.generate(ids, generation_config=config, streamer=stream(clock),
-                                                        custom_generate=decoder()), None)  # fmt: skip
-    for label, variant in labelled.items():
+        runners[CUSTOM] = hf(config, custom_generate=decoder())
 
-        def run(clock: _Clock, variant: Variant = variant, fast: bool = False) -> tuple[torch.Tensor, Any]:
-            out = generate(model, ids, variant.strategy, schedule=variant.schedule, lens=lens, compile=fast,
-                           max_new_tokens=new_tokens, eos_token_id=[], streamer=stream(clock))  # fmt: skip
-            return out.sequences, out.trace
+    def run(variant: Variant, fast: bool, clock: _Clock) -> tuple[torch.Tensor, Any]:
+        out = generate(model, ids, variant.strategy, schedule=variant.schedule, lens=lens, compile=fast,
+                       max_new_tokens=new_tokens, eos_token_id=[], streamer=stream(clock))  # fmt: skip
+        return out.sequences, out.trace
 
-        runners[label] = run
-    if compiled:
-        for label, variant in labelled.items():
-            if variant.schedule is None:
-                runners[label + COMPILED] = lambda clock, variant=variant, run=run: run(clock, variant, True)
+    runners.update({label: functools.partial(run, variant, False) for label, variant in labelled.items()})
+    fast = [label for label, variant in labelled.items() if compiled and variant.schedule is None]
+    runners.update({label + COMPILED: functools.partial(run, labelled[label], True) for label in fast})
     warmup: dict[str, float] = {}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
     outputs: dict[str, tuple[torch.Tensor, Any]] = {}

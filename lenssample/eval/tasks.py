@@ -136,9 +136,8 @@ class PerplexityTask(Task):
         return record
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
-        result = perplexity.aggregate(records, self.floor).to_dict()
-        result.pop("floor_log_prob")
-        return result
+        result = dataclasses.asdict(perplexity.aggregate(records, self.floor))
+        return {key: value for key, value in result.items() if key != "floor_log_prob"}
 
     def paired_values(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         return {key: np.array([r[key] for r in records], dtype=float) for key in ("nll", "tokens")}
@@ -168,9 +167,10 @@ class MultipleChoiceTask(Task):
         )
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
-        out = {key: float(np.mean([r[key] for r in records])) for key in self.METRICS}
-        out["items"] = len(records)
-        return out
+        return {
+            **{key: float(np.mean(v)) for key, v in self.paired_values(records).items()},
+            "items": len(records),
+        }
 
     def paired_values(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         return {key: np.array([r[key] for r in records], dtype=float) for key in self.METRICS}
@@ -218,37 +218,26 @@ class GenerationTask(Task):
 
 
 class SpeedTask(Task):
-    """Not per item: all variants are timed together (see :mod:`lenssample.eval.speed`)."""
+    """Not per item: all variants are timed together (see :mod:`lenssample.eval.speed`); ``options`` holds the
+    keyword arguments of :func:`~lenssample.eval.speed.bench`, defaults filled in."""
 
     kind = "speed"
-    PARAMS = (
-        "new_tokens",
-        "repeats",
-        "prompt",
-        "include_hf",
-        "custom_generate",
-        "quality",
-        "compiled",
-        "hf_compiled",
-        "batch",
-        "floor",
-    )
+    DEFAULTS = {"new_tokens": 64, "repeats": 3, "include_hf": True, "custom_generate": False, "quality": False,
+                "compiled": False, "hf_compiled": False, "batch": 1, "floor": False}  # fmt: skip
+    PARAMS = ("prompt", *DEFAULTS)
     teacher_forced = False
 
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        self.new_tokens = self._int("new_tokens", 64, low=2)
-        self.repeats = self._int("repeats", 3)
+        self.options: dict[str, Any] = {
+            key: self._bool(key, default)
+            if isinstance(default, bool)
+            else self._int(key, default, low=1 + (key == "new_tokens"))
+            for key, default in self.DEFAULTS.items()
+        }
         self.prompt = spec.params.get("prompt")
         if self.prompt is not None and (not isinstance(self.prompt, str) or not self.prompt):
             raise ValueError(f"{self.owner}: prompt={self.prompt!r} must be a non-empty string")
-        self.include_hf = self._bool("include_hf", True)
-        self.custom_generate = self._bool("custom_generate", False)
-        self.quality = self._bool("quality", False)
-        self.compiled = self._bool("compiled", False)
-        self.hf_compiled = self._bool("hf_compiled", False)
-        self.batch = self._int("batch", 1)
-        self.floor = self._bool("floor", False)
 
 
 TASKS = {cls.kind: cls for cls in (PerplexityTask, MultipleChoiceTask, GenerationTask, SpeedTask)}

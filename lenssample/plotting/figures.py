@@ -28,23 +28,17 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from lenssample.analysis.trajectory import Trajectory, readable_token
-from lenssample.validation import check_output_file, did_you_mean
+from lenssample.validation import check_choice, check_int, check_output_file, did_you_mean
 
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Statistic:
-    """How one :class:`Trajectory` statistic is shown.
-
-    Attributes:
-        name: the name users pass (``--stat``).
-        attr: the ``Trajectory`` attribute holding it (``[n_layers, n_positions]``).
-        label: colour-bar label.
-        cmap: matplotlib colormap; every map is oriented so that bright = confident / close to the final layer.
-        log: colour on a log scale (ranks).
-        fmt: format of the value in tooltips and text tables.
-    """
+    """How one :class:`Trajectory` statistic (``name``, as ``--stat`` gives it) is shown: the ``Trajectory``
+    attribute holding it (``[n_layers, n_positions]``), its colour-bar label, its colormap (every map is oriented so
+    that bright = confident / close to the final layer), on a ``log`` scale or not (ranks), and ``fmt``, the format
+    of the value in tooltips and text tables."""
 
     name: str
     attr: str
@@ -77,7 +71,7 @@ STATISTICS: dict[str, Statistic] = {
             cmap="viridis_r",
             log=True,
             fmt="{:.0f}",
-        ),
+        ),  # fmt: skip
         Statistic(name="kl", attr="kl", label="KL(final ‖ layer) [nats]", cmap="viridis_r"),
         Statistic(name="entropy", attr="entropy", label="entropy [nats]", cmap="viridis_r"),
         Statistic(name="xent", attr="xent", label="cross-entropy of the next token [nats]", cmap="viridis_r"),
@@ -140,8 +134,7 @@ def last_columns(traj: Trajectory, max_positions: int) -> Trajectory:
     """``traj`` (checked to be a :class:`Trajectory`) cut to its last ``max_positions`` columns."""
     if not isinstance(traj, Trajectory):
         raise TypeError(f"traj must be a lenssample Trajectory, got {type(traj).__name__}")
-    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions < 1:
-        raise ValueError(f"max_positions={max_positions!r} must be an integer >= 1")
+    check_int(max_positions, field="max_positions", low=1)
     return traj.last(max_positions) if len(traj.positions) > max_positions else traj
 
 
@@ -153,11 +146,9 @@ def plot_trajectory(traj: Trajectory, *, stat: str = "prob", max_positions: int 
     The final layer is on top and the embedding (layer 0) at the bottom. The bottom axis shows each column's input
     token, the top axis the actual next token, marked ✓ (green) where the final layer's prediction matches it.
 
-    Args:
-        traj: from :func:`lenssample.analysis.trajectory`; window it first (``traj.window(start, end)``, ``traj.last(n)``)
-            to choose columns.
-        stat: colour by ``prob``, ``rank``, ``kl``, ``entropy`` or ``xent`` (see :mod:`lenssample.analysis.trajectory`).
-        max_positions: at most this many columns are drawn (the last ones) so cells stay readable.
+    Window ``traj`` first (``traj.window(start, end)``, ``traj.last(n)``) to choose columns; at most
+    ``max_positions`` (the last ones) are drawn, so that cells stay readable. ``stat`` colours by ``prob``, ``rank``,
+    ``kl``, ``entropy`` or ``xent`` (see :mod:`lenssample.analysis.trajectory`).
     """
     statistic = get_statistic(stat)
     traj = last_columns(traj, max_positions)
@@ -179,20 +170,14 @@ def plot_trajectory(traj: Trajectory, *, stat: str = "prob", max_positions: int 
             color = text_color(cmap(norm(value))) if np.isfinite(value) else "black"
             ax.text(c, r, plain(tokens[r, c]), ha="center", va="center", fontsize=fontsize, color=color)
 
-    ax.set_yticks(range(n_rows))
-    ax.set_yticklabels([layer_label(layer, traj.num_layers) for layer in layers], fontsize=fontsize)
-    ax.set_ylabel("layer")
-    ax.set_xticks(range(n_cols))
-    ax.set_xticklabels([plain(t) for t in traj.input_tokens], rotation=45, ha="right", fontsize=8)
-    ax.set_xlabel("input token (position)")
+    ax.set_yticks(range(n_rows), [layer_label(layer, traj.num_layers) for layer in layers], fontsize=fontsize)
+    ax.set_xticks(range(n_cols), [plain(t) for t in traj.input_tokens], rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="layer", xlabel="input token (position)")
     top = ax.secondary_xaxis("top")
-    top.set_xticks(range(n_cols))
     marked = [plain(t) + (" ✓" if m else "") for t, m in zip(traj.next_tokens, traj.matches)]
-    top.set_xticklabels(marked, rotation=45, ha="left", fontsize=8)
+    top.set_xticks(range(n_cols), marked, rotation=45, ha="left", fontsize=8)
     for label, match in zip(top.get_xticklabels(), traj.matches):
-        label.set_color("#1a7f37" if match else "#444444")
-        if match:
-            label.set_fontweight("bold")
+        label.set(color="#1a7f37" if match else "#444444", fontweight="bold" if match else "normal")
     top.set_xlabel("actual next token (✓ = final layer predicts it)", fontsize=8)
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     bar.set_label(statistic.label, fontsize=8)
@@ -211,15 +196,10 @@ def plot_trace(trace_or_output: Any, tokenizer: Any = None, *, tokens: Sequence[
     Keys naming a layer (``premature_layer``, ``exit_layer``, ...) are drawn as the chosen layer per step with the
     final layer marked; other keys (``accepted`` draft tokens, counts) as bars.
 
-    Args:
-        trace_or_output: a :class:`~lenssample.decoding.outputs.GenerateOutput` (tokens taken from it, decoded
-            with ``tokenizer``) or a :class:`~lenssample.decoding.outputs.Trace`.
-        tokenizer: to label steps with the generated tokens (``GenerateOutput`` only).
-        tokens: step labels given directly (one per step), overriding the above.
-        row: which batch row to show.
-        keys: which ``trace.info`` keys to plot; default all.
-        num_layers: ``L`` for the layer axis; default the deepest layer in ``trace.layers``.
-        max_steps: at most this many (first) steps are drawn.
+    ``trace_or_output``: a :class:`~lenssample.decoding.outputs.GenerateOutput` (steps labelled with its tokens,
+    decoded with ``tokenizer``) or a :class:`~lenssample.decoding.outputs.Trace`; ``tokens`` gives the step labels
+    directly. ``keys``: the ``trace.info`` keys to plot (default all); ``num_layers``: ``L`` for the layer axis
+    (default the deepest layer in ``trace.layers``); at most ``max_steps`` (first) steps are drawn.
     """
     trace = getattr(trace_or_output, "trace", trace_or_output)
     info = getattr(trace, "info", None)
@@ -232,18 +212,12 @@ def plot_trace(trace_or_output: Any, tokenizer: Any = None, *, tokens: Sequence[
             "the trace records no per-token decisions (trace.info is empty): the strategy reads fixed layers; "
             "generate with a strategy that chooses layers or drafts (DoLa, early exit, self-speculative)"
         )
-    keys = list(info) if keys is None else list(keys)
-    for key in keys:
-        if key not in info:
-            raise ValueError(
-                f"keys contains {key!r}, but the trace records {', '.join(info)}.{did_you_mean(key, info)}"
-            )
+    keys = list(info) if keys is None else [check_choice(key, info, field="keys") for key in keys]
     if not keys:
         raise ValueError("keys is empty; pass at least one trace.info key, or None for all")
-    series = {key: np.asarray(_to_numpy(info[key]), dtype=float) for key in keys}
+    series = {key: _to_numpy(info[key]) for key in keys}
     batch = next(iter(series.values())).shape[0]
-    if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < batch:
-        raise ValueError(f"row={row!r} but the trace has {batch} rows; pass 0..{batch - 1}")
+    check_int(row, field="row", low=0, high=batch - 1, fix=f"The trace has {batch} rows.")
     series = {key: value[row, :max_steps] for key, value in series.items()}
     steps = max(len(v) for v in series.values())
     if tokens is None and tokenizer is not None and hasattr(trace_or_output, "new_tokens"):
@@ -277,14 +251,12 @@ def plot_trace(trace_or_output: Any, tokenizer: Any = None, *, tokens: Sequence[
             ax.set_ylabel("count")
         ax.set_title(key.replace("_", " "), fontsize=9, loc="left")
         ax.grid(axis="y", alpha=0.3)
-    bottom = axes[-1]
-    bottom.set_xticks(x)
     if tokens and len(tokens) == steps:
-        bottom.set_xticklabels([plain(t) for t in tokens], rotation=90, fontsize=8)
-        bottom.set_xlabel("generated token")
+        axes[-1].set_xticks(x, [plain(t) for t in tokens], rotation=90, fontsize=8)
+        axes[-1].set_xlabel("generated token")
     else:
-        bottom.set_xticklabels([str(i) for i in x], fontsize=7)
-        bottom.set_xlabel("step")
+        axes[-1].set_xticks(x, [str(i) for i in x], fontsize=7)
+        axes[-1].set_xlabel("step")
         if tokens:  # steps are not tokens (e.g. draft-verify rounds): show the text as a caption instead
             caption = "".join(tokens).replace("␣", " ")
             fig.supxlabel(plain(textwrap.shorten(caption, 200)), fontsize=8)
@@ -293,11 +265,10 @@ def plot_trace(trace_or_output: Any, tokenizer: Any = None, *, tokens: Sequence[
 
 
 def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):
-        value = value.detach().float().cpu().numpy()
-    array = np.asarray(value)
-    if array.ndim == 1:
-        array = array[None]
+    array = np.asarray(
+        value.detach().float().cpu().numpy() if hasattr(value, "detach") else value, dtype=float
+    )
+    array = array[None] if array.ndim == 1 else array
     if array.ndim != 2:
         raise ValueError(f"trace.info values must be [batch, steps]; got shape {array.shape}")
     return array
@@ -321,14 +292,11 @@ def plot_layer_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], *,
                       path: str | os.PathLike | None = None, dpi: int = 100) -> Figure:  # fmt: skip
     """Per-layer curves of several lenses, one panel per metric.
 
-    Args:
-        curves: ``{lens name: {metric: [n_layers] values}}``, e.g. ``{"logit": {"kl": [...], "top1": [...]},
-            "tuned": {...}}`` (a lens's dict may hold its own ``"layers"``). ``Trajectory.layer_summary()`` gives
-            one lens's dict.
-        layers: the x values (layer numbers) shared by all lenses; default ``0..n-1``.
-        metrics: which metrics to draw, in order; default every metric found.
-        log_y: metrics drawn on a log scale (when none is negative); values at or below ``LOG_FLOOR`` (1e-6, e.g.
-            the final layer's KL with itself) are left out there.
+    ``curves``: ``{lens name: {metric: [n_layers] values}}``, e.g. ``{"logit": {"kl": [...], "top1": [...]},
+    "tuned": {...}}`` (``Trajectory.layer_summary()`` gives one lens's dict; it may hold its own ``"layers"``, else
+    ``layers``, else ``0..n-1``). ``metrics``: which to draw, in order (default all); ``log_y``: those drawn on a log
+    scale (when none is negative; values at or below ``LOG_FLOOR``, 1e-6, e.g. the final layer's KL with itself, are
+    left out there).
     """
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("curves is empty; pass {lens name: {metric: per-layer values}}")

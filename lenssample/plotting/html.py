@@ -61,21 +61,14 @@ def trajectory_html(traj: Trajectory, *, stat: str = "prob", max_positions: int 
 
     Rows are layers (final layer on top, embedding at the bottom), columns positions; each cell shows the lens's
     top-1 token, coloured by ``stat`` (switchable in the page), and on hover the top-k tokens with their
-    probabilities and the cell's statistics.
-
-    Args:
-        traj: from :func:`lenssample.analysis.trajectory` (window it first to choose columns).
-        stat: initial colouring: ``prob``, ``rank``, ``kl``, ``entropy`` or ``xent``.
-        max_positions: at most this many (last) columns.
-        title: page heading.
-        path: also write the page there (``.html``).
+    probabilities and the cell's statistics. ``stat`` is the initial colouring; window ``traj`` first to choose
+    columns (at most ``max_positions``, the last ones). ``path``: also write the page there (``.html``).
     """
     get_statistic(stat)
     traj = last_columns(traj, max_positions)
     out_path = check_output_file(path, suffixes=(".html", ".htm")) if path is not None else None
     n_layers, n_cols = traj.top_probs.shape
-    colours = {}
-    legends = []
+    colours, legends = {}, []
     for name, statistic in STATISTICS.items():
         values = statistic.values(traj)
         norm = statistic.norm(values)
