@@ -19,6 +19,7 @@ from scipy import stats
 
 from lenssample.eval.config import SweepConfig
 from lenssample.eval.tasks import SpeedTask, build_task
+from lenssample.plotting.figures import plot_bars
 
 SPEED_KEYS = ("ms_per_token", "tokens_per_s", "ttft_ms", "speedup_vs_final", "ratio_to_floor", "compile_seconds",
               "blocks_per_token", "mean_exit_layer",
@@ -54,7 +55,9 @@ def summarize(config: SweepConfig, records: list[dict[str, Any]]) -> dict[str, A
                 task = build_task(spec)
                 head = {"model": model, "lens": lens, "task": task.name, "kind": task.kind}
                 if isinstance(task, SpeedTask):  # one record per variant; the timing baselines come last
-                    for label in dict.fromkeys([*labels, "final", "final_custom_generate", "hf_generate"]):
+                    compiled = [f"{label} compiled" for label in [*labels, "final"]]  # compiled = true
+                    timing = ["final_custom_generate", "hf_generate", "hf_generate_compiled"]
+                    for label in dict.fromkeys([*labels, "final", *compiled, *timing]):
                         for rec in groups.get((model, lens, task.name, label), [])[:1]:
                             metrics = {k: _nan_to_none(rec[k]) for k in SPEED_KEYS if rec.get(k) is not None}
                             ratios = {k: rec[k] for k in rec if k.startswith("ratio_to_")}
@@ -203,11 +206,9 @@ def plot(summary: dict[str, Any], out) -> list[str]:
         several_lenses = len({r["lens"] for r in task_rows}) > 1
         values = [(f"{r['strategy']}\n{r['lens']}" if several_lenses else r["strategy"], r["metrics"][key])
                   for r in task_rows if r["metrics"].get(key) is not None]  # fmt: skip
-        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(values)), 3.2))
-        ax.bar([n for n, _ in values], [v for _, v in values], color="tab:blue")
-        ax.set(ylabel=key, title=f"{task} ({kind})")
-        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-        save(fig, f"bars_{task}.png")
+        # a log axis when values span orders of magnitude (final's perplexity 24 beside a contrast's 1e6)
+        plot_bars(dict(values), ylabel=key, title=f"{task} ({kind})", path=out / f"bars_{task}.png")
+        written.append(f"bars_{task}.png")
     ms = {_variant(r): r["metrics"].get("ms_per_token") for r in rows if r["kind"] == "speed"}
     pareto = (("perplexity", "pareto.png", "perplexity"), ("speed", "pareto_quality.png", "full_model_nll"))
     for kind, name, ylabel in pareto:
