@@ -48,7 +48,7 @@ def test_example_output_folder_checked_first(name, tmp_path):
 def test_examples_never_default_to_tracked_folders():
     for script in (REPO / "examples").glob("*.py"):
         source = script.read_text()
-        assert "docs/images\")" not in source and "else \"docs/images\"" not in source, script.name
+        assert 'docs/images")' not in source and 'else "docs/images"' not in source, script.name
         if "path=" in source:  # writes files: through output_folder, a temporary folder by default
             assert "output_folder(args.out)" in source, script.name
 
@@ -148,7 +148,9 @@ def test_bars_use_a_log_axis_when_values_span_orders_of_magnitude(tmp_path):
 
 
 def test_trace_takes_a_schedule():
-    args = build_parser().parse_args(["trace", "x", "--schedule", "early-exit:threshold=0.9", "--out", "a.png"])
+    args = build_parser().parse_args(
+        ["trace", "x", "--schedule", "early-exit:threshold=0.9", "--out", "a.png"]
+    )
     assert args.schedule == "early-exit:threshold=0.9"
 
 
@@ -177,7 +179,9 @@ def test_default_new_tokens_is_pythons(command):
     assert cli_default == DEFAULT_MAX_NEW_TOKENS == DecodingSettings().max_new_tokens == 32
 
 
-@pytest.mark.parametrize("command", [["generate", "x"], ["demo"], ["lens", "x"], ["trace", "x", "--out", "a.png"]])
+@pytest.mark.parametrize(
+    "command", [["generate", "x"], ["demo"], ["lens", "x"], ["trace", "x", "--out", "a.png"]]
+)
 def test_threads_everywhere_and_checked_before_the_model(command, capsys):
     assert build_parser().parse_args([*command, "--threads", "2"]).threads == 2
     assert main([*command, "--threads", "0"]) == 2
@@ -216,3 +220,23 @@ def test_apply_lens_returns_a_lens_output(real_model):
     out = lenssample.apply_lens(model, ids, layers=[10, 20, 30])
     assert isinstance(out, lenssample.LensOutput)
     assert out.logits.shape == (1, ids.shape[1], 3, model.config.vocab_size)
+
+
+@pytest.mark.real
+def test_no_loading_bar_from_python_either(real_model, capfd):
+    from transformers.utils import logging as hf_logging
+
+    from lenssample import load_model
+
+    capfd.readouterr()
+    load_model()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # the caller's setting is restored
+
+
+def test_a_one_item_difference_says_why_it_has_no_interval():
+    from lenssample.eval.report import _diff_cell
+
+    cell = _diff_cell({"acc": {"diff": 0.5, "low": None, "high": None}, "paired_items": 1})
+    assert cell == "acc +0.5 [no interval: 1 item]"
+    assert _diff_cell({"acc": {"diff": 0.5, "low": 0.1, "high": 0.9}}) == "acc +0.5 [+0.1, +0.9]"

