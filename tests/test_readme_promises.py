@@ -240,3 +240,14 @@ def test_a_one_item_difference_says_why_it_has_no_interval():
     cell = _diff_cell({"acc": {"diff": 0.5, "low": None, "high": None}, "paired_items": 1})
     assert cell == "acc +0.5 [no interval: 1 item]"
     assert _diff_cell({"acc": {"diff": 0.5, "low": 0.1, "high": 0.9}}) == "acc +0.5 [+0.1, +0.9]"
+
+
+@pytest.mark.real
+def test_the_demo_prints_no_warning(real_model, capfd):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["demo", "--max-new-tokens", "2"]) == 0
+    assert not [str(w.message) for w in caught], "the demo should print nothing alarming"
+    assert "Warning" not in capfd.readouterr().err

@@ -25,7 +25,7 @@ def show(model, tokenizer, prompt: str, max_new_tokens: int, lens=None, strategi
     """The lens table of ``prompt`` (last 6 positions; every ~L/8 layers and the final one) and one generation per
     strategy, with its speed."""
     from lenssample.analysis.trajectory import trajectory
-    from lenssample.api import generate
+    from lenssample.api import DOLA_REPETITION_PENALTY, generate
     from lenssample.plotting.text import text_table
 
     num_layers = model.config.num_hidden_layers
@@ -36,8 +36,11 @@ def show(model, tokenizer, prompt: str, max_new_tokens: int, lens=None, strategi
     )
     print(text_table(traj, "prob") + "\n")  # the layout of `lenssample lens TEXT`
     for spec in strategies:
+        # DoLa with its authors' generation setting (the others decode plainly)
+        penalty = DOLA_REPETITION_PENALTY if spec.startswith("dola") else None
         start = time.perf_counter()
-        out = generate(model, prompt, spec, tokenizer=tokenizer, lens=lens, max_new_tokens=max_new_tokens)
+        out = generate(model, prompt, spec, tokenizer=tokenizer, lens=lens, max_new_tokens=max_new_tokens,
+                       repetition_penalty=penalty)  # fmt: skip
         per_token = 1000 * (time.perf_counter() - start) / out.new_tokens.shape[1]
         print(f"{spec:<18} ({per_token:3.0f} ms/token)  {prompt}{out.texts(tokenizer)[0]!r}")
     print()
