@@ -150,13 +150,8 @@ def _tapped_view(
         raise CompileUnavailable("the block list is not held by the base model itself")
     view = copy.copy(parts.base)
     view._modules = {**parts.base._modules, attr: taps}
-    if (
-        lens_dtype is not None
-        and lens_dtype != parts.unembed.weight.dtype
-        and type(parts.unembed) is nn.Linear
-    ):
-        unembed = _RowLinear(parts.unembed, {} if rows == 1 else None, lens_dtype)
-    else:
+    unembed = lens_projection(parts.model, lens_dtype, rows)  # None: the model's own precision
+    if unembed is None:
         unembed = _relayout(parts.unembed, transposed) if fast else parts.unembed
     return view, recorder, unembed
 
