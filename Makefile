@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # would report them as conflicts of the whole environment.
 PIP := $(PY) -m pip install -qq --disable-pip-version-check --no-warn-conflicts
 
-.PHONY: setup demo test lint clean-cache
+.PHONY: setup demo test lint leaderboard clean-cache
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -x
+
+# Every variant x both models x logit and tuned lens x every task (evals/configs/leaderboard.toml): trains a tuned
+# lens per model when none is cached, resumes if interrupted; results in evals/results/leaderboard/.
+leaderboard: setup
+	$(VENV)/bin/lenssample eval evals/configs/leaderboard.toml
 
 lint: setup
 	$(VENV)/bin/ruff check lenssample tests evals examples

@@ -20,6 +20,9 @@ class CharTokenizer:
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return [3 + (ord(c) - 32) % 93 if 32 <= ord(c) < 127 else 3 for c in text]
 
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": self.encode(text)}
+
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return "".join(chr(32 + int(i) - 3) for i in ids if int(i) >= 3)
 

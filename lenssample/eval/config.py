@@ -4,7 +4,8 @@ Example (``evals/configs/default.toml`` is a full one)::
 
     out = "evals/results/default"        # records.jsonl, summary.json, summary.md, plots go here
     models = ["smollm2-135m-instruct"]   # load_model names, folders, or "factory:module:function"
-    lenses = ["logit"]                   # "logit" or a saved tuned-lens folder
+    lenses = ["logit"]                   # "logit", "tuned" (the model's cached tuned lens; trained if missing, see
+                                         # tuned_lens below), or a saved tuned-lens folder
     variants = [                         # spec strings, or inline tables (the same spec, with an optional label)
         "final",
         "dola:layers=high",
@@ -29,6 +30,7 @@ draft and ``k`` (:func:`~lenssample.schedules.search.choose_self_speculative` on
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from lenssample.validation import check_choice, check_int, check_number, did_you
 
 TASK_KINDS = ("perplexity", "multiple_choice", "generation", "speed")
 TOP_LEVEL = ("out", "models", "lenses", "variants", "strategies", "baseline", "tasks", "seed",
-             "bootstrap_resamples", "confidence", "threads")  # fmt: skip
+             "bootstrap_resamples", "confidence", "threads", "tuned_lens")  # fmt: skip
 FIT_DEFAULTS: dict[str, dict[str, Any]] = {
     "ensemble": {"source": "wikipedia:train", "max_tokens": 2048, "window": 256},
     # prompt None: the speed task's default prompt; layers / skips None: the search's default candidates
@@ -67,29 +69,44 @@ class Variant:
     strategy: Strategy = field(default_factory=FinalLayer)
     schedule: Schedule | None = None
     fit: dict[str, Any] | None = None
+    #: ``(model name, variant)`` pairs: the same label with other parameters for that model
+    per_model: tuple[tuple[str, Variant], ...] = ()
 
     @property
     def spec(self) -> Strategy | Schedule:
         return self.schedule or self.strategy
 
+    def for_model(self, model: str) -> Variant:
+        """The variant as it runs on ``model``."""
+        return dict(self.per_model).get(model, self)
+
 
 def variant_entry(item: str | dict[str, Any]) -> Variant:
-    """Build a variant from a spec string or a table (unknown names and fields raise with a "did you mean")."""
+    """Build a variant from a spec string or a table (unknown names and fields raise with a "did you mean").
+
+    A table may change parameters for some models under one label: ``{ name = "early-exit", min_layer = 15, label =
+    "exit", models = { "gemma3-270m" = { min_layer = 9 } } }``."""
     if isinstance(item, str):
-        label, spec, fit = item.strip(), item, None
+        label, spec, fit, per_model = item.strip(), item, None, {}
         name = parse_spec(item)[0]
     elif isinstance(item, dict):
         spec = dict(item)
-        label, fit = spec.pop("label", None), spec.pop("fit", None)
+        label, fit, per_model = spec.pop("label", None), spec.pop("fit", None), spec.pop("models", {})
         name = spec.get("name")
         if fit is not None and name == "speculative" and not {"draft", "draft_layer", "skip"} & set(spec):
             spec["draft_layer"], label = 1, label or name  # a placeholder: the search picks the draft and k
+        if not isinstance(per_model, dict) or not all(isinstance(v, dict) for v in per_model.values()):
+            raise ValueError(f"variant {label or name!r}: models={per_model!r} must map model names to tables of "
+                             "parameters, e.g. models = { \"gemma3-270m\" = { min_layer = 9 } }")  # fmt: skip
     else:
         raise TypeError(f"variant {item!r} must be a spec like 'layer:layer=24' or a table with 'name'")
     built = as_variant((SCHEDULES if name in SCHEDULES else STRATEGIES).build(spec))
-    return replace(
+    variant = replace(
         built, label=str(label or built.label), fit=None if fit is None else _fit_recipe(fit, built)
     )
+    extra = {"label": variant.label, **({"fit": fit} if fit is not None else {})}
+    changed = tuple((str(m), variant_entry({**spec, **changes, **extra})) for m, changes in per_model.items())
+    return replace(variant, per_model=changed) if changed else variant
 
 
 def as_variant(item: Any, label: str | None = None) -> Variant:
@@ -144,6 +161,27 @@ class SweepConfig:
     bootstrap_resamples: int = 2000
     confidence: float = 0.95
     threads: int | None = None
+    #: how the lens named ``"tuned"`` is trained for a model that has none cached (see :func:`tuned_lens_recipe`)
+    tuned_lens: dict[str, Any] = field(default_factory=dict)
+
+
+def tuned_lens_recipe(table: Any, model: str | None = None) -> tuple[str, Any]:
+    """``(corpus, TrainConfig)`` from a config's ``tuned_lens`` table: ``data`` (a packaged corpus, default
+    ``"mixed"``), any :class:`~lenssample.lens.train.TrainConfig` field, and ``models = { NAME = { field = value } }``
+    for one model's changes (``{ "gemma3-270m" = { steps = 100 } }``)."""
+    from lenssample.data.corpora import CORPORA
+    from lenssample.lens.train import TrainConfig
+
+    if not isinstance(table, dict):
+        raise ValueError(f"tuned_lens={table!r} must be a table, e.g. tuned_lens = {{ steps = 250 }}")
+    per_model = table.get("models", {})
+    if not isinstance(per_model, dict) or not all(isinstance(v, dict) for v in per_model.values()):
+        raise ValueError(f"tuned_lens.models={per_model!r} must map model names to tables of TrainConfig fields")
+    fields_ = {k: v for k, v in table.items() if k not in ("data", "models")} | per_model.get(model, {})
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    for key in fields_:
+        check_choice(key, names, field="tuned_lens key")
+    return check_choice(table.get("data", "mixed"), CORPORA, field="tuned_lens.data"), TrainConfig(**fields_)
 
 
 def _require_list(raw: dict[str, Any], key: str, default: list | None = None) -> list:
@@ -184,9 +222,13 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be distinct, got {names}; give each task a 'name'")
     threads = raw.get("threads")
+    models = tuple(map(str, _require_list(raw, "models", ["smollm2-135m-instruct"])))
+    tuned = raw.get("tuned_lens", {})
+    for model in (None, *models):  # every model's recipe is valid before anything runs
+        tuned_lens_recipe(tuned, model)
     return SweepConfig(
         out=Path(raw.get("out", "evals/results/run")),
-        models=tuple(map(str, _require_list(raw, "models", ["smollm2-135m-instruct"]))),
+        models=models,
         lenses=tuple(map(str, _require_list(raw, "lenses", ["logit"]))),
         variants=variants,
         tasks=tuple(tasks),
@@ -205,6 +247,7 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
             fix="Write a level such as 0.95.",
         ),  # fmt: skip
         threads=None if threads is None else check_int(threads, field="threads", low=1),
+        tuned_lens=tuned,
     )
 
 

@@ -17,14 +17,17 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from lenssample.eval import leaderboard
 from lenssample.eval.config import SweepConfig
+from lenssample.eval.leaderboard import verdict
 from lenssample.eval.tasks import SpeedTask, build_task
 from lenssample.plotting.figures import plot_bars
 
 SPEED_KEYS = ("ms_per_token", "tokens_per_s", "ttft_ms", "speedup_vs_final", "ratio_to_floor", "compile_seconds",
               "blocks_per_token", "mean_exit_layer",
               "mean_propagated", "mean_premature_layer", "acceptance_rate", "accepted", "drafted", "accept_histogram",
-              "plain_steps", "identical_to_final", "full_model_nll", "full_model_agreement", "peak_memory_mb")  # fmt: skip
+              "plain_steps", "identical_to_final", "full_model_nll", "full_model_agreement", "peak_memory_mb",
+              "runs_ms_per_token")  # fmt: skip
 
 
 def _interval(statistic, arrays: list[np.ndarray], config: SweepConfig) -> dict[str, float | None]:
@@ -53,7 +56,8 @@ def summarize(config: SweepConfig, records: list[dict[str, Any]]) -> dict[str, A
         for lens in config.lenses:
             for spec in config.tasks:
                 task = build_task(spec)
-                head = {"model": model, "lens": lens, "task": task.name, "kind": task.kind}
+                head = {"model": model, "lens": lens, "task": task.name, "kind": task.kind,
+                        **({"headline": task.headline} if hasattr(task, "headline") else {})}  # fmt: skip
                 if isinstance(task, SpeedTask):  # one record per variant; the timing baselines come last
                     compiled = [f"{label} compiled" for label in [*labels, "final"]]  # compiled = true
                     timing = ["final_custom_generate", "hf_generate", "hf_generate_compiled"]
@@ -74,6 +78,10 @@ def summarize(config: SweepConfig, records: list[dict[str, Any]]) -> dict[str, A
                     row = {**head, "strategy": label, "items": len(mine), "metrics": metrics}
                     if label != config.baseline and base_records:
                         row["diff_vs_baseline"] = _differences(task, mine, base_records, config)
+                    first = groups.get((model, config.lenses[0], task.name, label))
+                    if lens != config.lenses[0] and first:  # the same variant through the first lens
+                        row["diff_vs_lens"] = {"lens": config.lenses[0],
+                                               **_differences(task, mine, {r["item"]: r for r in first}, config)}  # fmt: skip
                     rows.append(row)
     return {"baseline": config.baseline, "confidence": config.confidence,
             "bootstrap_resamples": config.bootstrap_resamples, "rows": rows}  # fmt: skip
@@ -92,11 +100,10 @@ def _differences(
         ci = _interval(lambda a, b, t, axis=-1: (a.sum(axis=axis) - b.sum(axis=axis)) / t.sum(axis=axis),
                        [ours["nll"], theirs["nll"], ours["tokens"]], config)  # fmt: skip
         ratio = {k: (math.exp(v) if v is not None else None) for k, v in ci.items()}
-        return {**out, "nll_per_token": ci, "perplexity_ratio": ratio}
+        return {**out, "nll_per_token": {**ci, "verdict": verdict("nll_per_token", ci)}, "perplexity_ratio": ratio}
     for key in ours:
-        out[key] = _interval(
-            lambda a, b, axis=-1: a.mean(axis=axis) - b.mean(axis=axis), [ours[key], theirs[key]], config
-        )
+        ci = _interval(lambda a, b, axis=-1: a.mean(axis=axis) - b.mean(axis=axis), [ours[key], theirs[key]], config)
+        out[key] = {**ci, "verdict": verdict(key, ci)}
     return out
 
 
@@ -115,7 +122,7 @@ MAIN_METRICS = {
     ],
     "multiple_choice": ["acc", "acc_norm", "mc1", "mc2", "mc3", "items"],
     "generation": ["exact_match", "contains", "repetition_rate", "distinct_2", "mean_length", "items"],
-    "speed": list(SPEED_KEYS),
+    "speed": [key for key in SPEED_KEYS if key != "runs_ms_per_token"],
 }
 
 
@@ -159,16 +166,18 @@ def _diff_cell(diff: dict[str, Any] | None) -> str:
         low, high = ci["low"], ci["high"]
         # one paired item has no spread to resample: say so instead of leaving the interval out silently
         span = f" [{low:+.3g}, {high:+.3g}]" if low is not None else " [no interval: 1 item]"
-        parts.append(f"{key} {ci['diff']:+.3g}{span}")
+        parts.append(f"{key} {ci['diff']:+.3g}{span} {leaderboard.MARKS[ci.get('verdict')]}".rstrip())
     return "; ".join(parts)
 
 
 def write_reports(config: SweepConfig, summary: dict[str, Any]) -> None:
-    """``summary.json``, ``summary.md`` and the plots in ``config.out``."""
+    """``summary.json``, ``summary.md``, ``leaderboard.md`` and the plots in ``config.out``."""
     out = config.out
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(markdown(summary) + "\n", encoding="utf-8")
+    (out / "leaderboard.md").write_text(leaderboard.markdown(summary), encoding="utf-8")
     plot(summary, out)
+    leaderboard.plot_pareto(summary, out)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

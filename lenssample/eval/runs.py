@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,13 +25,15 @@ import torch
 from tqdm.auto import tqdm
 
 from lenssample.api import generate
+from lenssample.data.corpora import corpus
 from lenssample.data.sets import documents
 from lenssample.eval import speed
-from lenssample.eval.config import SweepConfig, Variant
+from lenssample.eval.config import SweepConfig, Variant, tuned_lens_recipe
 from lenssample.eval.records import read_records, record_key, record_writer
 from lenssample.eval.report import summarize, write_reports
 from lenssample.eval.tasks import Context, SpeedTask, build_task, scoring_strategy
-from lenssample.lens.tuned import load_lens
+from lenssample.lens.train import train_tuned_lens
+from lenssample.lens.tuned import TunedLens, default_lens_path, load_lens
 from lenssample.model.loading import load_model
 from lenssample.schedules.base import SCHEDULES
 from lenssample.schedules.search import choose_self_speculative
@@ -48,6 +52,25 @@ def load_by_name(name: str) -> tuple[Any, Any]:
             raise ValueError(f"model {name!r}: write factory:package.module:function")
         return getattr(importlib.import_module(module), func)()
     return load_model(None if name in ("default", "") else name)
+
+
+def sweep_lens(spec: str, model: Any, tokenizer: Any, model_name: str, recipe: dict[str, Any]) -> Any:
+    """The lens a config names; ``"tuned"`` is the model's cached tuned lens (:func:`default_lens_path`), trained
+    with the config's ``tuned_lens`` recipe and saved there first when there is none."""
+    if spec != "tuned":
+        return load_lens(spec, model)
+    path = default_lens_path(model_name)
+    if not path.is_dir():
+        data, settings = tuned_lens_recipe(recipe, model_name)
+        print(f"lens 'tuned': no tuned lens for {model_name} at {path}; training one on {data} ({settings.steps} "
+              "KL steps; resumable)", file=sys.stderr)  # fmt: skip
+        checkpoints = path.with_name(path.name + ".checkpoints")
+        lens = train_tuned_lens(model, corpus(data, "train"), settings, tokenizer=tokenizer,
+                                checkpoint_dir=checkpoints)  # fmt: skip
+        lens.training_info["data"] = data
+        lens.save(path)
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return TunedLens.load(path, model)
 
 
 def fitted_variant(variant: Variant, ctx: Context, out: Path, model_name: str, lens_spec: str) -> Variant:
@@ -125,9 +148,11 @@ def run_sweep(
         for model_name in config.models:
             model, tokenizer = loader(model_name)
             for lens_spec in config.lenses:
-                ctx = Context(model=model, tokenizer=tokenizer, lens=load_lens(lens_spec, model))
+                lens = sweep_lens(lens_spec, model, tokenizer, model_name, config.tuned_lens)
+                ctx = Context(model=model, tokenizer=tokenizer, lens=lens)
                 base = {"model": model_name, "lens": lens_spec}
-                variants = [fitted_variant(v, ctx, out, model_name, lens_spec) for v in config.variants]
+                variants = [fitted_variant(v.for_model(model_name), ctx, out, model_name, lens_spec)
+                            for v in config.variants]  # fmt: skip
                 for task in tasks:
                     if isinstance(task, SpeedTask):
                         if rank == 0:

