@@ -12,8 +12,10 @@ Example (``evals/configs/default.toml`` is a full one)::
         "early-exit:measure=max-prob,threshold=0.9",
         { name = "ensemble", label = "ensemble-fitted", fit = { source = "wikipedia:train", max_tokens = 2048 } },
         { name = "speculative", label = "speculative-searched", fit = { new_tokens = 128 } },
+        { name = "early-exit", min_layer = 15, label = "exit", models = { "gemma3-270m" = { min_layer = 9 } } },
     ]
     baseline = "final"                   # differences (with bootstrap intervals) are taken against it
+    tuned_lens = { data = "mixed", steps = 250 }   # the recipe for lens "tuned" (TrainConfig fields; models = {...})
 
     [[tasks]]
     name = "wiki"
@@ -25,7 +27,9 @@ tables and records) is the string itself unless a table gives ``label``. ``strat
 ``variants``. ``fit`` fits a variant to each model and lens before the tasks run (:mod:`lenssample.eval.runs`): an
 ensemble's weights (:func:`~lenssample.strategies.fit.fit_layer_weights` on ``source``), or a speculative schedule's
 draft and ``k`` (:func:`~lenssample.schedules.search.choose_self_speculative` on the model's greedy continuation of
-``prompt``; plain decoding when no draft is predicted to pay).
+``prompt``; plain decoding when no draft is predicted to pay). ``models`` in a table changes parameters for some
+models under the same label (layer numbers differ between models). With several lenses, every row of a lens after
+the first also carries its difference from the same variant through the first lens (``diff_vs_lens``).
 """
 
 from __future__ import annotations
