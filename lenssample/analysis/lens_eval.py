@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,8 +50,31 @@ class LensComparison:
         path.write_text(json.dumps({**extra, **asdict(self)}, indent=1) + "\n")
         return path
 
-    def markdown(self, metrics: Sequence[str] = METRICS, baseline: str | None = "logit") -> str:
-        """A markdown table: one row per layer, one column per (lens, metric).
+    @classmethod
+    def load_json(cls, path: str | Path) -> LensComparison:
+        """A comparison written by :meth:`save_json` (its other entries are ignored)."""
+        data = json.loads(Path(path).read_text())
+        return cls(layers=data["layers"], positions=data["positions"], metrics=data["metrics"])
+
+    @classmethod
+    def pooled(cls, parts: Sequence[LensComparison]) -> LensComparison:
+        """The position-weighted mean of comparisons of the same lenses and layers on different positions: what one
+        comparison over all their positions would give."""
+        weights = [part.positions for part in parts]
+        metrics = {name: {m: np.average([part.metrics[name][m] for part in parts], axis=0, weights=weights).tolist()
+                          for m in values} for name, values in parts[0].metrics.items()}  # fmt: skip
+        return cls(layers=list(parts[0].layers), positions=sum(weights), metrics=metrics)
+
+    def kl_ratio(self, name: str, baseline: str = "logit") -> list[float | None]:
+        """Per layer, the fraction of ``baseline``'s KL that lens ``name`` leaves (``None`` where the baseline's KL
+        is 0, at the last layer)."""
+        kls, base = self.metrics[name]["kl"], self.metrics[baseline]["kl"]
+        return [v / b if b > 1e-9 else None for v, b in zip(kls, base)]
+
+    def markdown(self, metrics: Sequence[str] = METRICS, baseline: str | None = "logit",
+                 extra: dict[str, Sequence[str]] | None = None) -> str:  # fmt: skip
+        """A markdown table: one row per layer, one column per (lens, metric), then the ``extra`` columns
+        (``{header: a cell per layer}``).
 
         With a ``baseline`` lens among the compared ones (default ``"logit"``), a ``NAME kl / BASELINE`` column per
         other lens follows the KL columns: the fraction of the baseline's KL that is left (``-`` where the
@@ -64,9 +88,10 @@ class LensComparison:
             fmt = "{:.3f}" if metric == "agreement" else "{:.2f}"
             columns += [(f"{name} {metric}", values[metric], fmt) for name, values in self.metrics.items()]
             if metric == "kl":
-                base = self.metrics.get(baseline, {}).get("kl")
-                columns += [(f"{name} kl / {baseline}", [v / b if b > 1e-9 else None for v, b in
-                             zip(self.metrics[name]["kl"], base)], "{:.3f}") for name in ratio_names]  # fmt: skip
+                columns += [
+                    (f"{n} kl / {baseline}", self.kl_ratio(n, baseline), "{:.3f}") for n in ratio_names
+                ]
+        columns += [(header, cells, "{}") for header, cells in (extra or {}).items()]
         rows = [[str(layer)] + ["-" if v[i] is None else fmt.format(v[i]) for _, v, fmt in columns]
                 for i, layer in enumerate(self.layers)]  # fmt: skip
         header = ["layer", *(title for title, _, _ in columns)]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import json
 import re
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ from lenssample.eval.config import SweepConfig, Variant, tuned_lens_recipe
 from lenssample.eval.records import read_records, record_key, record_writer
 from lenssample.eval.report import summarize, write_reports
 from lenssample.eval.tasks import Context, SpeedTask, build_task, scoring_strategy
-from lenssample.lens.train import train_tuned_lens
+from lenssample.lens.train import trained_lens
 from lenssample.lens.tuned import TunedLens, default_lens_path, load_lens
 from lenssample.model.loading import load_model
 from lenssample.schedules.base import SCHEDULES
@@ -60,17 +59,12 @@ def sweep_lens(spec: str, model: Any, tokenizer: Any, model_name: str, recipe: d
     if spec != "tuned":
         return load_lens(spec, model)
     path = default_lens_path(model_name)
-    if not path.is_dir():
-        data, settings = tuned_lens_recipe(recipe, model_name)
-        print(f"lens 'tuned': no tuned lens for {model_name} at {path}; training one on {data} ({settings.steps} "
-              "KL steps; resumable)", file=sys.stderr)  # fmt: skip
-        checkpoints = path.with_name(path.name + ".checkpoints")
-        lens = train_tuned_lens(model, corpus(data, "train"), settings, tokenizer=tokenizer,
-                                checkpoint_dir=checkpoints)  # fmt: skip
-        lens.training_info["data"] = data
-        lens.save(path)
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    return TunedLens.load(path, model)
+    if path.is_dir():
+        return TunedLens.load(path, model)
+    data, settings = tuned_lens_recipe(recipe, model_name)
+    print(f"lens 'tuned': no tuned lens for {model_name} at {path}; training one on {data} ({settings.steps} "
+          "KL steps; resumable)", file=sys.stderr)  # fmt: skip
+    return trained_lens(path, model, corpus(data, "train"), settings, tokenizer=tokenizer, data=data)
 
 
 def fitted_variant(variant: Variant, ctx: Context, out: Path, model_name: str, lens_spec: str) -> Variant:

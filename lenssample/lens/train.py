@@ -24,6 +24,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -337,6 +338,21 @@ def train_tuned_lens(model: nn.Module, texts: Sequence[Any], config: TrainConfig
         "peak_rss_mb": round(_peak_rss_mb(), 1), "torch_threads": torch.get_num_threads(),
     }  # fmt: skip
     return lens
+
+
+def trained_lens(path: str | os.PathLike, model: nn.Module, texts: Sequence[Any], config: TrainConfig, *,
+                 tokenizer: Any = None, data: str = "") -> TunedLens:  # fmt: skip
+    """The tuned lens saved at ``path``, or, when there is none, one trained on ``texts`` (named ``data`` in its
+    ``training_info``) with ``config`` and saved there first; resumable (checkpoints in ``PATH.checkpoints``,
+    removed once the lens is saved)."""
+    path = Path(path)
+    if not path.is_dir():
+        checkpoints = path.with_name(path.name + ".checkpoints")
+        lens = train_tuned_lens(model, texts, config, tokenizer=tokenizer, checkpoint_dir=checkpoints)
+        lens.training_info["data"] = data
+        lens.save(path)
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return TunedLens.load(path, model)
 
 
 def _collect_and_fit(model: nn.Module, lens: TunedLens, train_windows: list[torch.Tensor],
