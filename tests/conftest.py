@@ -98,3 +98,36 @@ def real_model():
     from lenssample import load_model
 
     return load_model()
+
+
+def make_tiny_tokenizer(size: int = VOCAB, prefix: str = "t"):
+    """A word-level tokenizer of ``size`` tokens: ``<pad>`` 0, ``<s>`` 1, ``</s>`` 2, then ``{prefix}3``... (the
+    tiny models' vocabulary); another ``prefix`` makes another model's tokenizer of the same size."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{f"{prefix}{i}": i for i in range(3, size)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    special = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **special)
+
+
+def fake_read_gguf(gguf_file):
+    """Stands in for :func:`lenssample.model.loading.read_gguf` (the slow part of a conversion): the tiny llama
+    and tokenizer, and a line appended to ``<gguf_file>.conversions`` per call."""
+    with open(f"{gguf_file}.conversions", "a") as log:
+        log.write(f"{os.getpid()}\n")
+    return make_tiny_model("llama"), make_tiny_tokenizer()
+
+
+@pytest.fixture
+def fake_gguf(tmp_path, monkeypatch):
+    """A ``.gguf`` file whose conversion (into a cache under ``tmp_path``) is :func:`fake_read_gguf`."""
+    import lenssample.model.loading as loading
+
+    monkeypatch.setenv("LENSSAMPLE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(loading, "read_gguf", fake_read_gguf)
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF stand-in")
+    return path

@@ -96,6 +96,15 @@ def is_tuned_lens_folder(folder: Path) -> bool:
     )
 
 
+def check_finite(tensor: torch.Tensor, path: Path, name: str) -> None:
+    """Refuse a lens tensor holding NaN or infinite values (a training run that diverged, or a damaged file)."""
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(
+            f"{str(path)!r}: {name!r} holds NaN or infinite values; the lens is damaged (train it again with "
+            "`lenssample train-lens`, or download it again)"
+        )
+
+
 def looks_like_hub_id(spec: str) -> bool:
     """Whether a lens argument that is not a local folder can be a tuned-lens hub id (``gpt2``, ``org/model``)."""
     return bool(_HUB_ID.match(spec)) and ".." not in spec
@@ -174,11 +183,7 @@ def read_tuned_lens(
             raise ValueError(
                 f"{str(params_path)!r}: {name!r} has shape {got}, expected {shape} for this model"
             )
-        if not bool(torch.isfinite(tensor).all()):
-            raise ValueError(
-                f"{str(params_path)!r}: {name!r} holds NaN or infinite values; the lens is damaged (re-train or "
-                "re-download it)"
-            )
+        check_finite(tensor, params_path, name)
     weight = torch.stack([state[f"{i}.weight"].float() for i in range(num_layers)])
     bias = (
         torch.stack([state[f"{i}.bias"].float() for i in range(num_layers)])

@@ -22,6 +22,7 @@ On disk a lens is a folder that can be uploaded to the Hugging Face hub as it is
     config.json          format, version, the model's identity, training record
     model.safetensors    weight [L, d, d], bias [L, d]
     README.md            a short model card
+    lenssample-manifest.json   size and SHA-256 of the other files: a damaged or edited lens is refused at load
 
 The identity (model type, layer count, hidden size, vocabulary size, SHA-256 of the unembedding rounded to
 bfloat16, so float32 and bfloat16 loads of one checkpoint match) is checked on load: a lens is refused by any other
@@ -37,8 +38,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ import lenssample.lens.formats as formats
 from lenssample.lens.base import Lens, LogitLens, as_lens
 from lenssample.model.adapters import model_parts
 from lenssample.model.loading import DEFAULT_MODEL, cache_root
+from lenssample.model.manifest import MANIFEST, folder_problem, staged_folder
 
 FORMAT = "lenssample-tuned-lens"
 VERSION = 1
@@ -207,9 +207,8 @@ class TunedLens(Lens):
                     f"final norm; this lens has placement={self.placement!r}, apply_final_norm="
                     f"{self.apply_final_norm}. Save it with format='lenssample'"
                 )
-            write_folder_atomically(
-                target, formats.tuned_lens_files(self.parts.model, self.weight, self.bias, dtype), {}
-            )
+            files = formats.tuned_lens_files(self.parts.model, self.weight, self.bias, dtype)
+            write_folder_atomically(target, files, None, {"kind": "tuned lens", "format": format})
             return target
         config = {"format": FORMAT, "version": VERSION, "model": model_identity(self.parts.model),
                   "model_name": str(getattr(self.parts.model.config, "_name_or_path", "") or ""),
@@ -222,7 +221,7 @@ class TunedLens(Lens):
         tensors = {
             name: getattr(self, name).detach().to("cpu", dtype).contiguous() for name in ("weight", "bias")
         }
-        write_folder_atomically(target, files, {WEIGHTS_FILE: tensors})
+        write_folder_atomically(target, files, tensors, {"kind": "tuned lens", "format": format})
         return target
 
     @classmethod
@@ -248,6 +247,13 @@ class TunedLens(Lens):
                     f"tuned lens folder {str(folder)!r} does not exist; train one with `lenssample train-lens`"
                 )
             folder = formats.resolve_hub_lens(str(directory))
+        # A folder without a manifest was saved before lenssample wrote them (or by tuned-lens): the checks below.
+        problem = folder_problem(folder) if (folder / MANIFEST).is_file() else None
+        if problem:
+            raise ValueError(
+                f"the tuned lens in {str(folder)!r} is damaged: {problem}; a lens cannot be rebuilt, so train it "
+                f"again with `lenssample train-lens --out {folder}` (or restore a copy)"
+            )
         if formats.is_tuned_lens_folder(folder):
             lens = cls(model, placement="before_norm")
             weight, bias = formats.read_tuned_lens(folder, model, lens.num_layers, lens.d_model)
@@ -291,6 +297,7 @@ class TunedLens(Lens):
                     f"{str(weights_path)!r}: tensor {name!r} has shape {tuple(tensor.shape)}, expected "
                     f"{tuple(param.shape)} for this model"
                 )
+            formats.check_finite(tensor, weights_path, name)
             with torch.no_grad():
                 param.copy_(tensor.to(param.dtype))
         lens.training_info = dict(config.get("training") or {})
@@ -329,37 +336,16 @@ def _read_config(folder: Path) -> dict[str, Any]:
 
 
 def write_folder_atomically(
-    target: Path, files: dict[str, bytes], tensor_files: dict[str, dict[str, torch.Tensor]]
+    target: Path, files: dict[str, bytes], tensors: dict[str, torch.Tensor] | None, source: dict[str, Any]
 ) -> None:
-    """Write ``files`` and safetensors ``tensor_files`` into a temporary sibling folder, then rename it to ``target``.
-
-    A folder under the final name is therefore always complete; on any error the temporary folder is removed.
-    An existing ``target`` is moved aside first and deleted after the new one is in place.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    old = None
-    try:
+    """Write ``files`` and the safetensors :data:`WEIGHTS_FILE` of ``tensors`` (if any) as the folder ``target``,
+    atomically and with a manifest recording ``source`` (:func:`lenssample.model.manifest.staged_folder`; the
+    model card is left out of it, so that it may be edited)."""
+    with staged_folder(target, "lenssample-lens", source, skip=(README_FILE,)) as tmp:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        for name, tensors in tensor_files.items():
-            save_file(tensors, str(tmp / name))
-        for path in tmp.iterdir():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists() and not target.exists():
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if tensors:
+            save_file(tensors, str(tmp / WEIGHTS_FILE))
 
 
 def _model_card(config: dict[str, Any]) -> str:

@@ -4,7 +4,9 @@ GGUF files load through transformers (``from_pretrained(dir, gguf_file=...)``, w
 takes ~25 s for the default model). The first load converts the model once to a plain safetensors folder in the
 cache (``$LENSSAMPLE_CACHE``, default ``~/.cache/lenssample``); later loads read that folder in about a second.
 transformers 5 refuses ``save_pretrained`` on a GGUF-loaded model, so the cached copy is rebuilt from its config and
-state dict.
+state dict. Each converted folder carries a manifest (:mod:`lenssample.model.manifest`), checked at every load: a
+damaged or edited copy is converted again. Conversions run under a file lock (``.NAME.lock`` beside the folder), so
+processes that load the same model into an empty cache at once convert it once.
 """
 
 from __future__ import annotations
@@ -14,19 +16,23 @@ import importlib
 import importlib.util
 import os
 import shutil
-import tempfile
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
+
+from lenssample.model.manifest import folder_problem, read_manifest, sha256_file, staged_folder
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+CONVERTED_FORMAT = "lenssample-converted-model"
 
 
 class quiet_loading:
-    """Within: no "Loading weights" progress bar from transformers' ``from_pretrained`` (its setting restored
-    after): loading a 135M-parameter model takes a second and the bar is noise on every command."""
+    """Within: no "Loading weights" (or "Writing model shards") progress bar from transformers (its setting
+    restored after): loading a 135M-parameter model takes a second and the bar is noise on every command."""
 
     def __enter__(self) -> None:
         from transformers.utils import logging as hf_logging
@@ -112,10 +118,9 @@ def _fingerprint(path: Path) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
-    """Convert a GGUF checkpoint to a safetensors model folder ``out_dir`` (returned), which then holds
-    ``config.json``, ``model.safetensors``, the tokenizer and generation config; atomically: a half-written folder
-    never counts."""
+def read_gguf(gguf_file: Path) -> tuple[Any, Any]:
+    """A GGUF checkpoint as a plain float32 model (rebuilt from config and state dict: transformers 5 refuses
+    ``save_pretrained`` on a GGUF-loaded model) and its tokenizer: the slow part of a conversion."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = Path(gguf_file).parent, Path(gguf_file).name
@@ -125,29 +130,76 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    # Rebuild a plain model from config + weights: save_pretrained refuses GGUF-loaded models.
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
     missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embedding
     if missing or unexpected:
         raise RuntimeError(f"converting {gguf_file}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     plain.generation_config = model.generation_config
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
-    try:
-        plain.save_pretrained(tmp)
+    return plain, tokenizer
+
+
+def convert_gguf(gguf_file: Path, out_dir: Path, source: dict[str, Any] | None = None) -> Path:
+    """Convert a GGUF checkpoint to a safetensors model folder ``out_dir`` (returned), which then holds
+    ``config.json``, ``model.safetensors``, the tokenizer, generation config and a manifest recording ``source``
+    and the GGUF file's SHA-256; atomically: a half-written folder never counts."""
+    model, tokenizer = read_gguf(gguf_file)
+    made_from = {**(source or {}), "gguf_file": str(gguf_file), "gguf_sha256": sha256_file(Path(gguf_file))}
+    with staged_folder(out_dir, CONVERTED_FORMAT, made_from) as tmp, quiet_loading():
+        model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
-def resolve_model_dir(name_or_path: str | os.PathLike | None) -> tuple[str, dict[str, Any]]:
-    """Turn what the user passed into a ``from_pretrained`` argument (converting GGUF files on first use)."""
+def _gguf_of(folder: Path, source: dict[str, Any] | None, problem: str) -> Path:
+    """The GGUF file to (re)build the cached ``folder`` from, by its ``source`` record (``problem``: why)."""
+    kind, path = (source or {}).get("kind"), Path(str((source or {}).get("path", "")))
+    if kind == "embedded" and source["name"] in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS[source["name"]].gguf_path()
+    if kind == "gguf" and path.is_file() and folder.name == f"{path.stem}-{_fingerprint(path)}":
+        return path
+    raise FileNotFoundError(
+        f"the cached model {str(folder)!r} is damaged ({problem}) and cannot be rebuilt: the GGUF file it was "
+        f"converted from ({path or 'unknown'}) is gone or has changed; delete the folder (loading the GGUF file "
+        "converts it again)"
+    )
+
+
+def ensure_converted(folder: Path, source: dict[str, Any] | None, *, verify: bool = False) -> str | None:
+    """Make ``folder`` an intact conversion of ``source`` (see :func:`_gguf_of`), converting it under a file lock so
+    that concurrent processes convert once; a damaged folder is rebuilt with one line on stderr. Checks the
+    manifest cheaply, or every file's SHA-256 with ``verify``. Returns what was wrong (``None``: it was intact)."""
+    if folder_problem(folder, full=verify) is None:
+        return None
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder.parent / f".{folder.name}.lock"):
+        # Again: another process may have converted it meanwhile.
+        problem = folder_problem(folder, full=verify)
+        if problem is None:
+            return None
+        for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by a killed conversion
+            shutil.rmtree(stale, ignore_errors=True)
+        gguf = _gguf_of(folder, source, problem)
+        if folder.exists():
+            print(f"lenssample: the cached model {str(folder)!r} is damaged ({problem}); rebuilding it from {gguf}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        convert_gguf(gguf, folder, source)
+    return problem
+
+
+def cached_model_source(folder: Path) -> dict[str, Any] | None:
+    """What the cached model ``folder`` is converted from: an embedded model by its name, else its manifest's
+    record (``None``: unknown)."""
+    if folder.name in EMBEDDED_MODELS:
+        return {"kind": "embedded", "name": folder.name, "package": EMBEDDED_MODELS[folder.name].package}
+    return (read_manifest(folder) or {}).get("source")
+
+
+def resolve_model_dir(
+    name_or_path: str | os.PathLike | None, *, verify: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """Turn what the user passed into a ``from_pretrained`` argument (converting GGUF files on first use, and again
+    when the cached copy is damaged; ``verify``: hash every cached file)."""
     name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
     name = ALIASES.get(name, name)
     path, embedded = Path(name).expanduser(), EMBEDDED_MODELS.get(name)
@@ -155,8 +207,8 @@ def resolve_model_dir(name_or_path: str | os.PathLike | None) -> tuple[str, dict
         if not embedded and not path.is_file():
             raise FileNotFoundError(f"model={name!r}: no such GGUF file")
         cached = cache_root() / "models" / (name if embedded else f"{path.stem}-{_fingerprint(path)}")
-        if not (cached / "config.json").exists():
-            convert_gguf(embedded.gguf_path() if embedded else path, cached)
+        source = cached_model_source(cached) if embedded else {"kind": "gguf", "path": str(path.resolve())}
+        ensure_converted(cached, source, verify=verify)
         return str(cached), {}
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -174,6 +226,7 @@ def load_model(
     *,
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device = "cpu",
+    verify: bool = False,
 ) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer, ready for lenssample.
 
@@ -182,13 +235,15 @@ def load_model(
             Face model folder; a ``.gguf`` file; or a hub id (needs network access).
         dtype: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16``, or their names.
         device: where to put the model.
+        verify: check every file of a cached conversion against its manifest's SHA-256 (about a second per GB;
+            without it, sizes, configs and safetensors headers are checked), rebuilding it if damaged.
 
     Returns ``(model, tokenizer)``, the model in eval mode.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = _parse_dtype(dtype)
-    source, flags = resolve_model_dir(name_or_path)
+    source, flags = resolve_model_dir(name_or_path, verify=verify)
     try:
         with quiet_loading():
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)

@@ -17,6 +17,7 @@ from lenssample.cli import main
 from lenssample.lens import formats
 from lenssample.lens.tuned import TunedLens, load_lens
 from lenssample.model.capture import run_layers
+from lenssample.model.manifest import MANIFEST
 from tests.conftest import LAYERS, VOCAB, make_tiny_model
 
 #: The architectures tuned-lens 0.2.0 knows (its model_surgery.get_final_norm) among the tiny test models.
@@ -106,7 +107,7 @@ def test_a_lens_lenssample_saved_loads_in_tuned_lens(arch, tuned_lens, tmp_path,
     model = make_tiny_model(arch)
     ours = _random_lens(model, seed=3)
     folder = ours.save(tmp_path / "lens", format="tuned-lens")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "params.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", MANIFEST, "params.pt"]
     config = json.loads((folder / "config.json").read_text())
     fields = set(tuned_lens.TunedLensConfig.__dataclass_fields__)
     assert set(config) == fields  # no key tuned-lens would warn about, none missing
@@ -130,7 +131,8 @@ def test_tuned_lens_format_round_trips_in_lenssample(tmp_path):
     lens.save(folder, format="tuned-lens", dtype=torch.bfloat16)
     assert torch.equal(TunedLens.load(folder, model).weight, lens.weight.to(torch.bfloat16).float())
     lens.save(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md", "config.json", "lenssample-manifest.json", "model.safetensors"]  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lens"]
     with pytest.raises(ValueError, match="format='bin'.*'lenssample', 'tuned-lens'"):
         lens.save(folder, format="bin")
@@ -157,6 +159,7 @@ def test_tuned_lens_folders_for_other_models_are_refused(tmp_path):
         TunedLens.load(folder, other)
     # without a recorded hash (tuned-lens leaves it null in older lenses) only the sizes can be checked
     config = json.loads((folder / "config.json").read_text())
+    (folder / "lenssample-manifest.json").unlink()  # as tuned-lens writes it
     (folder / "config.json").write_text(json.dumps({**config, "unembed_hash": None}))
     assert TunedLens.load(folder, other).num_layers == LAYERS
 
@@ -166,6 +169,7 @@ def test_damaged_tuned_lens_folders_give_clear_errors(tmp_path):
     folder = _random_lens(model).save(tmp_path / "lens", format="tuned-lens")
     params, config = folder / "params.pt", json.loads((folder / "config.json").read_text())
     state = torch.load(params, weights_only=True)
+    (folder / "lenssample-manifest.json").unlink()  # as tuned-lens writes it: the format's own checks
 
     bad = dict(state, **{"2.weight": state["2.weight"].clone().fill_(float("nan"))})
     torch.save(bad, params)
