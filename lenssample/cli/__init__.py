@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules, in the order `lenssample --help` lists them.
-COMMANDS = ["generate", "demo", "lens", "trace", "train-lens", "lens-eval", "eval", "bench", "export-decoder"]
+COMMANDS = ["generate", "demo", "lens", "trace", "train-lens", "lens-eval", "eval", "bench", "export-decoder",
+            "doctor"]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
