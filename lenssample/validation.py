@@ -8,6 +8,7 @@ strings), so the checks accept both and return a normal form (``int``, ``float``
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 from collections.abc import Iterable
@@ -183,3 +184,50 @@ def check_output_file(
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise ValueError(f"{name} is not writable; choose another location")
     return out
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any] | None:
+    """What identifies a tokenizer's vocabulary: its size, BOS and EOS ids, and a short SHA-256 of its tokens in id
+    order (``None`` for a tokenizer without ``get_vocab``). Cached on the tokenizer while those ids and its size
+    stay the same (hashing Gemma's 262k tokens takes about half a second)."""
+    if not callable(getattr(tokenizer, "get_vocab", None)):
+        return None
+    ids = {"tokens": len(tokenizer), "bos_token_id": getattr(tokenizer, "bos_token_id", None),
+           "eos_token_id": getattr(tokenizer, "eos_token_id", None)}  # fmt: skip
+    cached = tokenizer.__dict__.get("_lenssample_fingerprint")
+    if cached is None or any(cached[key] != value for key, value in ids.items()):
+        vocab = tokenizer.get_vocab()
+        digest = hashlib.sha256("\n".join(sorted(vocab, key=vocab.__getitem__)).encode()).hexdigest()[:16]
+        cached = tokenizer.__dict__["_lenssample_fingerprint"] = {**ids, "vocab_sha256": digest}
+    return cached
+
+
+def check_tokenizer(model: Any, tokenizer: Any, vocab_size: int | None = None) -> None:
+    """Refuse a ``tokenizer`` (``None`` passes) that does not belong to ``model``: more tokens than its vocabulary
+    (``vocab_size``, default the unembedding's rows), a BOS/EOS/PAD/UNK id outside it, or, for a model from
+    :func:`lenssample.load_model`, a fingerprint (:func:`tokenizer_fingerprint`) other than its own tokenizer's.
+
+    A tokenizer with fewer tokens than the vocabulary passes: many models pad their embedding (to a multiple of
+    64 or 128, or further), so only the fingerprint tells two models of different vocabularies apart.
+    """
+    if tokenizer is None:
+        return
+    vocab_size = vocab_size or int(model.get_output_embeddings().weight.shape[0])
+    fix = "pass the tokenizer that lenssample.load_model(...) returned with the model"
+    apart = f"they do not belong together; {fix}"
+    size = len(tokenizer) if hasattr(tokenizer, "__len__") else 0
+    if size > vocab_size:
+        raise ValueError(f"tokenizer has {size} tokens but the model's vocabulary has {vocab_size}: {apart}")
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+        value = getattr(tokenizer, name, None)
+        if is_int(value) and not 0 <= value < vocab_size:
+            raise ValueError(f"tokenizer's {name}={value} is outside the model's vocabulary 0..{vocab_size - 1}: "
+                             f"{apart}")  # fmt: skip
+    recorded = getattr(model, "lenssample_tokenizer", None)
+    actual = tokenizer_fingerprint(tokenizer) if recorded else None
+    if actual is not None and actual != recorded:
+        key = next(k for k in recorded if recorded[k] != actual.get(k))
+        raise ValueError(
+            f"tokenizer does not belong to this model: it has {key}={actual.get(key)!r}, but the model was loaded "
+            f"with a tokenizer of {key}={recorded[key]!r}; {fix}"
+        )

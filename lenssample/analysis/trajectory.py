@@ -32,7 +32,7 @@ from lenssample.lens.apply import check_positions
 from lenssample.lens.base import Lens, as_lens
 from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
 from lenssample.stats import entropy, kl_divergence, token_rank
-from lenssample.validation import check_int, check_token_ids, is_int
+from lenssample.validation import check_int, check_token_ids, check_tokenizer, is_int
 
 
 @dataclass
@@ -175,6 +175,7 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
         >>> traj.top_tokens[-1, -1], traj.kl[:, -1]  # doctest: +SKIP
     """
     lens = as_lens(model, lens)
+    check_tokenizer(model, tokenizer, lens.vocab_size)
     check_int(
         top_k, field="top_k", low=1, high=lens.vocab_size, fix="The upper bound is the vocabulary size."
     )

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lenssample.validation import check_attention_mask, check_token_ids
+from lenssample.validation import check_attention_mask, check_token_ids, check_tokenizer
 
 
 @dataclass
@@ -50,6 +50,7 @@ def prepare_prompt(
     Raises:
         ValueError / TypeError: naming what is wrong and the fix.
     """
+    check_tokenizer(model, tokenizer, vocab_size)
     device = next(model.parameters()).device
     if _is_text(inputs):
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
@@ -59,11 +60,6 @@ def prepare_prompt(
             )
         if any(not t for t in texts):
             raise ValueError("prompt is empty; pass at least one character of text")
-        if len(tokenizer) > vocab_size:
-            raise ValueError(
-                f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {vocab_size}: they do not "
-                "belong together; load both with lenssample.load_model(...)"
-            )
         if attention_mask is not None:
             raise ValueError(
                 "attention_mask goes with token ids; a text prompt is tokenized and padded for you"

@@ -27,6 +27,7 @@ from lenssample.data.sets import GenerationItem
 from lenssample.lens.base import Lens
 from lenssample.schedules.base import Schedule
 from lenssample.strategies.base import Strategy
+from lenssample.validation import check_tokenizer
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -96,6 +97,7 @@ def evaluate_item(
 ) -> dict[str, Any]:
     """Greedy generation for one item with a strategy or a schedule: a JSON-ready record with the text, the
     generated token ids, and ``exact_match`` / ``contains`` when the item has references."""
+    check_tokenizer(model, tokenizer)
     ids = torch.tensor([tokenizer.encode(item.prompt, add_special_tokens=False)])
     if ids.shape[1] == 0:
         raise ValueError(f"item {item.id!r} has an empty prompt")

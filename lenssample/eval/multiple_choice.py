@@ -33,6 +33,7 @@ from lenssample.data.sets import ChoiceItem
 from lenssample.lens.base import Lens
 from lenssample.scoring import right_padded, target_scores
 from lenssample.strategies.base import Strategy
+from lenssample.validation import check_tokenizer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +69,7 @@ def score_continuations(
     def encode(text: str) -> list[int]:
         return list(tokenizer.encode(text, add_special_tokens=False))
 
+    check_tokenizer(model, tokenizer)
     context_ids = encode(context)
     if not context_ids:
         raise ValueError(f"context={context!r} has no tokens; give a non-empty context")

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from lenssample.lens.base import Lens
 from lenssample.scoring import right_padded, target_scores
 from lenssample.strategies.base import Strategy
-from lenssample.validation import check_int, check_number
+from lenssample.validation import check_int, check_number, check_tokenizer
 
 DEFAULT_FLOOR_LOG_PROB = -20.0
 
@@ -120,6 +120,7 @@ def window_records(
     Windows of equal length are batched together (right padding for the rest).
     """
     check_int(batch_size, field="batch_size", low=1)
+    check_tokenizer(model, tokenizer)
     records: list[dict[str, float]] = [{} for _ in windows]
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
     bar = tqdm(total=len(windows), desc="perplexity windows", disable=not progress, leave=False)

@@ -51,7 +51,7 @@ from lenssample.lens.base import Lens
 from lenssample.model.adapters import model_parts
 from lenssample.schedules.base import Schedule
 from lenssample.strategies.base import Strategy
-from lenssample.validation import check_int
+from lenssample.validation import check_int, check_tokenizer
 
 DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 HF = "hf_generate"
@@ -239,6 +239,7 @@ def bench(
     check_int(new_tokens, field="new_tokens", low=2)
     check_int(repeats, field="repeats", low=1)
     check_int(batch, field="batch", low=1)
+    check_tokenizer(model, tokenizer)
     parts = model_parts(model)
     device = next(model.parameters()).device
     ids = prompt_ids(tokenizer, prompt, device).repeat(batch, 1)

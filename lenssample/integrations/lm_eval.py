@@ -33,7 +33,7 @@ from lenssample.eval.perplexity import DEFAULT_FLOOR_LOG_PROB, rolling_windows, 
 from lenssample.lens.base import Lens
 from lenssample.scoring import target_scores
 from lenssample.strategies.base import Strategy, as_strategy
-from lenssample.validation import check_int
+from lenssample.validation import check_int, check_tokenizer
 
 
 class LensSampleLM(LM):
@@ -56,6 +56,7 @@ class LensSampleLM(LM):
                  progress: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.max_length = check_int(max_length, field="max_length", low=2)
+        check_tokenizer(model, tokenizer)
         self.model, self.tokenizer = model, tokenizer
         self.strategy = as_strategy(strategy)
         self.lens, self.max_gen_toks = lens, max_gen_toks

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from lenssample.data.windows import token_windows
 from lenssample.lens.fit import collect, solve_ridge
 from lenssample.lens.tuned import PLACEMENTS, TunedLens, check_placement, model_identity
-from lenssample.validation import check_bool, check_int, check_number, did_you_mean
+from lenssample.validation import check_bool, check_int, check_number, check_tokenizer, did_you_mean
 
 
 @contextmanager
@@ -246,6 +246,7 @@ def train_tuned_lens(model: nn.Module, texts: Sequence[Any], config: TrainConfig
     steps, lr, warmup, seed = config.steps, config.lr, settings["warmup"], config.seed
     wall0, cpu0 = time.perf_counter(), time.process_time()
 
+    check_tokenizer(model, tokenizer)
     windows = token_windows(texts, tokenizer, seq_len=config.seq_len)
     if len(windows) < 2:
         n_tokens = sum(w.numel() for w in windows)

@@ -25,6 +25,7 @@ import torch
 from filelock import FileLock
 
 from lenssample.model.manifest import folder_problem, read_manifest, sha256_file, staged_folder
+from lenssample.validation import tokenizer_fingerprint
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 CONVERTED_FORMAT = "lenssample-converted-model"
@@ -238,7 +239,9 @@ def load_model(
         verify: check every file of a cached conversion against its manifest's SHA-256 (about a second per GB;
             without it, sizes, configs and safetensors headers are checked), rebuilding it if damaged.
 
-    Returns ``(model, tokenizer)``, the model in eval mode.
+    Returns ``(model, tokenizer)``, the model in eval mode, with ``model.lenssample_tokenizer`` recording the
+    tokenizer's fingerprint, so that passing another model's tokenizer with it is refused
+    (:func:`lenssample.validation.check_tokenizer`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -258,4 +261,5 @@ def load_model(
         raise
     model.to(device)
     model.eval()
+    model.lenssample_tokenizer = tokenizer_fingerprint(tokenizer)
     return model, tokenizer

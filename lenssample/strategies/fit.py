@@ -26,6 +26,7 @@ from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
 from lenssample.model.adapters import model_parts
 from lenssample.strategies.ensemble import LayerEnsemble
 from lenssample.strategies.fields import LayerSpec
+from lenssample.validation import check_tokenizer
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ def fit_layer_weights(
 
     ``result.strategy`` of the :class:`FitResult` decodes or scores with the fitted weights.
     """
+    check_tokenizer(model, tokenizer)
     num_layers = model_parts(model).num_layers
     chosen = tuple(sorted({*LayerEnsemble(layers=layers).layers(num_layers), num_layers}))
     windows = token_windows(texts, tokenizer, seq_len=window, max_positions=max_tokens)
