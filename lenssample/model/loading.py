@@ -11,12 +11,14 @@ processes that load the same model into an empty cache at once convert it once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
 import os
 import shutil
 import sys
+import unittest.mock
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,9 +125,12 @@ def read_gguf(gguf_file: Path) -> tuple[Any, Any]:
     """A GGUF checkpoint as a plain float32 model (rebuilt from config and state dict: transformers 5 refuses
     ``save_pretrained`` on a GGUF-loaded model) and its tokenizer: the slow part of a conversion."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
     folder, name = Path(gguf_file).parent, Path(gguf_file).name
-    with quiet_loading():
+    # No de-quantizing bar either (a plain tqdm of transformers' GGUF reader): a rebuild says one line.
+    no_bar = functools.partial(gguf_utils.tqdm, disable=True)
+    with quiet_loading(), unittest.mock.patch.object(gguf_utils, "tqdm", no_bar):
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     config = model.config
