@@ -54,6 +54,8 @@ def _cell(row: dict[str, Any]) -> str:
     metrics = row["metrics"]
     if key == "perplexity" and metrics.get("excluded_fraction"):
         text += f" (kept {metrics['perplexity_kept']:.3g}, {metrics['excluded_fraction']:.0%} excl.)"
+        if row.get("floor") is not None:
+            text = text[:-1] + f", floor {row['floor']:g})"
     runs = metrics.get("runs_ms_per_token")
     if key == "ms_per_token" and runs:
         text += f" [{min(runs):.3g}–{max(runs):.3g}]"
@@ -67,8 +69,8 @@ def markdown(summary: dict[str, Any], title: str = "Leaderboard") -> str:
     lines = [f"## {title}", "",
              f"Cells: the task's headline metric and its verdict against `{summary['baseline']}` with the same model and "
              f"lens ({summary['confidence']:.0%} paired bootstrap, {summary['bootstrap_resamples']} resamples): ▲ better, "
-             "= no detectable difference, ▼ worse. Perplexity charges excluded tokens the floor; (kept …) is over the "
-             "tokens a strategy keeps. ms/token: median [range over timed rounds].", ""]  # fmt: skip
+             "= no detectable difference, ▼ worse. Perplexity charges each token a strategy excludes the floor "
+             "log-probability named in the cell; (kept …) is over the tokens it keeps. ms/token: median [range over timed rounds].", ""]  # fmt: skip
     tally: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for model in dict.fromkeys(r["model"] for r in rows):
         cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)

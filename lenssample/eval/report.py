@@ -57,7 +57,7 @@ def summarize(config: SweepConfig, records: list[dict[str, Any]]) -> dict[str, A
             for spec in config.tasks:
                 task = build_task(spec)
                 head = {"model": model, "lens": lens, "task": task.name, "kind": task.kind,
-                        **({"headline": task.headline} if hasattr(task, "headline") else {})}  # fmt: skip
+                        **{key: getattr(task, key) for key in ("headline", "floor") if hasattr(task, key)}}  # fmt: skip
                 if isinstance(task, SpeedTask):  # one record per variant; the timing baselines come last
                     compiled = [f"{label} compiled" for label in [*labels, "final"]]  # compiled = true
                     timing = ["final_custom_generate", "hf_generate", "hf_generate_compiled"]
