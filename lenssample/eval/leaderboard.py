@@ -62,6 +62,12 @@ def _cell(row: dict[str, Any]) -> str:
     return f"{text} {MARKS[result]}".strip()
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower x and lower y are better)."""
+    return [i for i, (x, y) in enumerate(points)
+            if not any(x2 <= x and y2 <= y and (x2 < x or y2 < y) for x2, y2 in points)]  # fmt: skip
+
+
 def markdown(summary: dict[str, Any], title: str = "Leaderboard") -> str:
     """One table per model (rows: variant x lens; columns: tasks) and the tally of verdicts per variant."""
     rows = summary["rows"]
@@ -113,8 +119,6 @@ def plot_pareto(summary: dict[str, Any], out) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from lenssample.eval.report import pareto_front
 
     rows, written = summary["rows"], []
     for model in dict.fromkeys(r["model"] for r in rows):

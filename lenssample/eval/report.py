@@ -19,7 +19,7 @@ from scipy import stats
 
 from lenssample.eval import leaderboard
 from lenssample.eval.config import SweepConfig
-from lenssample.eval.leaderboard import verdict
+from lenssample.eval.leaderboard import pareto_front, verdict
 from lenssample.eval.tasks import SpeedTask, build_task
 from lenssample.plotting.figures import plot_bars
 
@@ -178,12 +178,6 @@ def write_reports(config: SweepConfig, summary: dict[str, Any]) -> None:
     (out / "leaderboard.md").write_text(leaderboard.markdown(summary), encoding="utf-8")
     plot(summary, out)
     leaderboard.plot_pareto(summary, out)
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both axes (lower x and lower y are better)."""
-    return [i for i, (x, y) in enumerate(points)
-            if not any(x2 <= x and y2 <= y and (x2 < x or y2 < y) for x2, y2 in points)]  # fmt: skip
 
 
 def plot(summary: dict[str, Any], out) -> list[str]:
