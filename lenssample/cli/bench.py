@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     variants = {entry.label: entry for entry in (variant_entry(spec) for spec in specs or ["final"])}
     if args.out:
         check_output_file(args.out, field="--out")
+    args.resume_hint = "nothing was written; rerun to time again (each run starts over)"
     model, tokenizer = load(args)
     result = bench(
         model, tokenizer, variants, lens=lens_from_args(args, model), prompt=args.prompt or DEFAULT_PROMPT,
