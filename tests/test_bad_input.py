@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import lenssample as ls
+from lenssample.analysis.layer_stats import layer_statistics
+from lenssample.eval.perplexity import perplexity
 from lenssample.validation import check_device, check_output_file, check_output_folder
 from tests.conftest import VOCAB, make_tiny_model
 
@@ -30,6 +32,10 @@ API = [
     (lambda m: ls.score(m, LONG, ls.FinalLayer()), ValueError, "the input has 129 tokens, more than this model's 128"),
     (lambda m: ls.apply_lens(m, LONG), ValueError, "windows of at most 128 tokens"),
     (lambda m: ls.trajectory(m, None, LONG[0]), ValueError, "the input has 129 tokens"),
+    (lambda m: layer_statistics(m, LONG), ValueError, "the input has 129 tokens"),
+    (lambda m: layer_statistics(m, torch.tensor([5, 96])), ValueError, "token id 96, outside"),
+    (lambda m: perplexity(m, ["some text"], ls.FinalLayer(), window=8), TypeError, "tokenize each text"),
+    (lambda m: ls.generate(m, IDS, lens=5), TypeError, "lens must be a lenssample Lens (LogitLens, TunedLens)"),
     (lambda m: ls.apply_lens(m, IDS, layers="high"), TypeError, "layers='high' must be a list of layer numbers"),
     (lambda m: ls.generate(m, IDS, pad_token_id=96), ValueError, "pad_token_id=96 must be an integer in 0..95. Use a token id"),
     (lambda m: ls.generate(m, IDS, eos_token_id=[2, 500]), ValueError, "eos_token_id=500 must be an integer in 0..95. Use a token id"),

@@ -21,13 +21,10 @@ def run(args: argparse.Namespace) -> int:
     from lenssample.eval.distributed import env_world, run_distributed
     from lenssample.eval.report import markdown
     from lenssample.eval.tasks import build_task
-    from lenssample.validation import check_output_folder
 
     config = load_config(args.config, out=args.out)
     for spec in config.tasks:  # every task is validated before a model loads
         build_task(spec)
-    check_output_folder(config.out, field="results folder (--out or the config's 'out')")
-    config.out.mkdir(parents=True, exist_ok=True)
     args.resume_hint = (
         f"every finished item is kept in {config.out}; rerun `lenssample eval {args.config}"
         f"{' --out ' + args.out if args.out else ''}` to resume"

@@ -34,7 +34,7 @@ BAD = [
     ("train-lens --out {file}", "--out '{file}' is a file, not a folder"),
     ("train-lens --out {tmp}/lens --checkpoint-dir {file}/c", "--checkpoint-dir '{file}/c': '{file}' is a file"),
     ("train-lens --out {tmp}/lens --save-closed-form {file}", "--save-closed-form '{file}' is a file"),
-    ("eval {tmp}/sweep.toml --out {file}", "results folder (--out or the config's 'out') '{file}' is a file"),
+    ("eval {tmp}/sweep.toml --out {file}", "results folder (the config's out, or --out) '{file}' is a file"),
     ("eval {tmp}", "is a folder; pass the .toml file in it"),
     ("export-decoder {file}/decoder", "directory '{file}/decoder': '{file}' is a file, not a folder"),
 ]  # fmt: skip
