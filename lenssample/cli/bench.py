@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.new_tokens, "--new-tokens", low=2)
     check_positive(args.repeats, "--repeats")
     check_positive(args.batch, "--batch")
+    if args.prompt == "":
+        raise ValueError("--prompt is empty; pass some text, or leave --prompt out for the default one")
     specs = [*args.variants, *(split_variant_list(args.strategies) if args.strategies else [])]
     variants = {entry.label: entry for entry in (variant_entry(spec) for spec in specs or ["final"])}
     if args.out:

@@ -26,6 +26,7 @@ BAD = [
     ("trace hi --out {file}/x.png", "'{file}' is a file, not a folder"),
     ("trace hi --out {tmp}/x.txt", "has extension '.txt'; use one of .png"),
     ("lens hi --out {tmp}/missing/x.html", "folder '{tmp}/missing' does not exist; create it first"),
+    ("bench --prompt=", "--prompt is empty; pass some text"),
     ("bench --out {tmp}", "--out '{tmp}' is a folder; pass a file name inside it"),
     ("bench --out {file}/x.json --device cpu", "is a file, not a folder"),
     ("lens-eval --lens {tmp} --out {file}/r.json", "is a file, not a folder"),
