@@ -15,9 +15,7 @@ from tests.conftest import VOCAB, make_tiny_model
 
 IDS = torch.tensor([[5, 6, 7, 8, 9, 10]])
 RIGHT_PADDED = torch.tensor([[1, 1, 1, 1, 0, 0]])
-LONG = torch.randint(
-    3, VOCAB, (1, 129), generator=torch.Generator().manual_seed(0)
-)  # the tiny models have 128
+LONG = torch.randint(3, VOCAB, (1, 129), generator=torch.Generator().manual_seed(0))  # the tiny models: 128
 DRAFT = ls.LayerDraft(layer=2)
 
 # (model -> the call), the exception, a fragment of its message
