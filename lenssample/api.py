@@ -36,6 +36,7 @@ from lenssample.lens.tuned import load_lens
 from lenssample.model.adapters import model_parts
 from lenssample.schedules.base import Schedule, as_schedule, check_pair
 from lenssample.strategies.base import Strategy, as_strategy
+from lenssample.validation import check_int, check_length
 
 
 def resolve(
@@ -149,6 +150,10 @@ def generate(
     settings = DecodingSettings.build(settings, **setting_values)
     strategy, schedule, lens = resolve(model, strategy, schedule, lens)
     warn_dola_repetition(strategy, settings.repetition_penalty)
+    for field in ("eos_token_id", "pad_token_id"):  # a pad id outside the vocabulary would reach the output
+        value, top = getattr(settings, field), lens.vocab_size - 1
+        for token in () if value is None else value if isinstance(value, tuple) else (value,):
+            check_int(token, field=field, low=0, high=top, fix="Use a token id of this model.")
     if settings.seed is not None and generator is not None:
         raise ValueError("pass either seed= or generator=, not both")
     prompt = prepare_prompt(
@@ -189,16 +194,6 @@ def generate(
         model, prompt, strategy=strategy, schedule=schedule, lens=lens, picker=picker, policy=policy,
         settings=settings,
     )  # fmt: skip
-
-
-def check_length(model: nn.Module, prompt_length: int, max_new_tokens: int) -> None:
-    """Refuse a generation longer than the model's maximum positions, before any model work."""
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(limit, int) and prompt_length + max_new_tokens > limit:
-        raise ValueError(
-            f"the prompt ({prompt_length} tokens) plus max_new_tokens={max_new_tokens} exceeds this model's "
-            f"{limit} positions; shorten the prompt or pass max_new_tokens <= {max(1, limit - prompt_length)}"
-        )
 
 
 @functools.cache

@@ -26,12 +26,13 @@ from torch import nn
 from lenssample.lens.base import Lens, as_lens
 from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
 from lenssample.strategies.base import Strategy, as_strategy
-from lenssample.validation import check_attention_mask, check_next_token_logits, check_token_ids
+from lenssample.validation import check_attention_mask, check_length, check_next_token_logits, check_token_ids
 
 
 def _prepare(model: nn.Module, input_ids: Any, attention_mask: Any, min_length: int) -> tuple:
     vocab = as_lens(model, None).vocab_size
     ids = check_token_ids(input_ids, vocab, min_length=min_length).to(next(model.parameters()).device)
+    check_length(model, ids.shape[1])
     return ids, check_attention_mask(attention_mask, ids)
 
 

@@ -170,9 +170,10 @@ class Registry(dict[str, type["Spec"]]):
     def lookup(self, name: Any) -> type[Spec]:
         """The class called ``name``; an unknown name raises with the closest known one."""
         if not isinstance(name, str) or name not in self:
+            hint = " Pass the name alone, the parameters as keywords." if ":" in str(name) else ""
             raise ValueError(
-                f"{self.kind}={name!r} is not known.{did_you_mean(name, self)} "
-                f"Known {self.kind} names: {', '.join(sorted(self))}"
+                f"{self.kind}={name!r} is not {'a name (a string)' if not isinstance(name, str) else 'known'}."
+                f"{did_you_mean(name, self)}{hint} Known {self.kind} names: {', '.join(sorted(self))}"
             )
         return self[name]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
-import os
+import tempfile
 from collections.abc import Iterable
 from numbers import Integral, Real
 from pathlib import Path
@@ -168,6 +168,15 @@ def check_next_token_logits(logits: torch.Tensor, *, source: str) -> torch.Tenso
     return logits
 
 
+def _check_writable(target: Path, name: str) -> None:
+    """Create a temporary file in folder ``target``, or open file ``target`` for appending (writes nothing):
+    ``os.access`` says yes to root on a read-only mount and under /proc, so only a real write attempt tells."""
+    try:
+        tempfile.TemporaryFile(dir=target).close() if target.is_dir() else open(target, "ab").close()
+    except OSError as err:
+        raise ValueError(f"{name} is not writable ({err.strerror}); choose another location") from None
+
+
 def check_output_file(
     path: Any, *, suffixes: Iterable[str] | None = None, field: str = "output path"
 ) -> Path:
@@ -180,9 +189,9 @@ def check_output_file(
     if out.is_dir():
         raise ValueError(f"{name} is a folder; pass a file name inside it")
     if not out.parent.is_dir():
-        raise ValueError(f"{name}: folder {str(out.parent)!r} does not exist; create it first")
-    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise ValueError(f"{name} is not writable; choose another location")
+        problem = "is a file, not a folder" if out.parent.exists() else "does not exist; create it first"
+        raise ValueError(f"{name}: folder {str(out.parent)!r} {problem}")
+    _check_writable(out if out.exists() else out.parent, name)
     return out
 
 
@@ -231,3 +240,47 @@ def check_tokenizer(model: Any, tokenizer: Any, vocab_size: int | None = None) -
             f"tokenizer does not belong to this model: it has {key}={actual.get(key)!r}, but the model was loaded "
             f"with a tokenizer of {key}={recorded[key]!r}; {fix}"
         )
+
+
+def check_output_folder(path: Any, *, field: str = "output folder") -> Path:
+    """A folder that exists or can be created (not created here): every existing part of the path a folder, the
+    deepest existing one writable. Checked before any work, so that no result is lost at the end."""
+    out = Path(path).expanduser()
+    name, existing = f"{field} {str(out)!r}", next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        where = "" if existing == out else f": {str(existing)!r}"
+        raise ValueError(f"{name}{where} is a file, not a folder; pass a folder path")
+    _check_writable(existing, name)
+    return out
+
+
+def check_device(device: Any, *, field: str = "device") -> torch.device:
+    """A torch device that exists on this machine (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ...)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise _fail(field, "", device, "is not a torch device", "Use e.g. cpu or cuda") from None
+    backend = getattr(torch, dev.type, None)
+    count = backend.device_count() if dev.type != "cpu" and hasattr(backend, "device_count") else None
+    if count is not None and (dev.index or 0) >= count:
+        raise _fail(
+            field, "", device, f"is not available: torch sees {count} {dev.type} device(s) here", "Use cpu"
+        )
+    return dev
+
+
+def check_length(model: Any, length: int, max_new_tokens: int = 0) -> None:
+    """Refuse ``length`` positions (plus ``max_new_tokens`` to generate) past the model's maximum positions
+    (``config.max_position_embeddings``), before any model work."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(limit, int) or length + max_new_tokens <= limit:
+        return
+    if max_new_tokens:
+        raise ValueError(
+            f"the prompt ({length} tokens) plus max_new_tokens={max_new_tokens} exceeds this model's "
+            f"{limit} positions; shorten the prompt or pass max_new_tokens <= {max(1, limit - length)}"
+        )
+    raise ValueError(
+        f"the input has {length} tokens, more than this model's {limit} positions (max_position_embeddings); "
+        f"split the text into windows of at most {limit} tokens"
+    )

@@ -42,7 +42,7 @@ def test_example_output_folder_checked_first(name, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     result = run_example(name, "--out", str(blocker))
-    assert result.returncode == 2 and "is a file; pass a folder" in result.stderr
+    assert result.returncode == 2 and "is a file, not a folder" in result.stderr
 
 
 def test_examples_never_default_to_tracked_folders():

@@ -34,3 +34,14 @@ def test_chunking_does_not_change_scores():
     torch.testing.assert_close(
         one.token_log_probs, lens.gather(-1, ids[:, 1:, None]).squeeze(-1), rtol=1e-5, atol=1e-5
     )
+
+
+def test_right_padding_scores_like_no_padding():
+    model = make_tiny_model("gpt2")
+    ids = torch.randint(3, VOCAB, (1, 6), generator=torch.Generator().manual_seed(2))
+    padded, mask = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], 1), torch.tensor([[1] * 6 + [0] * 3])
+    out = score(model, padded, FinalLayer(), attention_mask=mask)
+    assert out.target_mask.sum() == 5
+    torch.testing.assert_close(
+        out.token_log_probs[out.target_mask], score(model, ids, FinalLayer()).token_log_probs[0]
+    )

@@ -26,6 +26,7 @@ from torch import nn
 from lenssample.lens.base import Lens, as_lens
 from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
 from lenssample.stats import entropy, kl_divergence, token_rank
+from lenssample.validation import check_length, check_token_ids
 
 STATISTICS = ("kl", "agree_final", "next_rank", "next_top1", "next_nll", "frequent", "input_top1", "input_rank",
               "entropy")  # fmt: skip
@@ -78,9 +79,9 @@ def layer_statistics(model: nn.Module, input_ids: torch.Tensor, *, lens: Lens | 
     seq >= 2): :class:`LayerStatistics` with ``[seq - 1, L + 1]`` arrays. ``frequent``: ``[n]`` ids counted as
     "frequent tokens" (see :func:`frequent_tokens`); without it there is no ``frequent`` statistic."""
     lens = as_lens(model, lens)
-    ids = input_ids.reshape(1, -1).to(lens.parts.unembed.weight.device)
-    if ids.shape[1] < 2:
-        raise ValueError(f"input_ids has {ids.shape[1]} tokens; statistics need at least 2")
+    ids = check_token_ids(input_ids, lens.vocab_size, min_length=2).reshape(1, -1)
+    ids = ids.to(lens.parts.unembed.weight.device)
+    check_length(model, ids.shape[1])
     layers = tuple(range(lens.num_layers + 1))
     select = torch.ones_like(ids, dtype=torch.bool)
     select[:, -1] = False  # the last position has no next token

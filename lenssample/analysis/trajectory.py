@@ -32,7 +32,7 @@ from lenssample.lens.apply import check_positions
 from lenssample.lens.base import Lens, as_lens
 from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
 from lenssample.stats import entropy, kl_divergence, token_rank
-from lenssample.validation import check_int, check_token_ids, check_tokenizer, is_int
+from lenssample.validation import check_int, check_length, check_token_ids, check_tokenizer, is_int
 
 
 @dataclass
@@ -194,6 +194,7 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
 
     # Causal model: positions after the last requested one cannot change the requested ones, so don't run them.
     run = ids[: max(cols) + 1][None]
+    check_length(model, run.shape[1])
     projected = tuple(sorted(set(rows) | {num_layers}))  # the final layer is the reference of every statistic
     select = torch.zeros_like(run, dtype=torch.bool)
     select[0, sorted(set(cols))] = True

@@ -9,16 +9,26 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 # Subcommand modules, in the order `lenssample --help` lists them.
 COMMANDS = ["generate", "demo", "lens", "trace", "train-lens", "lens-eval", "eval", "bench", "export-decoder",
             "doctor"]  # fmt: skip
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser (subcommands inherit it) with one-line errors instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lenssample", description="Decode from a language model's intermediate layers."
+    parser = Parser(prog="lenssample", description="Decode from a language model's intermediate layers.")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (anywhere on the line)"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
@@ -29,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 an error, 130 interrupted).
 
-    Every error is one line on stderr naming the problem; ``--debug`` (anywhere on the line) shows the traceback.
+    Every error, and every warning, is one line on stderr naming the problem; ``--debug`` (anywhere on the line)
+    shows the traceback and warnings in Python's own form.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -40,7 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse already printed its message
         return int(exit_.code or 0)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores Python's warning display on return
+            if not debug:
+                warnings.showwarning = lambda message, *_, **__: print(
+                    f"lenssample {args.command}: warning: {message}", file=sys.stderr
+                )
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         hint = getattr(args, "resume_hint", "")
         print(f"\nlenssample {args.command}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
@@ -49,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if not isinstance(err, (ValueError, TypeError, FileNotFoundError)):  # unexpected: say what it was
+        if not isinstance(err, (ValueError, TypeError, OSError)):  # unexpected: say what it was
             message = f"{type(err).__name__}: {message} (rerun with --debug for the traceback)"
         print(f"lenssample {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -47,10 +47,13 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.new_tokens, "--new-tokens", low=2)
     check_positive(args.repeats, "--repeats")
     check_positive(args.batch, "--batch")
+    if args.prompt == "":
+        raise ValueError("--prompt is empty; pass some text, or leave --prompt out for the default one")
     specs = [*args.variants, *(split_variant_list(args.strategies) if args.strategies else [])]
     variants = {entry.label: entry for entry in (variant_entry(spec) for spec in specs or ["final"])}
     if args.out:
         check_output_file(args.out, field="--out")
+    args.resume_hint = "nothing was written; rerun to time again (each run starts over)"
     model, tokenizer = load(args)
     result = bench(
         model, tokenizer, variants, lens=lens_from_args(args, model), prompt=args.prompt or DEFAULT_PROMPT,

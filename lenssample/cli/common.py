@@ -95,10 +95,12 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
     import torch
 
     from lenssample.model.loading import load_model, quiet_loading
+    from lenssample.validation import check_device
 
     if getattr(args, "threads", None) is not None:
         check_positive(args.threads, "--threads")
         torch.set_num_threads(args.threads)
+    check_device(args.device, field="--device")
     check_model_name(args.model)
     with quiet_loading():  # also around what load_model does before from_pretrained (a GGUF conversion)
         return load_model(args.model, dtype=args.dtype, device=args.device)

@@ -6,7 +6,6 @@ Under ``torchrun --nproc-per-node N -m lenssample eval CONFIG.toml`` the items a
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,9 +25,6 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, out=args.out)
     for spec in config.tasks:  # every task is validated before a model loads
         build_task(spec)
-    config.out.mkdir(parents=True, exist_ok=True)
-    if not os.access(config.out, os.W_OK):
-        raise ValueError(f"results folder {str(config.out)!r} is not writable; pass --out to another folder")
     args.resume_hint = (
         f"every finished item is kept in {config.out}; rerun `lenssample eval {args.config}"
         f"{' --out ' + args.out if args.out else ''}` to resume"

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from lenssample.validation import check_output_file
 
     check_positive(args.positions, "--positions")
+    check_positive(args.seq_len, "--seq-len", low=8)  # token_windows' shortest window
     compare = [spec.partition("=") for spec in args.compare]
     for spec, (name, sep, folder) in zip(args.compare, compare):
         if not sep or not name or not folder:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from pathlib import Path
 
 from lenssample.cli.common import (
     add_data_arg,
@@ -40,13 +39,16 @@ def run(args: argparse.Namespace) -> int:
 
     from lenssample.lens.train import TrainConfig, closed_form_lens, train_tuned_lens
     from lenssample.lens.tuned import default_lens_path
+    from lenssample.validation import check_output_folder
 
     config = dataclass_from_args(args, TrainConfig)  # validated before the model loads
+    out = check_output_folder(args.out or default_lens_path(args.model), field="--out")  # before any work
+    checkpoints = check_output_folder(args.checkpoint_dir or out.with_name(out.name + ".checkpoints"),
+                                      field="--checkpoint-dir")  # fmt: skip
+    if args.save_closed_form:
+        check_output_folder(args.save_closed_form, field="--save-closed-form")
+    args.resume_hint = f"checkpoints are in {checkpoints}; rerun the command (without --no-resume) to resume"
     texts = texts_from_arg(args.data, "train")
-    out = Path(args.out) if args.out else default_lens_path(args.model)
-    checkpoints = (
-        Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".checkpoints")
-    )
     model, tokenizer = load(args)
     lens = train_tuned_lens(model, texts, config, tokenizer=tokenizer, checkpoint_dir=checkpoints,
                             resume=not args.no_resume)  # fmt: skip

@@ -188,7 +188,9 @@ def tuned_lens_recipe(table: Any, model: str | None = None) -> tuple[str, Any]:
     return check_choice(table.get("data", "mixed"), CORPORA, field="tuned_lens.data"), TrainConfig(**fields_)
 
 
-def _require_list(raw: dict[str, Any], key: str, default: list | None = None) -> list:
+def _require_list(
+    raw: dict[str, Any], key: str, default: list | None = None, *, strings: bool = False
+) -> list:
     value = raw.get(key, default)
     if value is None:
         raise ValueError(f"the config needs '{key}' (a list)")
@@ -196,6 +198,11 @@ def _require_list(raw: dict[str, Any], key: str, default: list | None = None) ->
         value = [value]
     if not isinstance(value, list) or not value:
         raise ValueError(f"'{key}' must be a non-empty list, got {value!r}")
+    for item in value if strings else ():
+        if not isinstance(item, str) or not item:
+            raise ValueError(
+                f"'{key}' holds {item!r}; write names or paths as strings, e.g. {default or ['x']!r}"
+            )
     return value
 
 
@@ -214,7 +221,9 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
         raise ValueError(f"variant labels must be distinct, got {labels}; add 'label' to the duplicates")
     baseline = raw.get("baseline", labels[0])
     if baseline not in labels:
-        raise ValueError(f"baseline={baseline!r} is not one of the variants.{did_you_mean(baseline, labels)}")
+        raise ValueError(
+            f"baseline={baseline!r} is not one of the variants {labels}.{did_you_mean(baseline, labels)}"
+        )
     tasks = []
     for number, table in enumerate(_require_list(raw, "tasks"), start=1):
         if not isinstance(table, dict) or "kind" not in table:
@@ -225,15 +234,17 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be distinct, got {names}; give each task a 'name'")
-    threads = raw.get("threads")
-    models = tuple(map(str, _require_list(raw, "models", ["smollm2-135m-instruct"])))
+    threads, out = raw.get("threads"), raw.get("out", "evals/results/run")
+    if not isinstance(out, str) or not out:
+        raise ValueError(f"out={out!r} must be a folder path (a string), e.g. out = 'evals/results/run'")
+    models = tuple(_require_list(raw, "models", ["smollm2-135m-instruct"], strings=True))
     tuned = raw.get("tuned_lens", {})
     for model in (None, *models):  # every model's recipe is valid before anything runs
         tuned_lens_recipe(tuned, model)
     return SweepConfig(
-        out=Path(raw.get("out", "evals/results/run")),
+        out=Path(out),
         models=models,
-        lenses=tuple(map(str, _require_list(raw, "lenses", ["logit"]))),
+        lenses=tuple(_require_list(raw, "lenses", ["logit"], strings=True)),
         variants=variants,
         tasks=tuple(tasks),
         baseline=baseline,
@@ -259,7 +270,8 @@ def load_config(path: str | Path, *, out: str | Path | None = None) -> SweepConf
     """Read and validate a TOML sweep file; relative ``out`` is taken from the current directory."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        problem = "is a folder; pass the .toml file in it" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"config file {str(path)!r} {problem}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:

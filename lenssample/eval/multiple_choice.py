@@ -21,7 +21,6 @@ scoring.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,7 @@ from lenssample.data.sets import ChoiceItem
 from lenssample.lens.base import Lens
 from lenssample.scoring import right_padded, target_scores
 from lenssample.strategies.base import Strategy
-from lenssample.validation import check_tokenizer
+from lenssample.validation import check_bool, check_number, check_tokenizer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,10 +45,10 @@ class ChoiceScoring:
     excluded_value: float | None = -1000.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.post_softmax, bool):
-            raise TypeError(f"post_softmax={self.post_softmax!r} must be True or False")
-        if self.excluded_value is not None and not math.isfinite(self.excluded_value):
-            raise ValueError(f"excluded_value={self.excluded_value!r} must be a finite number or None")
+        check_bool(self.post_softmax, field="post_softmax")
+        if self.excluded_value is not None:
+            check_number(self.excluded_value, field="excluded_value",
+                         fix="Use e.g. -1000, or None ('none' in a config) to keep -inf.")  # fmt: skip
 
 
 def score_continuations(

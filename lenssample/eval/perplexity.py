@@ -181,6 +181,8 @@ def corpus_windows(
     for number, tokens in enumerate(documents):
         if budget <= 0:
             break
+        if isinstance(tokens, str):
+            raise TypeError("documents must be lists of token ids; tokenize each text (tokenizer.encode)")
         tokens = list(tokens)[: int(min(len(tokens), budget))]
         doc_windows = rolling_windows(tokens, window=window, stride=stride, prefix_token_id=prefix_token_id)
         windows.extend(replace(w, document=number) for w in doc_windows)

@@ -38,6 +38,7 @@ from lenssample.schedules.base import SCHEDULES
 from lenssample.schedules.search import choose_self_speculative
 from lenssample.strategies.base import STRATEGIES
 from lenssample.strategies.fit import fit_layer_weights
+from lenssample.validation import check_output_folder
 
 Loader = Callable[[str], tuple[Any, Any]]
 
@@ -127,7 +128,7 @@ def run_sweep(
     tasks = [build_task(spec) for spec in config.tasks]  # validates every task before anything runs
     if config.threads:
         torch.set_num_threads(int(config.threads))
-    out = config.out
+    out = check_output_folder(config.out, field="results folder (the config's out, or --out)")
     out.mkdir(parents=True, exist_ok=True)
     done = {record_key(r) for r in read_records(out)}
     name = "records.jsonl" if world_size == 1 else f"records.rank{rank}.jsonl"

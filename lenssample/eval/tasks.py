@@ -157,7 +157,7 @@ class MultipleChoiceTask(Task):
         self.headline = check_choice(spec.params.get("headline", "acc"), self.METRICS, field="headline",
                                      owner=self.owner)  # fmt: skip
         self.scoring = multiple_choice.ChoiceScoring(
-            post_softmax=spec.params.get("post_softmax", True),
+            post_softmax=self._bool("post_softmax", True),
             excluded_value=None if excluded == "none" else excluded,
         )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lenssample.schedules.base import as_schedule, check_pair
 from lenssample.strategies.base import as_strategy
+from lenssample.validation import check_output_folder
 
 _GENERATE = '''"""lenssample decoder ({description}), written by `lenssample export-decoder`.
 
@@ -86,9 +87,7 @@ def export_decoder(
         )
     spec = plan.to_spec() if plan is not None else chosen.to_spec()
     description = f"{'schedule' if plan is not None else 'strategy'} {spec}"
-    folder = Path(directory)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"directory={str(folder)!r} is a file; name a folder to write the decoder into")
+    folder = check_output_folder(directory, field="directory")
     code = folder / "custom_generate"
     code.mkdir(parents=True, exist_ok=True)
     (code / "generate.py").write_text(

@@ -10,7 +10,7 @@ from torch import nn
 
 from lenssample.lens.base import Lens, as_lens
 from lenssample.lens.passes import lens_pass
-from lenssample.validation import check_attention_mask, check_token_ids
+from lenssample.validation import check_attention_mask, check_length, check_token_ids
 
 
 @dataclass
@@ -65,6 +65,7 @@ def apply_lens(model: nn.Module, input_ids: torch.Tensor, *, layers: Sequence[in
     lens = as_lens(model, lens)
     input_ids = check_token_ids(input_ids, lens.vocab_size).to(lens.parts.unembed.weight.device)
     attention_mask = check_attention_mask(attention_mask, input_ids)
+    check_length(model, input_ids.shape[1])
     seq = input_ids.shape[1]
     layers = tuple(range(lens.num_layers + 1)) if layers is None else lens.check_layers(layers)
     if not layers:

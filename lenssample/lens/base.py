@@ -16,7 +16,7 @@ translation is always the identity and the final norm is always applied, so the 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -57,6 +57,8 @@ class Lens(nn.Module):
 
     def check_layers(self, layers: Sequence[int], *, name: str = "layers") -> tuple[int, ...]:
         """Validate layer numbers at the API boundary; returns them as a tuple."""
+        if isinstance(layers, str) or not isinstance(layers, Iterable):
+            raise TypeError(f"{name}={layers!r} must be a list of layer numbers, e.g. [0, {self.num_layers}]")
         out = tuple(layers)
         for layer in out:
             if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= self.num_layers:

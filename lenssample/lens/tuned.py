@@ -382,7 +382,7 @@ def load_lens(spec: Lens | str | os.PathLike | None, model: nn.Module) -> Lens:
     """The lens a config or command line names: ``"logit"`` (or ``None``), a saved tuned-lens folder (lenssample's
     or the tuned-lens project's format), a tuned-lens hub id, or a :class:`~lenssample.lens.base.Lens` object
     (checked to belong to ``model``)."""
-    if spec is None or isinstance(spec, Lens):
+    if spec is None or not isinstance(spec, (str, os.PathLike)):  # a Lens, or a wrong type as_lens names
         return as_lens(model, spec)
     if str(spec) == "logit":
         return LogitLens(model)

@@ -28,7 +28,13 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from lenssample.analysis.trajectory import Trajectory, readable_token
-from lenssample.validation import check_choice, check_int, check_output_file, did_you_mean
+from lenssample.validation import (
+    check_choice,
+    check_int,
+    check_output_file,
+    check_output_folder,
+    did_you_mean,
+)
 
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -103,15 +109,8 @@ def output_folder(path: str | os.PathLike | None = None, *, field: str = "--out"
     Raises ``ValueError`` naming ``field`` when ``path`` is a file or cannot be created or written."""
     if path is None:
         return Path(tempfile.mkdtemp(prefix="lenssample-"))
-    out = Path(path).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{field} {str(out)!r} is a file; pass a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{field} {str(out)!r}: cannot create the folder ({err.strerror}); choose another") from err
-    if not os.access(out, os.W_OK):
-        raise ValueError(f"{field} {str(out)!r} is not writable; choose another folder")
+    out = check_output_folder(path, field=field)
+    out.mkdir(parents=True, exist_ok=True)
     return out
 
 

@@ -62,7 +62,7 @@ def test_frequent_tokens_and_concatenate_errors():
     assert frequent_tokens([ids], 2).tolist() == [5, 7]
     with pytest.raises(ValueError, match="at least one text"):
         LayerStatistics.concatenate([])
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="seq >= 2"):
         layer_statistics(make_tiny_model("llama"), torch.tensor([4]))
 
 

