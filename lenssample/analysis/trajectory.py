@@ -30,7 +30,7 @@ from torch import nn
 
 from lenssample.lens.apply import check_positions
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass
 from lenssample.stats import entropy, kl_divergence, token_rank
 from lenssample.validation import check_int, check_token_ids, check_tokenizer, is_int
 
@@ -159,7 +159,8 @@ def _as_ids(tokenizer: Any, text: Any, device: torch.device) -> torch.Tensor:
 def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | torch.Tensor, *,
                lens: Lens | None = None, layers: Sequence[int] | None = None,
                positions: Sequence[int] | None = None, top_k: int = 5, token_width: int = 12,
-               max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Trajectory:  # fmt: skip
+               max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+               max_output_bytes: int = DEFAULT_OUTPUT_BYTES) -> Trajectory:  # fmt: skip
     """Lens statistics of every chosen layer at every chosen position of ``text``: a :class:`Trajectory` with
     ``[n_layers, n_positions]`` arrays.
 
@@ -167,7 +168,8 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
     and tokens read ``#id``). Rows are ``layers`` (``0..L``), columns ``positions`` (negative counts from the end);
     default all of them. Each cell keeps its ``top_k`` tokens, readable tokens are cut to ``token_width``
     characters, and a chunk of lens logits takes at most ``max_chunk_bytes`` (positions x layers x vocab x 4 bytes
-    x 4).
+    x 4). The result (and the residual streams read) must fit in ``max_output_bytes``, or the call is refused
+    before any work.
 
     Example:
         >>> model, tok = lenssample.load_model()  # doctest: +SKIP
@@ -192,12 +194,16 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
     if not cols:
         raise ValueError("positions is empty; pass at least one position, or None for all")
 
+    # Per cell: six numbers, top_k ids and probabilities, 1 + top_k readable tokens (~80 bytes as Python strings).
+    cell = 32 + 12 * top_k + 80 * (1 + top_k)
+    fix = "pass fewer layers= or positions=, or a smaller top_k"
+    check_output_bytes("trajectory's arrays", (len(rows), len(cols)), cell, max_output_bytes, fix)
     # Causal model: positions after the last requested one cannot change the requested ones, so don't run them.
     run = ids[: max(cols) + 1][None]
     projected = tuple(sorted(set(rows) | {num_layers}))  # the final layer is the reference of every statistic
     select = torch.zeros_like(run, dtype=torch.bool)
     select[0, sorted(set(cols))] = True
-    passed = lens_pass(model, run, projected, select=select)
+    passed = lens_pass(model, run, projected, select=select, max_output_bytes=max_output_bytes)
     order = sorted(set(cols))
     passed.hidden = passed.hidden[[order.index(p) for p in cols]]  # columns in the order asked for
     row_index = torch.tensor([projected.index(layer) for layer in rows], device=device)
