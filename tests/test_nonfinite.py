@@ -69,3 +69,14 @@ def test_the_cli_reports_the_broken_layer(monkeypatch, capsys):
     assert main(["lens", "hello there"]) == 2
     err = capsys.readouterr().err
     assert "layer 2 hold NaN or +inf" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_compiled_step_hands_nan_on_to_the_loops_check():
+    # NaN only from the first generated token on (its embedding), so the eagerly run prefill is clean and the
+    # compiled step (where the strategy checks nothing) meets it. (Untied embeddings: the unembedding stays sound.)
+    model = make_tiny_model("mistral")
+    first = generate(model, IDS, max_new_tokens=1).new_tokens[0, 0]
+    with torch.no_grad():
+        model.get_input_embeddings().weight[first] = math.nan
+    with pytest.raises(FloatingPointError, match="strategy 'final' produced NaN or \\+inf"):
+        generate(model, IDS, compile=True, max_new_tokens=3, eos_token_id=[])
