@@ -77,7 +77,8 @@ def layer_statistics(model: nn.Module, input_ids: torch.Tensor, *, lens: Lens | 
     """Statistics of every layer at every position ``0..seq-2`` of one text (``input_ids``: ``[seq]`` or ``[1, seq]``,
     seq >= 2): :class:`LayerStatistics` with ``[seq - 1, L + 1]`` arrays. ``frequent``: ``[n]`` ids counted as
     "frequent tokens" (see :func:`frequent_tokens`); without it there is no ``frequent`` statistic.
-    ``max_output_bytes``: refuse, before any work, when the arrays (or the residual streams read) would be larger."""
+    ``max_output_bytes``: refuse, before any work, when the arrays (or the residual streams read) would be
+    larger."""
     lens = as_lens(model, lens)
     ids = input_ids.reshape(1, -1).to(lens.parts.unembed.weight.device)
     if ids.shape[1] < 2:

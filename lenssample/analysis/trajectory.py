@@ -194,7 +194,7 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
     if not cols:
         raise ValueError("positions is empty; pass at least one position, or None for all")
 
-    # Per cell: six numbers, top_k ids and probabilities, 1 + top_k readable tokens (~80 bytes as Python strings).
+    # Per cell: six numbers, top_k ids and probabilities, 1 + top_k readable tokens (~80 bytes as Python str).
     cell = 32 + 12 * top_k + 80 * (1 + top_k)
     fix = "pass fewer layers= or positions=, or a smaller top_k"
     check_output_bytes("trajectory's arrays", (len(rows), len(cols)), cell, max_output_bytes, fix)
@@ -209,13 +209,15 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
     row_index = torch.tensor([projected.index(layer) for layer in rows], device=device)
     final_index = projected.index(num_layers)
     next_ids = torch.tensor([int(ids[p + 1]) if p + 1 < seq else -1 for p in cols], device=device)
-    parts: dict[str, list[torch.Tensor]] = {}
+    stats: dict[str, torch.Tensor] = {}  # [n_layers, n_positions, ...] each, filled chunk by chunk (one copy)
     for chunk in passed.chunks(lens, max_chunk_bytes=max_chunk_bytes, copies=4):
         log_probs = torch.log_softmax(chunk.logits, dim=-1)  # [n, n_proj, vocab]
-        stats = _statistics(log_probs, row_index, final_index, next_ids[chunk.start : chunk.stop], top_k)
-        for key, value in stats.items():
-            parts.setdefault(key, []).append(value)
-    stats = {key: torch.cat(values, dim=1).cpu().numpy() for key, values in parts.items()}
+        for key, value in _statistics(log_probs, row_index, final_index, next_ids[chunk.start : chunk.stop],
+                                      top_k).items():  # fmt: skip
+            if key not in stats:
+                stats[key] = value.new_empty(value.shape[0], len(cols), *value.shape[2:])
+            stats[key][:, chunk.start : chunk.stop] = value
+    stats = {key: value.cpu().numpy() for key, value in stats.items()}
 
     # Token ids as readable text ("" for -1: no next token; "#id" without a tokenizer).
     readable = np.vectorize(
