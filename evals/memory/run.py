@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -72,11 +73,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], int(args.child[1]))
-    results = []
+    results, root = [], str(Path(__file__).resolve().parents[2])  # children import this checkout's lenssample
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     for task in TASKS:
         for length in args.lengths:
             run = subprocess.run([sys.executable, __file__, "--child", task, str(length)], capture_output=True,
-                                 text=True, check=True)  # fmt: skip
+                                 text=True, check=True, env=env)  # fmt: skip
             measured = json.loads(run.stdout.strip().splitlines()[-1])
             call = measured["peak"] - measured["loaded"]
             results.append({"task": task, "tokens": length, **measured, "call": call})
