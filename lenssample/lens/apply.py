@@ -71,7 +71,7 @@ def apply_lens(model: nn.Module, input_ids: torch.Tensor, *, layers: Sequence[in
     if not layers:
         raise ValueError("layers is empty; pass at least one layer number")
     positions = check_positions(positions, seq, f"the input has {seq} positions")
-    fix = "pass fewer layers= or positions=, or use lenssample.analysis.trajectory (top-k per cell) or lens_pass (chunks)"
+    fix = "pass fewer layers= or positions=, or use lenssample.trajectory (top-k per cell) or lens_pass (chunks)"
     shape = (input_ids.shape[0], len(positions), len(layers), lens.vocab_size)
     check_output_bytes("apply_lens's logits", shape, 4, max_output_bytes, fix)
     wanted = tuple(sorted(set(layers)))
