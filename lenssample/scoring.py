@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass
 from lenssample.strategies.base import Strategy, as_strategy
 from lenssample.validation import check_attention_mask, check_length, check_next_token_logits, check_token_ids
 
@@ -47,6 +47,7 @@ def _target_scores(
     attention_mask: torch.Tensor | None,
     post_softmax: bool,
     max_chunk_bytes: int,
+    max_output_bytes: int,
     full: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
     """``(scores, greedy, info)`` of the targets at the selected positions, in their row-major order: one lens
@@ -59,7 +60,8 @@ def _target_scores(
     info: dict[str, list[torch.Tensor]] = {}
     lens = as_lens(model, lens).with_final_norm(strategy.apply_final_norm)
     layers = strategy.check_model(lens.num_layers)
-    passed = lens_pass(model, input_ids, layers, attention_mask=attention_mask, select=select)
+    passed = lens_pass(model, input_ids, layers, attention_mask=attention_mask, select=select,
+                       max_output_bytes=max_output_bytes)  # fmt: skip
     for chunk in passed.chunks(lens, max_chunk_bytes=max_chunk_bytes):
         decision = strategy(chunk.logits, layers)
         check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
@@ -105,6 +107,7 @@ def score(
     attention_mask: torch.Tensor | None = None,
     return_log_probs: bool = False,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_output_bytes: int = DEFAULT_OUTPUT_BYTES,
 ) -> ScoreOutput:
     """Score every next token of ``input_ids`` under ``strategy``; a warning says how many targets it excluded.
 
@@ -112,16 +115,23 @@ def score(
     (``[batch, seq]`` of 0/1). ``strategy``: a strategy or a spec (``"dola:layers=high"``); default ``FinalLayer``
     (the model's own log-probs). ``return_log_probs``: also return the full ``[batch, seq - 1, vocab]`` log-probs.
     ``max_chunk_bytes``: memory budget for one chunk of lens logits (positions x layers x vocab x 4 bytes x 3).
+    ``max_output_bytes``: refuse, before any work, when the full log-probs (or the residual streams the strategy
+    reads) would be larger.
     """
     strategy = as_strategy(strategy)
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=2)
     batch, seq = input_ids.shape
     select = torch.ones_like(input_ids, dtype=torch.bool)
     select[:, -1] = False  # the last position has no target
-    full = torch.empty(batch * (seq - 1), as_lens(model, lens).vocab_size) if return_log_probs else None
+    full = None
+    if return_log_probs:
+        fix = "drop return_log_probs (token_log_probs alone is [batch, seq - 1]) or score shorter texts"
+        vocab = as_lens(model, lens).vocab_size
+        check_output_bytes("score's log_probs", (batch, seq - 1, vocab), 4, max_output_bytes, fix)
+        full = torch.empty(batch * (seq - 1), vocab)
     token_lp, _, info = _target_scores(
         model, input_ids, input_ids.roll(-1, dims=1), select, strategy, lens=lens, attention_mask=attention_mask,
-        post_softmax=True, max_chunk_bytes=max_chunk_bytes, full=full,
+        post_softmax=True, max_chunk_bytes=max_chunk_bytes, max_output_bytes=max_output_bytes, full=full,
     )  # fmt: skip
     target_mask = torch.ones_like(select[:, 1:]) if attention_mask is None else attention_mask[:, 1:].bool()
     token_lp = token_lp.reshape(batch, seq - 1).masked_fill(~target_mask, 0.0)
@@ -187,6 +197,7 @@ def target_scores(
     post_softmax: bool = True,
     excluded_value: float | None = None,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_output_bytes: int = DEFAULT_OUTPUT_BYTES,
 ) -> TargetScores:
     """Score ``target_ids[b, t]`` given ``input_ids[b, : t + 1]`` at the positions where ``select`` is True.
 
@@ -195,12 +206,13 @@ def target_scores(
     ``log_softmax`` of the strategy's logits (a log-probability); ``False`` scores with the raw logits, as DoLa's
     ``lm_score(post_softmax=False)`` does for its contrast scores. ``excluded_value``: replaces ``-inf`` scores
     (DoLa's convention is ``-1000``); ``None`` keeps ``-inf`` and the caller must handle it (see ``excluded``).
+    ``max_output_bytes``: refuse, before any work, when the residual streams the strategy reads would be larger.
     """
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=1)
     target_ids, select = target_ids.to(input_ids.device), select.to(input_ids.device).bool()
     picked, top, info = _target_scores(
         model, input_ids, target_ids, select, strategy, lens=lens, attention_mask=attention_mask,
-        post_softmax=post_softmax, max_chunk_bytes=max_chunk_bytes,
+        post_softmax=post_softmax, max_chunk_bytes=max_chunk_bytes, max_output_bytes=max_output_bytes,
     )  # fmt: skip
     excluded_rows = torch.isneginf(picked)
     if excluded_value is not None:

@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import math
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -175,6 +175,22 @@ def _check_writable(target: Path, name: str) -> None:
         tempfile.TemporaryFile(dir=target).close() if target.is_dir() else open(target, "ab").close()
     except OSError as err:
         raise ValueError(f"{name} is not writable ({err.strerror}); choose another location") from None
+
+
+def check_lens_logits(
+    lens_logits: torch.Tensor, layers: Sequence[int], *, source: str, fix: str | Callable[[], str]
+) -> None:
+    """Refuse ``lens_logits: [..., n_layers, vocab]`` holding NaN, ``+inf`` or a row without a finite value
+    (``-inf`` alone marks an excluded token), naming ``source``, the first such layer of ``layers`` and ``fix``
+    (a callable: called on failure only).
+    One reduction when all is well: the row maxima, which NaN propagates to."""
+    top = lens_logits.amax(dim=-1)
+    if not bool((finite := (top > -math.inf) & (top < math.inf)).all()):
+        broken = (~finite).reshape(-1, top.shape[-1]).any(0)
+        raise ValueError(
+            f"{source}: the lens logits of layer {list(layers)[int(broken.nonzero()[0])]} hold NaN or +inf (or no "
+            f"finite value in a row); {fix() if callable(fix) else fix}"
+        )
 
 
 def check_output_file(

@@ -1,6 +1,12 @@
-"""Instances of every mixing/contrast strategy, for tiny models of 4 layers (shared by the strategy tests)."""
+"""Instances of every mixing/contrast strategy, for tiny models of 4 layers, and a hypothesis generator of extreme
+lens logits (shared by the strategy and schedule tests)."""
 
 from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from lenssample import (
     SLED,
@@ -42,3 +48,33 @@ ALL = {**PER_ROW, **BATCH_DEPENDENT}
 NORMALISED = {"ensemble-uniform", "ensemble-linear-product", "ensemble-exponential", "ensemble-entropy",
               "ensemble-maxprob-product", "ensemble-explicit", "window", "window-only", "acd",
               "ensemble-huge-weights", "ensemble-entropy-cold"}  # fmt: skip
+
+VOCAB = 24
+# Property tests: reproducible (no example database, derandomized) and without time limits.
+FIXED = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+
+
+@st.composite
+def lens_logits(draw, n_layers: int) -> torch.Tensor:
+    """``[rows, n_layers, vocab]`` finite logits of any size (±1e30 and more): random, scaled huge or tiny, shifted; then maybe
+    identical layers, ties, ``-inf`` columns, or a single finite token per (row, layer)."""
+    rows = draw(st.integers(1, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    logits = rng.standard_normal((rows, n_layers, VOCAB)).astype(np.float32)
+    logits = logits * np.float32(draw(st.sampled_from([1.0, 30.0, 1e4, 1e30, 1e-30, 0.0])))
+    logits = logits + np.float32(draw(st.sampled_from([0.0, 1e6, -1e6, 1e30, -1e30])))
+    if draw(st.booleans()):  # identical layers
+        logits[:] = logits[:, :1]
+    if draw(st.booleans()):  # ties: several tokens share the top logit in every layer
+        logits[..., :3] = logits.max(axis=-1, keepdims=True)
+    n_masked = draw(st.integers(0, VOCAB - 1))  # -inf columns; at least one finite token per (row, layer)
+    if n_masked:
+        columns = rng.choice(VOCAB, size=n_masked, replace=False)
+        which = draw(st.sampled_from(["all", "mature", "premature", "single"]))
+        if which == "single":  # one finite token per (row, layer), a different one in each
+            keep = rng.integers(0, VOCAB, (rows, n_layers, 1))
+            logits = np.where(np.arange(VOCAB) == keep, logits, np.float32(-np.inf))
+        else:
+            layer_slice = {"all": slice(None), "mature": slice(-1, None), "premature": slice(0, -1)}[which]
+            logits[:, layer_slice, columns] = -np.inf
+    return torch.from_numpy(logits)

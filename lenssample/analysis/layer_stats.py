@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass
 from lenssample.stats import entropy, kl_divergence, token_rank
 from lenssample.validation import check_length, check_token_ids
 
@@ -73,19 +73,24 @@ def frequent_tokens(token_ids: Sequence[torch.Tensor], n: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def layer_statistics(model: nn.Module, input_ids: torch.Tensor, *, lens: Lens | None = None,
-                     frequent: torch.Tensor | None = None,
-                     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> LayerStatistics:  # fmt: skip
+                     frequent: torch.Tensor | None = None, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                     max_output_bytes: int = DEFAULT_OUTPUT_BYTES) -> LayerStatistics:  # fmt: skip
     """Statistics of every layer at every position ``0..seq-2`` of one text (``input_ids``: ``[seq]`` or ``[1, seq]``,
     seq >= 2): :class:`LayerStatistics` with ``[seq - 1, L + 1]`` arrays. ``frequent``: ``[n]`` ids counted as
-    "frequent tokens" (see :func:`frequent_tokens`); without it there is no ``frequent`` statistic."""
+    "frequent tokens" (see :func:`frequent_tokens`); without it there is no ``frequent`` statistic.
+    ``max_output_bytes``: refuse, before any work, when the arrays (or the residual streams read) would be
+    larger."""
     lens = as_lens(model, lens)
     ids = check_token_ids(input_ids, lens.vocab_size, min_length=2).reshape(1, -1)
     ids = ids.to(lens.parts.unembed.weight.device)
     check_length(model, ids.shape[1])
     layers = tuple(range(lens.num_layers + 1))
+    fix = "pass shorter texts (LayerStatistics.concatenate joins the statistics of several)"
+    check_output_bytes("layer_statistics' arrays", (ids.shape[1] - 1, len(layers), len(STATISTICS)), 8,
+                       max_output_bytes, fix)  # fmt: skip
     select = torch.ones_like(ids, dtype=torch.bool)
     select[:, -1] = False  # the last position has no next token
-    passed = lens_pass(model, ids, layers, select=select)
+    passed = lens_pass(model, ids, layers, select=select, max_output_bytes=max_output_bytes)
     targets, inputs = ids[0, 1:], ids[0, :-1]
     is_frequent = None
     if frequent is not None:

@@ -30,7 +30,7 @@ from torch import nn
 
 from lenssample.lens.apply import check_positions
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass
 from lenssample.stats import entropy, kl_divergence, token_rank
 from lenssample.validation import check_int, check_length, check_token_ids, check_tokenizer, is_int
 
@@ -159,7 +159,8 @@ def _as_ids(tokenizer: Any, text: Any, device: torch.device) -> torch.Tensor:
 def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | torch.Tensor, *,
                lens: Lens | None = None, layers: Sequence[int] | None = None,
                positions: Sequence[int] | None = None, top_k: int = 5, token_width: int = 12,
-               max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Trajectory:  # fmt: skip
+               max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+               max_output_bytes: int = DEFAULT_OUTPUT_BYTES) -> Trajectory:  # fmt: skip
     """Lens statistics of every chosen layer at every chosen position of ``text``: a :class:`Trajectory` with
     ``[n_layers, n_positions]`` arrays.
 
@@ -167,7 +168,8 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
     and tokens read ``#id``). Rows are ``layers`` (``0..L``), columns ``positions`` (negative counts from the end);
     default all of them. Each cell keeps its ``top_k`` tokens, readable tokens are cut to ``token_width``
     characters, and a chunk of lens logits takes at most ``max_chunk_bytes`` (positions x layers x vocab x 4 bytes
-    x 4).
+    x 4). The result (and the residual streams read) must fit in ``max_output_bytes``, or the call is refused
+    before any work.
 
     Example:
         >>> model, tok = lenssample.load_model()  # doctest: +SKIP
@@ -192,25 +194,31 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
     if not cols:
         raise ValueError("positions is empty; pass at least one position, or None for all")
 
+    # Per cell: six numbers, top_k ids and probabilities, 1 + top_k readable tokens (~80 bytes as Python str).
+    cell = 32 + 12 * top_k + 80 * (1 + top_k)
+    fix = "pass fewer layers= or positions=, or a smaller top_k"
+    check_output_bytes("trajectory's arrays", (len(rows), len(cols)), cell, max_output_bytes, fix)
     # Causal model: positions after the last requested one cannot change the requested ones, so don't run them.
     run = ids[: max(cols) + 1][None]
     check_length(model, run.shape[1])
     projected = tuple(sorted(set(rows) | {num_layers}))  # the final layer is the reference of every statistic
     select = torch.zeros_like(run, dtype=torch.bool)
     select[0, sorted(set(cols))] = True
-    passed = lens_pass(model, run, projected, select=select)
+    passed = lens_pass(model, run, projected, select=select, max_output_bytes=max_output_bytes)
     order = sorted(set(cols))
     passed.hidden = passed.hidden[[order.index(p) for p in cols]]  # columns in the order asked for
     row_index = torch.tensor([projected.index(layer) for layer in rows], device=device)
     final_index = projected.index(num_layers)
     next_ids = torch.tensor([int(ids[p + 1]) if p + 1 < seq else -1 for p in cols], device=device)
-    parts: dict[str, list[torch.Tensor]] = {}
+    stats: dict[str, torch.Tensor] = {}  # [n_layers, n_positions, ...] each, filled chunk by chunk (one copy)
     for chunk in passed.chunks(lens, max_chunk_bytes=max_chunk_bytes, copies=4):
         log_probs = torch.log_softmax(chunk.logits, dim=-1)  # [n, n_proj, vocab]
-        stats = _statistics(log_probs, row_index, final_index, next_ids[chunk.start : chunk.stop], top_k)
-        for key, value in stats.items():
-            parts.setdefault(key, []).append(value)
-    stats = {key: torch.cat(values, dim=1).cpu().numpy() for key, values in parts.items()}
+        for key, value in _statistics(log_probs, row_index, final_index, next_ids[chunk.start : chunk.stop],
+                                      top_k).items():  # fmt: skip
+            if key not in stats:
+                stats[key] = value.new_empty(value.shape[0], len(cols), *value.shape[2:])
+            stats[key][:, chunk.start : chunk.stop] = value
+    stats = {key: value.cpu().numpy() for key, value in stats.items()}
 
     # Token ids as readable text ("" for -1: no next token; "#id" without a tokenizer).
     readable = np.vectorize(

@@ -24,6 +24,7 @@ the dynamic-cache loop (:class:`CompileUnavailable`).
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -208,8 +209,11 @@ class CompiledStep:
         )
         hidden = torch.stack([h[:, -1] for h in self.recorder.hidden], dim=1)  # [batch, n_layers, d_model]
         self.recorder.hidden.clear()
-        decision = self.strategy(self.lens.project(hidden, self.layers, projection=self.unembed), self.layers)
-        return decision.logits, dict(decision.info)
+        lens_logits = self.lens.project(hidden, self.layers, projection=self.unembed)
+        decision = self.strategy(lens_logits, self.layers)
+        # The strategy checks no input inside a graph: NaN or +inf lens logits make the decision NaN, which the
+        # decoding loop refuses.
+        return decision.logits.where(lens_logits.amax() < math.inf, math.nan), dict(decision.info)
 
     def prefill(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor

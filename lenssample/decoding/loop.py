@@ -57,9 +57,9 @@ class _EagerSteps:
             cache=self.cache, use_cache=self.use_cache,
         )  # fmt: skip
         self.cache = out.cache
-        return self.strategy(
-            self.lens(out.hidden[:, -1], self.layers, projection=self.projection), self.layers
-        )  # lens: [batch, n_layers, vocab]
+        # [batch, n_layers, vocab], checked for NaN and +inf by the strategy (so once per step, not twice)
+        lens_logits = self.lens.project(out.hidden[:, -1], self.layers, projection=self.projection)
+        return self.strategy(lens_logits, self.layers)
 
     def first(self, input_ids: torch.Tensor) -> StrategyOutput:
         return self._run(input_ids)

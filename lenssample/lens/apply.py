@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import lens_pass
+from lenssample.lens.passes import DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass
 from lenssample.validation import check_attention_mask, check_length, check_token_ids
 
 
@@ -47,7 +47,8 @@ def check_positions(positions: Sequence[int] | None, seq: int, what: str) -> tup
 @torch.inference_mode()
 def apply_lens(model: nn.Module, input_ids: torch.Tensor, *, layers: Sequence[int] | None = None,
                positions: Sequence[int] | None = None, lens: Lens | None = None,
-               attention_mask: torch.Tensor | None = None, max_output_bytes: int = 2**30) -> LensOutput:  # fmt: skip
+               attention_mask: torch.Tensor | None = None,
+               max_output_bytes: int = DEFAULT_OUTPUT_BYTES) -> LensOutput:  # fmt: skip
     """Lens logits for ``layers`` at ``positions`` of ``input_ids``, all projected in one matrix product.
 
     Args:
@@ -71,18 +72,14 @@ def apply_lens(model: nn.Module, input_ids: torch.Tensor, *, layers: Sequence[in
     if not layers:
         raise ValueError("layers is empty; pass at least one layer number")
     positions = check_positions(positions, seq, f"the input has {seq} positions")
-    size = input_ids.shape[0] * len(positions) * len(layers) * lens.vocab_size * 4
-    if size > max_output_bytes:
-        raise ValueError(
-            f"apply_lens would return {size / 2**30:.1f} GiB of logits ({input_ids.shape[0]} x {len(positions)} "
-            f"positions x {len(layers)} layers x {lens.vocab_size} tokens x 4 bytes), over max_output_bytes="
-            f"{max_output_bytes}; pass fewer layers= or positions=, raise max_output_bytes, or use "
-            "lenssample.analysis.trajectory (top-k per cell) or lenssample.lens.passes.lens_pass (chunks)"
-        )
+    fix = "pass fewer layers= or positions=, or use lenssample.trajectory (top-k per cell) or lens_pass (chunks)"
+    shape = (input_ids.shape[0], len(positions), len(layers), lens.vocab_size)
+    check_output_bytes("apply_lens's logits", shape, 4, max_output_bytes, fix)
     wanted = tuple(sorted(set(layers)))
     select = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
     select[:, sorted(set(positions))] = True
-    out = lens_pass(model, input_ids, wanted, attention_mask=attention_mask, select=select)
+    out = lens_pass(model, input_ids, wanted, attention_mask=attention_mask, select=select,
+                    max_output_bytes=max_output_bytes)  # fmt: skip
     hidden = out.hidden.reshape(input_ids.shape[0], -1, *out.hidden.shape[1:])  # [batch, kept, n, d]
     kept = sorted(set(positions))
     hidden = hidden[:, [kept.index(p) for p in positions]][:, :, [wanted.index(layer) for layer in layers]]

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lenssample.model.adapters import ModelParts, model_parts
+from lenssample.validation import check_lens_logits
 
 
 class Lens(nn.Module):
@@ -119,17 +120,19 @@ class Lens(nn.Module):
             ``logits: [..., n_layers, vocab]`` in float32.
 
         Raises:
-            ValueError: a residual stream holds NaN or an infinity (naming the first such layer): the model's
-                output is broken there, and a strategy must not silently read or skip it.
+            ValueError: the logits of a layer hold NaN or ``+inf`` (naming the first such layer, and whether its
+                residual stream or the lens is broken): a strategy must not silently read or skip it.
         """
-        if not bool(torch.isfinite(hidden).all()):
-            bad = (~torch.isfinite(hidden)).reshape(-1, hidden.shape[-2], hidden.shape[-1]).any(0).any(-1)
-            raise ValueError(
-                f"the residual stream of layer {list(layers)[int(bad.nonzero()[0])]} holds NaN or infinite values "
-                "(the model's computation overflowed or its weights are damaged); no lens distribution can be read "
-                "there. Check the model (dtype, weights) or read other layers"
-            )
-        return self.project(hidden, layers, projection=projection)
+        logits = self.project(hidden, layers, projection=projection)
+
+        def fix() -> str:  # which one is broken (looked at on failure only)
+            if bool(torch.isfinite(hidden).all()):
+                return f"the {type(self).__name__}'s parameters or the unembedding are damaged; reload or re-train it"
+            return ("the model's residual stream there already holds NaN or infinite values (its computation "
+                    "overflowed or its weights are damaged); check the model's dtype and weights, or read other layers")  # fmt: skip
+
+        check_lens_logits(logits, layers, source=type(self).__name__, fix=fix)
+        return logits
 
     def project(
         self, hidden: torch.Tensor, layers: Sequence[int], *, projection: nn.Module | None = None

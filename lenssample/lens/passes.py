@@ -10,20 +10,63 @@ harness, layer statistics, trajectories, lens comparisons, fitted ensemble weigh
 Memory: the residual streams of the kept positions (``[rows, n_layers, d_model]``) stay; the logits exist only one
 chunk at a time, sized so that ``rows x n_layers x vocab x 4 bytes x copies`` stays under ``max_chunk_bytes``
 (``copies``: how many tensors of that size the caller makes from a chunk, e.g. log-probs and products).
+
+Budgets: what stays (the residual streams here, a caller's result for every position) is estimated before any work
+by :func:`check_output_bytes`; past ``max_output_bytes`` (default :data:`DEFAULT_OUTPUT_BYTES`, 1 GiB) the call is
+refused with the size and what to pass instead.
 """
 
 from __future__ import annotations
 
+import ctypes
+import math
+import sys
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from lenssample.lens.base import Lens
+from lenssample.model.adapters import model_parts
 from lenssample.model.capture import position_ids_from_mask, run_layers
+from lenssample.validation import check_int
 
 DEFAULT_CHUNK_BYTES = 128 * 2**20
+DEFAULT_OUTPUT_BYTES = 2**30
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def check_output_bytes(what: str, shape: Sequence[int], item_bytes: int, max_output_bytes: int, fix: str) -> None:  # fmt: skip
+    """Refuse (``ValueError``) ``what``, an output of ``shape`` at ``item_bytes`` each, when it would take more than
+    ``max_output_bytes``; the message gives its size and ``fix`` (what to pass instead)."""
+    check_int(max_output_bytes, field="max_output_bytes", low=1, fix="It is a size in bytes, e.g. 2**30.")
+    if (size := math.prod(shape) * item_bytes) > max_output_bytes:
+        amount = f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.2f} MiB"
+        raise ValueError(
+            f"{what} would take {amount} ({' x '.join(map(str, shape))} x {item_bytes} bytes), over "
+            f"max_output_bytes={max_output_bytes}; {fix}, or raise max_output_bytes"
+        )
+
+
+@contextmanager
+def _mapped_big_blocks() -> Iterator[None]:
+    """While lens chunks run, have glibc serve blocks of 4 MiB or more by ``mmap`` (each returned whole when freed).
+
+    By default it serves blocks below 32 MiB from its heap once one that big has been freed, and chunk-sized
+    temporaries alternating with the small results kept from chunk to chunk fragment that heap without bound: a
+    31-layer trajectory of 384 positions (30 MiB chunks) grew the process by 10 GB, flat with this. Afterwards the
+    threshold is 32 MiB, where glibc's own adjustment ends; without glibc (``mallopt``) nothing changes.
+    """
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None) if sys.platform == "linux" else None
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, 4 * 2**20)
+    try:
+        yield
+    finally:
+        if mallopt is not None:
+            mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
 
 
 @dataclass
@@ -53,13 +96,14 @@ class LensPass:
         """Project the rows through ``lens``, one chunk at a time (all layers of a chunk in one product), with as
         many rows per chunk as keep ``copies`` float32 tensors of lens logits within ``max_chunk_bytes``."""
         size = max(1, int(max_chunk_bytes // (len(self.layers) * lens.vocab_size * 4 * copies)))
-        for start in range(0, self.hidden.shape[0], size):
-            stop = min(self.hidden.shape[0], start + size)
-            yield LensChunk(start=start, stop=stop, logits=lens(self.hidden[start:stop], self.layers))
+        with _mapped_big_blocks():
+            for start in range(0, self.hidden.shape[0], size):
+                stop = min(self.hidden.shape[0], start + size)
+                yield LensChunk(start=start, stop=stop, logits=lens(self.hidden[start:stop], self.layers))
 
 
 def lens_pass(model: nn.Module, input_ids: torch.Tensor, layers: Sequence[int], *, attention_mask: torch.Tensor | None = None,
-              select: torch.Tensor | None = None) -> LensPass:  # fmt: skip
+              select: torch.Tensor | None = None, max_output_bytes: int = DEFAULT_OUTPUT_BYTES) -> LensPass:  # fmt: skip
     """One forward pass (no cache) that keeps the residual streams of ``layers`` at the selected positions.
 
     Only ``max(layers)`` blocks run. Left or right padding is handled with ``attention_mask`` (positions count real
@@ -71,14 +115,18 @@ def lens_pass(model: nn.Module, input_ids: torch.Tensor, layers: Sequence[int], 
         layers: sorted, distinct layer numbers in ``0..L``.
         attention_mask: ``[batch, seq]`` 1 for tokens, 0 for padding; ``None``: no padding.
         select: ``[batch, seq]`` bool, the positions to keep; ``None`` keeps all of them.
+        max_output_bytes: refuse (before running the model) when the kept residual streams would be larger.
 
     Returns:
         :class:`LensPass` with ``hidden: [n_selected, len(layers), d_model]``.
     """
     layers = tuple(layers)
     assert list(layers) == sorted(set(layers)), "lens_pass takes sorted, distinct layers"
+    select = torch.ones_like(input_ids, dtype=torch.bool) if select is None else select
+    d_model = getattr(model.config, "hidden_size", None) or model_parts(model).unembed.weight.shape[-1]
+    check_output_bytes("lens_pass's residual streams", (int(select.sum()), len(layers), d_model), model.dtype.itemsize,
+                       max_output_bytes, "pass fewer layers or positions, or shorter texts (windows)")  # fmt: skip
     position_ids = position_ids_from_mask(attention_mask) if attention_mask is not None else None
     out = run_layers(model, input_ids, layers, attention_mask=attention_mask, position_ids=position_ids,
-                     use_cache=False, keep=None)  # fmt: skip
-    hidden = out.hidden[select] if select is not None else out.hidden.reshape(-1, *out.hidden.shape[2:])
-    return LensPass(hidden=hidden, layers=layers)
+                     use_cache=False, keep=None, select=select)  # fmt: skip
+    return LensPass(hidden=out.hidden[0], layers=layers)

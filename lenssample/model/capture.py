@@ -74,6 +74,7 @@ def run_layers(
     cache: Any = None,
     use_cache: bool = True,
     keep: int | None = 1,
+    select: torch.Tensor | None = None,
 ) -> LayerOutputs:
     """One forward pass that returns the residual stream of ``layers`` at the last ``keep`` positions.
 
@@ -88,6 +89,8 @@ def run_layers(
         position_ids: ``[batch, seq]``; ``None`` lets the model count from the cache length.
         cache: the KV cache from the previous pass, or ``None`` at prefill (``use_cache``: build and return one).
         keep: how many trailing positions to keep; ``None`` keeps all.
+        select: ``[batch, seq]`` bool, the positions to keep (instead of ``keep``), copied out of each layer as it
+            is computed into one ``[1, n_selected, len(layers), d_model]`` tensor (a single copy in memory).
 
     Returns :class:`LayerOutputs` with ``hidden: [batch, keep or seq, len(layers), d_model]``.
     """
@@ -96,9 +99,15 @@ def run_layers(
     # Layer 0 is read by a pre-hook on block 0, so at least one block must run.
     depth = max(1, max(layers)) if layers else parts.num_layers
     captured: dict[int, torch.Tensor] = {}
+    kept: list[torch.Tensor] = []  # with select: [1, n_selected, len(layers), d_model], filled layer by layer
 
     def store(layer: int, hidden: torch.Tensor) -> None:
-        captured[layer] = hidden if keep is None else hidden[:, -keep:]
+        if select is None:
+            captured[layer] = hidden if keep is None else hidden[:, -keep:]
+            return
+        if not kept:  # one copy of the selected rows: the block outputs are neither held nor stacked again
+            kept.append(hidden.new_empty(1, int(select.sum()), len(layers), hidden.shape[-1]))
+        kept[0][0, :, layers.index(layer)] = hidden[select]
 
     def read_input(_module: nn.Module, args: tuple, kwargs: dict) -> None:
         store(0, args[0] if args else kwargs["hidden_states"])
@@ -118,5 +127,5 @@ def run_layers(
     new_cache = getattr(outputs, "cache", None) if use_cache else None
     if use_cache and new_cache is None:
         new_cache = getattr(outputs, "past_key_values", None)
-    hidden = torch.stack([captured[layer] for layer in layers], dim=2)
+    hidden = kept[0] if kept else torch.stack([captured[layer] for layer in layers], dim=2)
     return LayerOutputs(hidden=hidden, layers=layers, cache=new_cache)

@@ -82,7 +82,8 @@ class Entropy(Confidence):
 @dataclass(frozen=True, kw_only=True)
 class Saturation(Confidence):
     """Confident when the cosine similarity of this layer's hidden state with the previous one is at least
-    ``threshold`` (CALM's hidden-state saturation; needs no vocabulary projection until the exit)."""
+    ``threshold`` (CALM's hidden-state saturation; needs no vocabulary projection until the exit). Two equal
+    states are saturated, zero ones too (whose cosine is undefined)."""
 
     name: ClassVar[str] = "saturation"
     threshold: float = 0.99
@@ -92,9 +93,9 @@ class Saturation(Confidence):
 
     def step(self, log_probs, hidden, state) -> bool:
         previous, state["hidden"] = state.get("hidden"), hidden
-        if previous is None:
-            return False
-        cos = torch.nn.functional.cosine_similarity(hidden.float(), previous.float(), dim=-1)
+        if previous is None or torch.equal(hidden, previous):
+            return previous is not None
+        cos = torch.nn.functional.cosine_similarity(hidden.double(), previous.double(), dim=-1)  # no overflow
         return bool(cos >= self.threshold)
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lenssample.validation import check_next_token_logits
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -46,6 +48,7 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor) -> Ve
     one token. ``target_logits: [k or k + 1, vocab]`` processed; row ``i`` is the distribution of the token at draft
     position ``i`` (row ``k``, if given, comes after the last draft token)."""
     k = _check(draft_tokens, target_logits)
+    check_next_token_logits(target_logits, source="verify_greedy's target_logits")
     target_tokens = target_logits.argmax(dim=-1)
     agree = (target_tokens[:k] == draft_tokens).long()
     accepted = int(agree.cumprod(0).sum())
@@ -71,6 +74,8 @@ def rejection_sample(
         raise ValueError(
             f"draft_probs must be [k, vocab] = {(k, target_probs.shape[1])}, got {tuple(draft_probs.shape)}"
         )
+    for name, probs in (("target_probs", target_probs), ("draft_probs", draft_probs)):  # NaN, < 0, all 0
+        check_next_token_logits(probs.log(), source=f"rejection_sample's {name} (as log-probabilities)")
     rows = torch.arange(k, device=draft_tokens.device)
     p = target_probs[:k][rows, draft_tokens].double()
     q = draft_probs[rows, draft_tokens].double()

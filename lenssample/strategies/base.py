@@ -16,6 +16,7 @@ them: ``strategy_from_name("dola", layers="high")`` or ``Strategy.from_dict({"na
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 
 from lenssample.specs import Registry, Spec
-from lenssample.validation import check_int
+from lenssample.validation import check_int, check_lens_logits
 
 STRATEGIES = Registry("strategy")
 """Every strategy class by name (a read-only mapping); :func:`strategy_from_name` and specs build from it."""
@@ -53,13 +54,32 @@ class Strategy(Spec):
     # hidden states).
     apply_final_norm: ClassVar[bool] = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every strategy, a user's too, refuses NaN or +inf lens logits before combining them: none may read or
+        # skip a broken layer silently. Not inside a compiled graph (no data-dependent branch there): the decoding
+        # loop checks the compiled step's decision instead.
+        super().__init_subclass__(**kwargs)
+        if (call := cls.__dict__.get("__call__")) is None or getattr(call, "checks_input", False):
+            return
+
+        @functools.wraps(call)
+        def checked(self: Strategy, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
+            if not torch.compiler.is_compiling():
+                fix = "the model's computation overflowed (try float32) or its weights or the lens's are damaged"
+                check_lens_logits(lens_logits, layers, source=f"strategy {self.name!r}", fix=fix)
+            return call(self, lens_logits, layers)
+
+        checked.checks_input = True  # type: ignore[attr-defined]
+        cls.__call__ = checked  # type: ignore[method-assign]
+
     def layers(self, num_layers: int) -> tuple[int, ...]:
         """The sorted, distinct layer numbers this strategy reads, for a model of ``num_layers`` blocks."""
         raise NotImplementedError
 
     def __call__(self, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
         """Combine ``lens_logits: [rows, n_layers, vocab]``, the lens logits of ``layers`` (as :meth:`layers` returns
-        them, one per slice along dimension 1), into next-token ``logits: [rows, vocab]``."""
+        them, one per slice along dimension 1), into next-token ``logits: [rows, vocab]``. A ``ValueError`` names
+        the first layer holding NaN or ``+inf`` (every subclass's ``__call__`` checks that first)."""
         raise NotImplementedError
 
     def check_model(self, num_layers: int) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ layer mixed with the average of a window of the last ``k`` layers before it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -54,10 +55,11 @@ def _mixture(log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor
 
 
 def _product(log_probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
-    """``log_softmax(sum_j w_j log q_j)``; a zero weight contributes nothing, even against ``log q = -inf``."""
-    weights = log_weights.exp()[..., None]
-    terms = torch.where(weights > 0, weights * log_probs, torch.zeros_like(log_probs))
-    return torch.log_softmax(terms.sum(dim=1), dim=-1)
+    """``log_softmax(sum_j w_j log q_j)``, each ``log q_j`` floored at ``LOG_PROB_FLOOR``: layers whose supports do
+    not meet (one finite token each, say) still leave a distribution, and a zero weight adds nothing. A token that
+    every layer excludes (``-inf``) stays excluded."""
+    terms = (log_weights.exp()[..., None] * log_probs.clamp_min(LOG_PROB_FLOOR)).sum(dim=1)
+    return torch.log_softmax(terms.masked_fill(log_probs.isneginf().all(dim=1), -math.inf), dim=-1)
 
 
 COMBINE: dict[str, Callable[..., torch.Tensor]] = {"mixture": _mixture, "product": _product}
