@@ -45,7 +45,9 @@ def headline(row: dict[str, Any], diff: str = "diff_vs_baseline") -> tuple[str, 
     return key, metrics.get(key), (row.get(diff) or {}).get(paired) or {}
 
 
-def _cell(row: dict[str, Any]) -> str:
+def _cell(row: dict[str, Any], items: int | None = None) -> str:
+    """The headline value, its verdict mark and, when the row has fewer items than the baseline's ``items`` (a
+    partial run), its own count."""
     key, value, interval = headline(row)
     result = interval.get("verdict")
     if value is None:
@@ -59,6 +61,8 @@ def _cell(row: dict[str, Any]) -> str:
     runs = metrics.get("runs_ms_per_token")
     if key == "ms_per_token" and runs:
         text += f" [{min(runs):.3g}–{max(runs):.3g}]"
+    if items is not None and row.get("items", items) != items:
+        text += f" (n={row['items']})"
     return f"{text} {MARKS[result]}".strip()
 
 
@@ -82,7 +86,9 @@ def markdown(summary: dict[str, Any], title: str = "Leaderboard") -> str:
         cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
         for row in rows:
             if row["model"] == model:
-                cells[(row["strategy"], row["lens"])][row["task"]] = _cell(row)
+                base = [r for r in rows if r["model"] == model and r["task"] == row["task"]
+                        and r["strategy"] == summary["baseline"] and r["lens"] == row["lens"]]  # fmt: skip
+                cells[(row["strategy"], row["lens"])][row["task"]] = _cell(row, base[0]["items"] if base else None)
                 if (result := headline(row)[2].get("verdict")) is not None:
                     tally[(row["strategy"], row["lens"])][result] += 1
         metrics = {t: headline(next(r for r in rows if r["task"] == t and r["model"] == model))[0] for t in tasks
