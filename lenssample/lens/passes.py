@@ -57,10 +57,13 @@ def _mapped_big_blocks() -> Iterator[None]:
     By default it serves blocks below 32 MiB from its heap once one that big has been freed, and chunk-sized
     temporaries alternating with the small results kept from chunk to chunk fragment that heap without bound: a
     31-layer trajectory of 384 positions (30 MiB chunks) grew the process by 10 GB, flat with this. Afterwards the
-    threshold is 32 MiB, where glibc's own adjustment ends; without glibc (``mallopt``) nothing changes.
+    threshold is 32 MiB, where glibc's own adjustment ends; without glibc (``mallopt``) nothing changes. The heap
+    the forward pass freed is handed back first, or it would stay resident under the chunks' new mappings.
     """
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None) if sys.platform == "linux" else None
+    libc = ctypes.CDLL(None) if sys.platform == "linux" else None
+    mallopt = getattr(libc, "mallopt", None)
     if mallopt is not None:
+        libc.malloc_trim(0)
         mallopt(_M_MMAP_THRESHOLD, 4 * 2**20)
     try:
         yield
