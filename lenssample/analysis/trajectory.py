@@ -205,8 +205,8 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
     select = torch.zeros_like(run, dtype=torch.bool)
     select[0, sorted(set(cols))] = True
     passed = lens_pass(model, run, projected, select=select, max_output_bytes=max_output_bytes)
-    order = sorted(set(cols))
-    passed.hidden = passed.hidden[[order.index(p) for p in cols]]  # columns in the order asked for
+    if list(cols) != (order := sorted(set(cols))):  # columns in the order asked for (a copy: only if needed)
+        passed.hidden = passed.hidden[[order.index(p) for p in cols]]
     row_index = torch.tensor([projected.index(layer) for layer in rows], device=device)
     final_index = projected.index(num_layers)
     next_ids = torch.tensor([int(ids[p + 1]) if p + 1 < seq else -1 for p in cols], device=device)
