@@ -210,9 +210,10 @@ class CompiledStep:
         hidden = torch.stack([h[:, -1] for h in self.recorder.hidden], dim=1)  # [batch, n_layers, d_model]
         self.recorder.hidden.clear()
         lens_logits = self.lens.project(hidden, self.layers, projection=self.unembed)
-        decision = self.strategy(lens_logits, self.layers)
-        # The strategy checks no input inside a graph: NaN or +inf lens logits make the decision NaN, which the
-        # decoding loop refuses.
+        # The strategy's input check is skipped here, compiled or not (dynamo may run this frame eagerly, e.g. past
+        # its recompile limit): NaN or +inf lens logits make the decision NaN, which the decoding loop refuses.
+        combine = getattr(type(self.strategy).__call__, "__wrapped__", type(self.strategy).__call__)
+        decision = combine(self.strategy, lens_logits, self.layers)
         return decision.logits.where(lens_logits.amax() < math.inf, math.nan), dict(decision.info)
 
     def prefill(
