@@ -126,3 +126,20 @@ def test_a_bfloat16_lens_is_close_to_float32_and_compiles_alike():
     eager = lenssample.generate(model, ids, "dola:layers=[1,2]", lens_dtype="bfloat16", **kwargs)
     fast = lenssample.generate(model, ids, "dola:layers=[1,2]", lens_dtype="bfloat16", compile=True, **kwargs)
     assert torch.equal(fast.sequences, eager.sequences)
+
+
+def test_weights_edited_after_compiling_are_seen():
+    # The CPU step freezes the weights into its graph: an in-place edit must rebuild it, not decode the old weights.
+    model = make_tiny_model("llama", seed=5)
+    ids = torch.randint(3, 96, (1, 6), generator=torch.Generator().manual_seed(8))
+    kwargs = dict(max_new_tokens=8, eos_token_id=[])
+    before = lenssample.generate(model, ids, "final", compile=True, **kwargs)
+    (step_before,) = [step for _, step in model.__dict__["_lenssample_compiled_steps"].values()]
+    with torch.no_grad():
+        for block in model.model.layers:
+            block.mlp.down_proj.weight.mul_(-3.0)
+    after = lenssample.generate(model, ids, "final", compile=True, **kwargs)
+    (step_after,) = [step for _, step in model.__dict__["_lenssample_compiled_steps"].values()]
+    assert step_after is not step_before  # rebuilt, and the old one (with its packed weights) dropped
+    assert torch.equal(after.sequences, lenssample.generate(model, ids, "final", **kwargs).sequences)
+    assert not torch.equal(after.sequences, before.sequences)  # the edit changes this model's greedy tokens
