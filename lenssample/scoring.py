@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass, check_chunk_bytes
 from lenssample.strategies.base import Strategy, as_strategy
 from lenssample.validation import check_attention_mask, check_length, check_next_token_logits, check_token_ids
 
@@ -118,6 +118,7 @@ def score(
     ``max_output_bytes``: refuse, before any work, when the full log-probs (or the residual streams the strategy
     reads) would be larger.
     """
+    check_chunk_bytes(max_chunk_bytes)
     strategy = as_strategy(strategy)
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=2)
     batch, seq = input_ids.shape
@@ -208,6 +209,7 @@ def target_scores(
     (DoLa's convention is ``-1000``); ``None`` keeps ``-inf`` and the caller must handle it (see ``excluded``).
     ``max_output_bytes``: refuse, before any work, when the residual streams the strategy reads would be larger.
     """
+    check_chunk_bytes(max_chunk_bytes)
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=1)
     target_ids, select = target_ids.to(input_ids.device), select.to(input_ids.device).bool()
     picked, top, info = _target_scores(

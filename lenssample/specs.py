@@ -162,7 +162,12 @@ class Registry(dict[str, type["Spec"]]):
 
     def register(self, cls: type[Spec]) -> type[Spec]:
         """Class decorator: make ``cls`` buildable by its ``name``."""
-        if not cls.name or self.get(cls.name, cls) is not cls:
+        if not isinstance(cls, type) or not issubclass(cls, Spec):
+            raise TypeError(
+                f"register_{self.kind}({cls!r}): pass a class deriving from lenssample's {self.kind} base class "
+                f"(use it as a decorator: @register_{self.kind} above the class)"
+            )
+        if not isinstance(cls.name, str) or not cls.name or self.get(cls.name, cls) is not cls:
             raise ValueError(f"{self.kind} name {cls.name!r} is empty or already registered")
         self[cls.name] = cls
         return cls

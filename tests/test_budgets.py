@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from lenssample import LayerEnsemble, apply_lens, score
-from lenssample.analysis import layer_statistics, trajectory
+from lenssample import LogitLens
+from lenssample.analysis import compare_lenses, layer_statistics, trajectory
+from lenssample.strategies.fit import layer_token_log_probs
 from lenssample.lens.passes import lens_pass
 from lenssample.scoring import target_scores
 from tests.conftest import make_tiny_model
@@ -40,3 +44,22 @@ def test_an_output_over_budget_is_refused_before_the_model_runs(name):
         ValueError, match=rf"would take 0\.0\d MiB \(.* bytes\), over max_output_bytes=1000; .*{message}"
     ):
         call(model, 1000)
+
+
+CHUNKED = {  # every entry that takes a chunk budget
+    "score": lambda m, b: score(m, IDS, max_chunk_bytes=b),
+    "target_scores": lambda m, b: target_scores(m, IDS, IDS, IDS > 0, LayerEnsemble(), max_chunk_bytes=b),
+    "trajectory": lambda m, b: trajectory(m, None, IDS[0], max_chunk_bytes=b),
+    "layer_statistics": lambda m, b: layer_statistics(m, IDS, max_chunk_bytes=b),
+    "compare_lenses": lambda m, b: compare_lenses(m, {"logit": LogitLens(m)}, [IDS[0]], max_chunk_bytes=b),
+    "layer_token_log_probs": lambda m, b: layer_token_log_probs(m, IDS, (1, 2), max_chunk_bytes=b),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHUNKED))
+@pytest.mark.parametrize("budget", [0, -5, 1.5, "big"])
+def test_a_chunk_budget_that_is_not_a_positive_size_is_refused_before_the_model_runs(name, budget):
+    model = make_tiny_model("llama")
+    model.register_forward_pre_hook(lambda *args: pytest.fail("the model ran"))
+    with pytest.raises(ValueError, match=re.escape(f"max_chunk_bytes={budget!r} must be an integer")):
+        CHUNKED[name](model, budget)

@@ -251,3 +251,9 @@ def test_the_demo_prints_no_warning(real_model, capfd):
         assert main(["demo", "--max-new-tokens", "2"]) == 0
     assert not [str(w.message) for w in caught], "the demo should print nothing alarming"
     assert "Warning" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["12.5", None, True, [1.0]])
+def test_bars_refuse_values_that_are_not_numbers(value):
+    with pytest.raises(ValueError, match=r"values\['b'\]=.* is not a number; pass \{name: number\}"):
+        plot_bars({"a": 1.0, "b": value})

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import lenssample
 from lenssample import SLED, DoLa, FinalLayer, LayerContrast, LayerEnsemble, SingleLayer
 from lenssample.schedules import (
     SCHEDULES,
@@ -32,7 +33,7 @@ SCHEDULE_CASES = [
     EarlyExit(measure=Saturation(threshold=0.95)),
     EarlyExit(measure=Agreement(count=2), max_pending=4),
     SelfSpeculative(draft=LayerDraft(layer=2)),
-    SelfSpeculative(draft=LayerDraft(layer=-2), k=6, adaptive=True),
+    SelfSpeculative(draft=LayerDraft(layer=20), k=6, adaptive=True),
     SelfSpeculative(draft=SkipDraft(skip=(1, 2))),
 ]
 
@@ -133,3 +134,10 @@ def test_spec_strings_and_objects_agree():
 def test_spec_errors_name_the_fix(spec, match):
     with pytest.raises(ValueError, match=match):
         as_schedule(spec) if spec.startswith(("early", "spec")) else as_strategy(spec)
+
+
+@pytest.mark.parametrize("register", [lenssample.register_strategy, lenssample.register_schedule])
+@pytest.mark.parametrize("thing", [5, "dola", lambda logits, layers: logits, int])
+def test_registering_something_that_is_not_a_spec_class_is_refused(register, thing):
+    with pytest.raises(TypeError, match=r"pass a class deriving from lenssample's \w+ base class"):
+        register(thing)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass, check_chunk_bytes
 from lenssample.stats import entropy, kl_divergence, token_rank
 from lenssample.validation import check_length, check_token_ids
 
@@ -80,6 +80,7 @@ def layer_statistics(model: nn.Module, input_ids: torch.Tensor, *, lens: Lens | 
     "frequent tokens" (see :func:`frequent_tokens`); without it there is no ``frequent`` statistic.
     ``max_output_bytes``: refuse, before any work, when the arrays (or the residual streams read) would be
     larger."""
+    check_chunk_bytes(max_chunk_bytes)
     lens = as_lens(model, lens)
     ids = check_token_ids(input_ids, lens.vocab_size, min_length=2).reshape(1, -1)
     ids = ids.to(lens.parts.unembed.weight.device)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass, check_chunk_bytes
 from lenssample.stats import entropy, kl_divergence, log_probs
 
 METRICS = ("kl", "agreement", "cross_entropy", "entropy")
@@ -109,6 +109,7 @@ def compare_lenses(model: nn.Module, lenses: dict[str, Lens], windows: Sequence[
     ``lenses``: ``{name: lens}``, each built for ``model``; ``windows``: 1-D token-id tensors (e.g. from
     :func:`lenssample.data.windows.token_windows` on held-out text), each giving ``len - 1`` positions.
     """
+    check_chunk_bytes(max_chunk_bytes)
     if not lenses:
         raise ValueError("lenses is empty; pass at least one {name: lens}")
     lenses = {name: as_lens(model, lens) for name, lens in lenses.items()}

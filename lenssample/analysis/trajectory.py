@@ -30,7 +30,7 @@ from torch import nn
 
 from lenssample.lens.apply import check_positions
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass, check_chunk_bytes
 from lenssample.stats import entropy, kl_divergence, token_rank
 from lenssample.validation import check_int, check_length, check_token_ids, check_tokenizer, is_int
 
@@ -176,6 +176,7 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
         >>> traj = lenssample.analysis.trajectory(model, tok, "The capital of France is")  # doctest: +SKIP
         >>> traj.top_tokens[-1, -1], traj.kl[:, -1]  # doctest: +SKIP
     """
+    check_chunk_bytes(max_chunk_bytes)
     lens = as_lens(model, lens)
     check_tokenizer(model, tokenizer, lens.vocab_size)
     check_int(

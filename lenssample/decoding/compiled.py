@@ -249,7 +249,9 @@ class CompiledStep:
         if self.compiled:
             start = time.perf_counter()
             try:
-                with self._settings[0], self._settings[1]:
+                with self._settings[0], self._settings[1], warnings.catch_warnings():
+                    # inductor's C++ GEMM template reads a deprecated storage API while it compiles: not the user's
+                    warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
                     logits, info = self._compiled_step(input_ids, position_ids, attention_mask)
             except Exception as error:  # no C compiler, an unsupported operation...
                 self.compiled = False

@@ -22,6 +22,7 @@ import ctypes
 import math
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -36,6 +37,11 @@ from lenssample.validation import check_int
 DEFAULT_CHUNK_BYTES = 128 * 2**20
 DEFAULT_OUTPUT_BYTES = 2**30
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def check_chunk_bytes(max_chunk_bytes: Any) -> None:
+    """Refuse a chunk budget that is not a positive number of bytes."""
+    check_int(max_chunk_bytes, field="max_chunk_bytes", low=1, fix=f"It is a size in bytes, e.g. {DEFAULT_CHUNK_BYTES}.")
 
 
 def check_output_bytes(what: str, shape: Sequence[int], item_bytes: int, max_output_bytes: int, fix: str) -> None:  # fmt: skip

@@ -27,12 +27,13 @@ import resource
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -191,6 +192,20 @@ def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
         tmp.unlink(missing_ok=True)
 
 
+def _lock_checkpoints(folder: Path) -> FileLock:
+    """Hold ``folder``'s lock for this run (refused at once while another run holds it: two runs writing the same
+    checkpoints would overwrite each other's)."""
+    lock = FileLock(folder / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeError(
+            f"checkpoint_dir={str(folder)!r} is in use by another training run; wait for it to finish or pass "
+            "another checkpoint_dir (--checkpoint-dir)"
+        ) from None
+    return lock
+
+
 def _read_checkpoint(path: Path, fingerprint: str | None = None) -> dict[str, Any] | None:
     """The tensors of a checkpoint file (with this run's ``fingerprint``, unless ``None``), its metadata under
     ``"metadata"``; ``None`` when there is no file."""
@@ -275,15 +290,17 @@ def train_tuned_lens(model: nn.Module, texts: Sequence[Any], config: TrainConfig
         digest.update(b"|")
     fingerprint = digest.hexdigest()
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    held = ExitStack()
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
+        held.callback(_lock_checkpoints(folder).release)
         if not resume:
             for name in ("data.safetensors", "state.safetensors"):
                 (folder / name).unlink(missing_ok=True)
     lens = TunedLens(model, placement=config.placement)
     device = lens.weight.device
 
-    with frozen(model):
+    with held, frozen(model):
         data = _read_checkpoint(folder / "data.safetensors", fingerprint) if folder else None
         if data is None:
             data = _collect_and_fit(model, lens, train_windows, heldout_windows, settings, data_gen,

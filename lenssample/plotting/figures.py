@@ -344,6 +344,10 @@ def plot_bars(values: Mapping[str, float], *, ylabel: str = "", title: str | Non
     labelled with its value."""
     if not isinstance(values, Mapping) or not values:
         raise ValueError("values is empty; pass {name: value}")
+    wrong = {name: v for name, v in values.items() if isinstance(v, bool) or not hasattr(v, "__float__")}
+    if wrong:
+        name, value = next(iter(wrong.items()))
+        raise ValueError(f"values[{name!r}]={value!r} is not a number; pass {{name: number}}")
     names = [plain(str(name)) for name in values]
     heights = np.asarray([float(v) for v in values.values()], dtype=float)
     finite = heights[np.isfinite(heights)]

@@ -29,7 +29,7 @@ from lenssample.model.adapters import ModelParts
 from lenssample.model.surgery import ReplayedBlock, SkippedBlock, crop_to, replaced_blocks
 from lenssample.schedules.base import Row
 from lenssample.specs import Registry, Spec
-from lenssample.validation import is_int
+from lenssample.validation import check_int, is_int
 
 DRAFTS = Registry("draft")
 """Every draft kind by name."""
@@ -95,6 +95,9 @@ class LayerDraft(Draft):
     name: ClassVar[str] = "layer"
     layer: int
 
+    def __post_init__(self) -> None:  # what needs no model is refused at once; the model's depth at check()
+        check_int(self.layer, field="layer", owner="LayerDraft", low=1, fix="Pass a draft layer, e.g. layer=12.")
+
     def check(self, num_layers: int) -> None:
         if not is_int(self.layer) or not 1 <= self.layer < num_layers:
             raise ValueError(
@@ -134,9 +137,12 @@ class SkipDraft(Draft):
     bonus: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        skip = (self.skip,) if isinstance(self.skip, int) else self.skip
-        if not isinstance(skip, (tuple, list)):
-            raise ValueError(f"SkipDraft(skip={self.skip!r}): pass block indices, e.g. skip=(15, 25)")
+        skip = (self.skip,) if is_int(self.skip) else self.skip
+        if not isinstance(skip, (tuple, list)) or not skip or not all(is_int(b) and b >= 1 for b in skip):
+            raise ValueError(
+                f"SkipDraft(skip={self.skip!r}): pass one or more block indices >= 1 (block 0 always runs), "
+                "e.g. skip=(15, 25)"
+            )
         object.__setattr__(self, "skip", tuple(sorted(set(skip))))
 
     def check(self, num_layers: int) -> None:

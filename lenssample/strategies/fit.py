@@ -22,7 +22,7 @@ from torch import nn
 
 from lenssample.data.windows import token_windows
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass, check_chunk_bytes
 from lenssample.model.adapters import model_parts
 from lenssample.strategies.ensemble import LayerEnsemble
 from lenssample.strategies.fields import LayerSpec
@@ -55,6 +55,7 @@ def layer_token_log_probs(
     One lens pass reads the residual streams of ``layers`` (sorted, distinct); the vocabulary projection runs over
     chunks of positions, all layers of a chunk in one matrix product.
     """
+    check_chunk_bytes(max_chunk_bytes)
     lens = as_lens(model, lens)
     layers = lens.check_layers(layers)
     input_ids = input_ids.to(lens.parts.unembed.weight.device)

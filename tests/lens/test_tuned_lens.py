@@ -433,3 +433,16 @@ def test_real_model_cli_generate_and_lens_eval_through_a_saved_lens(real_model, 
     assert out.with_suffix(".md").read_text().startswith("| layer | logit kl | tuned kl |")
     assert result["metrics"]["tuned"]["kl"] == result["metrics"]["logit"]["kl"]
     assert main(["generate", "Hi", "--lens", str(tmp_path / "missing")]) == 2
+
+
+def test_a_checkpoint_folder_in_use_by_another_run_is_refused(tmp_path):
+    from filelock import FileLock
+
+    model = make_tiny_model("llama")
+    kwargs = dict(steps=2, seq_len=32, batch_positions=8, cache_positions=256, progress=False)
+    (tmp_path / "run").mkdir()
+    with FileLock(tmp_path / "run" / ".lock"):  # another run holds it
+        with pytest.raises(RuntimeError, match=r"checkpoint_dir=.*run' is in use by another training run"):
+            train_tuned_lens(model, _texts(0), checkpoint_dir=tmp_path / "run", **kwargs)
+    train_tuned_lens(model, _texts(0), checkpoint_dir=tmp_path / "run", **kwargs)  # free again: runs
+    train_tuned_lens(model, _texts(0), checkpoint_dir=tmp_path / "run", **kwargs)  # released after a run too
