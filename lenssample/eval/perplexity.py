@@ -60,11 +60,19 @@ class Window:
 
 
 def rolling_windows(
-    tokens: Sequence[int], *, window: int, stride: int | None = None, prefix_token_id: int | None = None
+    tokens: Sequence[int],
+    *,
+    window: int,
+    stride: int | None = None,
+    prefix_token_id: int | None = None,
+    leading_token_id: int | None = None,
 ) -> list[Window]:
     """Split one document's tokens into windows; every token is scored once (see the module's worked example).
     ``window``: the most tokens fed to the model at once; ``stride``: how many new tokens each window scores
-    (default ``window``); ``prefix_token_id``: prepended so the first token is scored (``None``: it is not)."""
+    (default ``window``); ``prefix_token_id``: prepended so the first token is scored (``None``: it is not).
+    ``leading_token_id``: a token the model must see first (the BOS of models such as Gemma, whose predictions
+    collapse without it: Gemma-3-270M's perplexity on a Wikipedia paragraph is 13 with it, 288 without), put as
+    context in front of every window that does not start with it; it is never scored."""
     window = check_int(window, field="window", low=1)
     stride = check_int(window if stride is None else stride, field="stride", low=1)
     if stride > window:
@@ -80,6 +88,8 @@ def rolling_windows(
         end = min(len(seq), next_target + (window if next_target == 1 else stride))
         start = max(0, end - 1 - window)
         chunk = seq[start:end]
+        if leading_token_id is not None and chunk[0] != leading_token_id:
+            chunk = [leading_token_id, *chunk]
         windows.append(Window(tuple(chunk[:-1]), tuple(chunk[1:]), end - next_target, next_target - offset))
         next_target = end
     return windows
@@ -173,6 +183,7 @@ def corpus_windows(
     window: int,
     stride: int | None = None,
     prefix_token_id: int | None = None,
+    leading_token_id: int | None = None,
     max_tokens: int | None = None,
 ) -> list[Window]:
     """Windows of several documents (never crossing a document), stopping after ``max_tokens`` scored tokens."""
@@ -184,7 +195,8 @@ def corpus_windows(
         if isinstance(tokens, str):
             raise TypeError("documents must be lists of token ids; tokenize each text (tokenizer.encode)")
         tokens = list(tokens)[: int(min(len(tokens), budget))]
-        doc_windows = rolling_windows(tokens, window=window, stride=stride, prefix_token_id=prefix_token_id)
+        doc_windows = rolling_windows(tokens, window=window, stride=stride, prefix_token_id=prefix_token_id,
+                                      leading_token_id=leading_token_id)  # fmt: skip
         windows.extend(replace(w, document=number) for w in doc_windows)
         budget -= sum(w.num_scored for w in doc_windows)
     if not windows:

@@ -43,6 +43,14 @@ class Context:
                 return value
         return None
 
+    @property
+    def leading_token_id(self) -> int | None:
+        """The BOS when the tokenizer puts it first by default (the model was trained always to see it), else
+        ``None``."""
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        ids = self.tokenizer("a")["input_ids"] if isinstance(bos, int) else []
+        return bos if ids and ids[0] == bos else None
+
 
 class Task:
     """Base class of task kinds; ``PARAMS`` names the parameters a task table may set."""
@@ -124,6 +132,7 @@ class PerplexityTask(Task):
             raise ValueError(f"{self.owner}: source {self.source!r} has no text")
         windows = perplexity.corpus_windows(token_lists, window=self.window, stride=self.stride,
                                             prefix_token_id=ctx.prefix_token_id if self.prefix else None,
+                                            leading_token_id=ctx.leading_token_id,
                                             max_tokens=self.max_tokens)  # fmt: skip
         return [(f"doc{w.document}@{w.first_scored}", w) for w in windows]
 

@@ -51,6 +51,36 @@ def test_every_token_scored_once_with_context_at_most_window(length, window, str
     assert scored == (tokens if prefix is not None else tokens[1:])
 
 
+@pytest.mark.parametrize("stride", [2, 4])
+def test_a_leading_token_starts_every_window_as_context_only(stride):
+    # Gemma's predictions collapse without its BOS at position 0: every window must start with it, unscored.
+    tokens = list(range(10))
+    plain = rolling_windows(tokens, window=4, stride=stride, prefix_token_id=P)
+    led = rolling_windows(tokens, window=4, stride=stride, prefix_token_id=P, leading_token_id=P)
+    assert all(w.input_ids[0] == P for w in led)
+    assert led[0] == plain[0]  # the document's first window already starts with it: unchanged
+    for a, b in zip(plain[1:], led[1:], strict=True):
+        assert b.input_ids == (P, *a.input_ids) and b.target_ids == (a.input_ids[0], *a.target_ids)
+        assert (b.num_scored, b.first_scored) == (a.num_scored, a.first_scored)
+        assert b.target_ids[-b.num_scored :] == a.target_ids[-a.num_scored :]  # the same tokens scored
+
+
+def test_the_harness_gives_gemma_its_bos_in_every_window():
+    from lenssample.eval.tasks import Context
+
+    class Tok:
+        bos_token_id = 2
+
+        def __init__(self, adds: bool) -> None:
+            self.adds = adds
+
+        def __call__(self, text):
+            return {"input_ids": [2, 7] if self.adds else [7]}
+
+    assert Context(model=None, tokenizer=Tok(adds=True)).leading_token_id == 2
+    assert Context(model=None, tokenizer=Tok(adds=False)).leading_token_id is None
+
+
 def _model_loss_perplexity(model, windows):
     nll, count = 0.0, 0
     for w in windows:
