@@ -61,3 +61,14 @@ def _token_ids(item: Any, tokenizer: Any, index: int) -> torch.Tensor:
     if tokenizer is None:
         raise ValueError("texts are strings, so tokenizer is required; pass the model's tokenizer")
     return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+
+
+def leading_token_ids(tokenizer: Any) -> list[int]:
+    """``[bos]`` when ``tokenizer`` puts its BOS first by default, else ``[]``: what goes before text encoded without
+    special tokens. Models trained always to see their BOS first (Gemma) predict nonsense without it: Gemma-3-270M's
+    perplexity on a Wikipedia paragraph is 13 with it, 288 without."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if not isinstance(bos, int) or not callable(tokenizer):
+        return []
+    ids = tokenizer("a")["input_ids"]
+    return [bos] if len(ids) and ids[0] == bos else []

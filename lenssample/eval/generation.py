@@ -24,6 +24,7 @@ from torch import nn
 
 from lenssample.api import generate
 from lenssample.data.sets import GenerationItem
+from lenssample.data.windows import leading_token_ids
 from lenssample.lens.base import Lens
 from lenssample.schedules.base import Schedule
 from lenssample.strategies.base import Strategy
@@ -98,7 +99,8 @@ def evaluate_item(
     """Greedy generation for one item with a strategy or a schedule: a JSON-ready record with the text, the
     generated token ids, and ``exact_match`` / ``contains`` when the item has references."""
     check_tokenizer(model, tokenizer)
-    ids = torch.tensor([tokenizer.encode(item.prompt, add_special_tokens=False)])
+    prompt_ids = tokenizer.encode(item.prompt, add_special_tokens=False)
+    ids = torch.tensor([leading_token_ids(tokenizer) + prompt_ids if prompt_ids else []], dtype=torch.long)
     if ids.shape[1] == 0:
         raise ValueError(f"item {item.id!r} has an empty prompt")
     out = generate(model, ids, strategy, schedule=schedule, lens=lens, max_new_tokens=max_new_tokens,

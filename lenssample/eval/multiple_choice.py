@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from lenssample.data.sets import ChoiceItem
+from lenssample.data.windows import leading_token_ids
 from lenssample.lens.base import Lens
 from lenssample.scoring import right_padded, target_scores
 from lenssample.strategies.base import Strategy
@@ -70,6 +71,8 @@ def score_continuations(
 
     check_tokenizer(model, tokenizer)
     context_ids = encode(context)
+    if context_ids:
+        context_ids = leading_token_ids(tokenizer) + context_ids  # Gemma's BOS: context only, never scored
     if not context_ids:
         raise ValueError(f"context={context!r} has no tokens; give a non-empty context")
     rows = [encode(text) for text in continuations]

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lenssample.data import sets as data
+from lenssample.data.windows import leading_token_ids
 from lenssample.eval import generation, multiple_choice, perplexity
 from lenssample.eval.config import TaskSpec, Variant
 from lenssample.strategies.base import Strategy
@@ -47,9 +48,7 @@ class Context:
     def leading_token_id(self) -> int | None:
         """The BOS when the tokenizer puts it first by default (the model was trained always to see it), else
         ``None``."""
-        bos = getattr(self.tokenizer, "bos_token_id", None)
-        ids = self.tokenizer("a")["input_ids"] if isinstance(bos, int) else []
-        return bos if ids and ids[0] == bos else None
+        return next(iter(leading_token_ids(self.tokenizer)), None)
 
 
 class Task:

@@ -176,3 +176,29 @@ def test_real_model_final_layer_perplexity_is_exp_of_model_loss(real_model):
     assert result.tokens == len(ids)
     assert result.perplexity == pytest.approx(_model_loss_perplexity(model, windows), rel=1e-4)
     assert 1.0 < result.perplexity < 200 and 0.3 < result.bits_per_byte < 3
+
+
+def test_multiple_choice_and_generation_items_start_with_a_leading_bos():
+    from lenssample.data.sets import GenerationItem
+    from lenssample.data.windows import leading_token_ids
+    from lenssample.eval.generation import evaluate_item
+    from lenssample.eval.multiple_choice import score_continuations
+
+    model = make_tiny_model("llama")
+    seen = []
+    model.model.register_forward_pre_hook(  # the base model: scoring and the decoding loop both run it
+        lambda module, args, kwargs: seen.append(kwargs.get("input_ids", args[0] if args else None)), with_kwargs=True
+    )
+
+    class BosTokenizer(CharTokenizer):  # puts its BOS first by default, as Gemma's does
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [self.bos_token_id] * add_special_tokens + self.encode(text)}
+
+    tokenizer = BosTokenizer()
+    assert leading_token_ids(tokenizer) == [tokenizer.bos_token_id] and leading_token_ids(CharTokenizer()) == []
+    score_continuations(model, tokenizer, "ab", ["c", "d"], FinalLayer())
+    first = tokenizer.encode("ab")[0]
+    assert all(row[:2].tolist() == [tokenizer.bos_token_id, first] for row in seen[-1])
+    seen.clear()
+    evaluate_item(model, tokenizer, GenerationItem(id="q", prompt="ab"), FinalLayer(), max_new_tokens=1)
+    assert seen[0][0, :2].tolist() == [tokenizer.bos_token_id, first]
