@@ -7,9 +7,11 @@ Flags that mirror a settings dataclass (``DecodingSettings``, ``TrainConfig``) a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +75,9 @@ def generate_from_args(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
             raise ValueError("--chat: this model's tokenizer has no chat template; drop --chat")
         prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                add_generation_prompt=True)  # fmt: skip
-    out = generate(model, prompt, strategy, schedule=schedule, lens=lens_from_args(args, model), tokenizer=tokenizer,
-                   settings=settings)  # fmt: skip
+    with flags_in_errors(DecodingSettings, SETTINGS_FLAGS):
+        out = generate(model, prompt, strategy, schedule=schedule, lens=lens_from_args(args, model),
+                       tokenizer=tokenizer, settings=settings)  # fmt: skip
     return out, strategy, schedule, tokenizer
 
 
@@ -225,11 +228,21 @@ def dataclass_from_args(args: argparse.Namespace, cls: type, names: dict[str, st
         value = getattr(args, field.name, None)
         if value is not None:
             values[field.name] = tuple(value) if isinstance(value, list) else value
-    try:
+    with flags_in_errors(cls, names):
         return cls(**values)
+
+
+@contextlib.contextmanager
+def flags_in_errors(cls: type, names: dict[str, str] | None = None) -> Iterator[None]:
+    """A ``ValueError`` raised inside names the fields of dataclass ``cls`` by their flags (``pad_token_id=7`` ->
+    ``--pad-token-id 7``): the checks that need the model (a token id in its vocabulary) run after the flags."""
+    try:
+        yield
     except ValueError as err:
         message = str(err)
         for field in dataclasses.fields(cls):
             flag = (names or {}).get(field.name, "--" + field.name.replace("_", "-"))
             message = message.replace(f"{field.name}=", f"{flag} ")
+        if message == str(err):
+            raise
         raise ValueError(message) from err

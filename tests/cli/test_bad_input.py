@@ -56,6 +56,15 @@ def test_bad_input_exits_2_with_one_line(argv, fragment, place, capsys, monkeypa
     assert len(err.strip().splitlines()) == 1 and place(fragment) in err, err
 
 
+@pytest.mark.real
+@pytest.mark.parametrize("flag", ["--pad-token-id", "--eos-token-id"])
+def test_a_token_id_outside_the_models_vocabulary_is_named_by_its_flag(flag, capsys, real_model):
+    """Checked once the model is loaded (the vocabulary comes with it), still named as the user wrote it."""
+    assert main(["generate", "hi", "--max-new-tokens", "2", flag, "99999999"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{flag} 99999999 must be an integer in 0..49151" in err, err
+
+
 # argv, what raises KeyboardInterrupt, the hint the one line gives
 INTERRUPTED = [
     ("eval {tmp}/sweep.toml --out {tmp}/out", "lenssample.eval.distributed.run_distributed",
