@@ -41,7 +41,7 @@ def _target_scores(
     input_ids: torch.Tensor,
     target_ids: torch.Tensor,
     select: torch.Tensor,
-    strategy: Strategy,
+    strategies: Sequence[Strategy],
     *,
     lens: Lens | None,
     attention_mask: torch.Tensor | None,
@@ -49,32 +49,42 @@ def _target_scores(
     max_chunk_bytes: int,
     max_output_bytes: int,
     full: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
-    """``(scores, greedy, info)`` of the targets at the selected positions, in their row-major order: one lens
-    pass, then lens and strategy over chunks. ``scores [n_selected]`` float32, ``greedy [n_selected]`` whether the
-    target is the strategy's top token, ``info`` the strategy's decisions (flattened chunks); ``full``, when given,
-    receives the scored distributions ``[n_selected, vocab]``. Tensors ``[batch, seq]`` on the model's device."""
+) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]]:
+    """``(scores, greedy, info)`` of the targets at the selected positions under each strategy, in their row-major
+    order. ``scores [n_selected]`` float32, ``greedy [n_selected]`` whether the target is the strategy's top token,
+    ``info`` the strategy's decisions (flattened chunks); ``full``, when given (one strategy), receives the scored
+    distributions ``[n_selected, vocab]``. Tensors ``[batch, seq]`` on the model's device.
+
+    Several strategies share the work: one lens pass reads the union of their layers (per final-norm setting) and
+    each chunk is projected once; every strategy then combines its own layers of that chunk."""
     targets = target_ids[select]
-    picked = torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device)
-    top = torch.empty(targets.numel(), dtype=torch.bool, device=input_ids.device)
-    info: dict[str, list[torch.Tensor]] = {}
-    lens = as_lens(model, lens).with_final_norm(strategy.apply_final_norm)
-    layers = strategy.check_model(lens.num_layers)
-    passed = lens_pass(model, input_ids, layers, attention_mask=attention_mask, select=select,
-                       max_output_bytes=max_output_bytes)  # fmt: skip
-    for chunk in passed.chunks(lens, max_chunk_bytes=max_chunk_bytes):
-        decision = strategy(chunk.logits, layers)
-        check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
-        for key, value in decision.info.items():
-            info.setdefault(key, []).append(value.reshape(-1))
-        rows = slice(chunk.start, chunk.stop)
-        logits = decision.logits.float()
-        logits = torch.log_softmax(logits, dim=-1) if post_softmax else logits
-        picked[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1)
-        top[rows] = picked[rows] >= logits.max(dim=-1).values
-        if full is not None:
-            full[rows] = logits.to(full.device)
-    return picked, top, info
+    results = [(torch.empty(targets.numel(), dtype=torch.float32, device=input_ids.device),
+                torch.empty(targets.numel(), dtype=torch.bool, device=input_ids.device), {})
+               for _ in strategies]  # fmt: skip
+    for final_norm in dict.fromkeys(s.apply_final_norm for s in strategies):
+        group = [i for i, s in enumerate(strategies) if s.apply_final_norm == final_norm]
+        group_lens = as_lens(model, lens).with_final_norm(final_norm)
+        own_layers = {i: strategies[i].check_model(group_lens.num_layers) for i in group}
+        layers = tuple(sorted(set().union(*own_layers.values())))
+        where = {i: torch.tensor([layers.index(layer) for layer in own_layers[i]]) for i in group}
+        passed = lens_pass(model, input_ids, layers, attention_mask=attention_mask, select=select,
+                           max_output_bytes=max_output_bytes)  # fmt: skip
+        for chunk in passed.chunks(group_lens, max_chunk_bytes=max_chunk_bytes, copies=3 + (len(group) > 1)):
+            rows = slice(chunk.start, chunk.stop)
+            for i in group:
+                strategy, (picked, top, info) = strategies[i], results[i]
+                mine = chunk.logits if len(where[i]) == len(layers) else chunk.logits.index_select(1, where[i])
+                decision = strategy(mine, own_layers[i])
+                check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
+                for key, value in decision.info.items():
+                    info.setdefault(key, []).append(value.reshape(-1))
+                logits = decision.logits.float()
+                logits = torch.log_softmax(logits, dim=-1) if post_softmax else logits
+                picked[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1)
+                top[rows] = picked[rows] >= logits.max(dim=-1).values
+                if full is not None:
+                    full[rows] = logits.to(full.device)
+    return results
 
 
 @dataclass
@@ -130,8 +140,8 @@ def score(
         vocab = as_lens(model, lens).vocab_size
         check_output_bytes("score's log_probs", (batch, seq - 1, vocab), 4, max_output_bytes, fix)
         full = torch.empty(batch * (seq - 1), vocab)
-    token_lp, _, info = _target_scores(
-        model, input_ids, input_ids.roll(-1, dims=1), select, strategy, lens=lens, attention_mask=attention_mask,
+    ((token_lp, _, info),) = _target_scores(
+        model, input_ids, input_ids.roll(-1, dims=1), select, [strategy], lens=lens, attention_mask=attention_mask,
         post_softmax=True, max_chunk_bytes=max_chunk_bytes, max_output_bytes=max_output_bytes, full=full,
     )  # fmt: skip
     target_mask = torch.ones_like(select[:, 1:]) if attention_mask is None else attention_mask[:, 1:].bool()
@@ -185,13 +195,27 @@ def right_padded(rows: Sequence[tuple[Sequence[int], Sequence[int], int]]) -> tu
     return inputs, targets, mask, select
 
 
-@torch.inference_mode()
 def target_scores(
     model: nn.Module,
     input_ids: torch.Tensor,
     target_ids: torch.Tensor,
     select: torch.Tensor,
     strategy: Strategy,
+    **options: Any,
+) -> TargetScores:
+    """Score ``target_ids[b, t]`` given ``input_ids[b, : t + 1]`` at the positions where ``select`` is True, under
+    ``strategy``; ``options`` and the arguments are :func:`targets_by_strategy`'s."""
+    (scores,) = targets_by_strategy(model, input_ids, target_ids, select, [strategy], **options)
+    return scores
+
+
+@torch.inference_mode()
+def targets_by_strategy(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    target_ids: torch.Tensor,
+    select: torch.Tensor,
+    strategies: Sequence[Strategy],
     *,
     lens: Lens | None = None,
     attention_mask: torch.Tensor | None = None,
@@ -199,31 +223,39 @@ def target_scores(
     excluded_value: float | None = None,
     max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     max_output_bytes: int = DEFAULT_OUTPUT_BYTES,
-) -> TargetScores:
-    """Score ``target_ids[b, t]`` given ``input_ids[b, : t + 1]`` at the positions where ``select`` is True.
+) -> list[TargetScores]:
+    """Score ``target_ids[b, t]`` given ``input_ids[b, : t + 1]`` at the positions where ``select`` is True, under
+    each of ``strategies``: one :class:`TargetScores` per strategy, in order. The forward pass and the projection of
+    each chunk are shared (what the evaluation harness does per item); each strategy's scores equal its own
+    :func:`target_scores` call's.
 
     ``input_ids``, ``target_ids`` (the token expected after each input position) and ``select`` (bool, never on
     padding) are ``[batch, seq]``, right-padded (``attention_mask`` 0 on the padding). ``post_softmax``: score with
     ``log_softmax`` of the strategy's logits (a log-probability); ``False`` scores with the raw logits, as DoLa's
     ``lm_score(post_softmax=False)`` does for its contrast scores. ``excluded_value``: replaces ``-inf`` scores
     (DoLa's convention is ``-1000``); ``None`` keeps ``-inf`` and the caller must handle it (see ``excluded``).
-    ``max_output_bytes``: refuse, before any work, when the residual streams the strategy reads would be larger.
+    ``max_chunk_bytes``: the budget of one chunk of lens logits (the union of the strategies' layers).
+    ``max_output_bytes``: refuse, before any work, when the residual streams the strategies read would be larger.
     """
     check_chunk_bytes(max_chunk_bytes)
+    strategies = [as_strategy(strategy) for strategy in strategies]
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=1)
     target_ids, select = target_ids.to(input_ids.device), select.to(input_ids.device).bool()
-    picked, top, info = _target_scores(
-        model, input_ids, target_ids, select, strategy, lens=lens, attention_mask=attention_mask,
+    results = _target_scores(
+        model, input_ids, target_ids, select, strategies, lens=lens, attention_mask=attention_mask,
         post_softmax=post_softmax, max_chunk_bytes=max_chunk_bytes, max_output_bytes=max_output_bytes,
     )  # fmt: skip
-    excluded_rows = torch.isneginf(picked)
-    if excluded_value is not None:
-        picked = picked.masked_fill(excluded_rows, float(excluded_value))
 
     def spread(values: torch.Tensor, fill: Any) -> torch.Tensor:
         out = torch.full(select.shape, fill, dtype=values.dtype, device=values.device)
         out[select] = values
         return out.cpu()
 
-    floats = {key: torch.cat(parts).float().cpu() for key, parts in info.items()}
-    return TargetScores(spread(picked, 0.0), spread(excluded_rows, False), spread(top, False), floats)
+    scored = []
+    for picked, top, info in results:
+        excluded_rows = torch.isneginf(picked)
+        if excluded_value is not None:
+            picked = picked.masked_fill(excluded_rows, float(excluded_value))
+        floats = {key: torch.cat(parts).float().cpu() for key, parts in info.items()}
+        scored.append(TargetScores(spread(picked, 0.0), spread(excluded_rows, False), spread(top, False), floats))
+    return scored

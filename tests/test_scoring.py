@@ -45,3 +45,26 @@ def test_right_padding_scores_like_no_padding():
     torch.testing.assert_close(
         out.token_log_probs[out.target_mask], score(model, ids, FinalLayer()).token_log_probs[0]
     )
+
+
+def test_several_strategies_scored_together_equal_each_scored_alone():
+    """targets_by_strategy shares the forward pass and the projection (the union of the layers, both final-norm
+    settings) and gives every strategy its own target_scores result, decisions included."""
+    from lenssample.scoring import target_scores, targets_by_strategy
+    from lenssample.strategies.base import as_strategy
+
+    model = make_tiny_model("llama")
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, VOCAB, (2, 10), generator=gen)
+    targets, select = ids.roll(-1, 1), torch.rand(2, 10, generator=gen) > 0.3
+    select[:, -1] = False
+    specs = ["final", "layer:layer=2", "dola:layers=[1,2]", "dola-reference:layers=low", "ensemble:weights=entropy",
+             "contrast", "sled"]  # fmt: skip
+    together = targets_by_strategy(model, ids, targets, select, specs, excluded_value=-1000.0, max_chunk_bytes=4096)
+    for spec, shared in zip(specs, together):
+        alone = target_scores(model, ids, targets, select, as_strategy(spec), excluded_value=-1000.0)
+        torch.testing.assert_close(shared.values, alone.values, rtol=1e-5, atol=1e-5, msg=spec)
+        assert torch.equal(shared.excluded, alone.excluded) and torch.equal(shared.greedy, alone.greedy), spec
+        assert shared.info.keys() == alone.info.keys(), spec
+        for key in alone.info:
+            torch.testing.assert_close(shared.info[key], alone.info[key], msg=f"{spec} {key}")

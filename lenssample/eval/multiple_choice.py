@@ -31,7 +31,8 @@ from torch import nn
 from lenssample.data.sets import ChoiceItem
 from lenssample.data.windows import leading_token_ids
 from lenssample.lens.base import Lens
-from lenssample.scoring import right_padded, target_scores
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES
+from lenssample.scoring import right_padded, targets_by_strategy
 from lenssample.strategies.base import Strategy
 from lenssample.validation import check_bool, check_number, check_tokenizer
 
@@ -57,14 +58,16 @@ def score_continuations(
     tokenizer: Any,
     context: str,
     continuations: Sequence[str],
-    strategy: Strategy,
+    strategy: Strategy | Sequence[Strategy],
     *,
     lens: Lens | None = None,
     scoring: ChoiceScoring = ChoiceScoring(),
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> list[dict[str, float]]:
     """Score each continuation given the context, in one batched forward pass: one dict per continuation,
     ``sum`` (summed score), ``tokens``, ``bytes``, ``excluded`` (count of tokens at ``-inf`` before
-    ``excluded_value``)."""
+    ``excluded_value``). With a list of strategies, one such list per strategy (the forward pass and the
+    projection shared)."""
 
     def encode(text: str) -> list[int]:
         return list(tokenizer.encode(text, add_special_tokens=False))
@@ -82,13 +85,17 @@ def score_continuations(
     inputs, targets, mask, select = right_padded(
         [((context_ids + r)[:-1], (context_ids + r)[1:], len(r)) for r in rows]
     )
-    scores = target_scores(model, inputs, targets, select, strategy, lens=lens, attention_mask=mask,
-                           post_softmax=scoring.post_softmax, excluded_value=scoring.excluded_value)  # fmt: skip
-    return [
+    several = isinstance(strategy, (list, tuple))
+    by_strategy = targets_by_strategy(model, inputs, targets, select, strategy if several else [strategy],
+                                      lens=lens, attention_mask=mask, post_softmax=scoring.post_softmax,
+                                      excluded_value=scoring.excluded_value,
+                                      max_chunk_bytes=max_chunk_bytes)  # fmt: skip
+    scored = [[
         {"sum": float(scores.values[i][select[i]].double().sum()), "tokens": len(rows[i]),
          "bytes": len(text.encode("utf-8")), "excluded": int(scores.excluded[i].sum())}
         for i, text in enumerate(continuations)
-    ]  # fmt: skip
+    ] for scores in by_strategy]  # fmt: skip
+    return scored if several else scored[0]
 
 
 def mc_metrics(
@@ -117,15 +124,21 @@ def evaluate_item(
     model: nn.Module,
     tokenizer: Any,
     item: ChoiceItem,
-    strategy: Strategy,
+    strategy: Strategy | Sequence[Strategy],
     *,
     lens: Lens | None = None,
     scoring: ChoiceScoring = ChoiceScoring(),
-) -> dict[str, Any]:
-    """Score one item: its metrics plus the per-choice sums (a JSON-ready record)."""
-    scored = score_continuations(
-        model, tokenizer, item.context, item.choices, strategy, lens=lens, scoring=scoring
-    )
-    sums = [s["sum"] for s in scored]
-    metrics = mc_metrics(sums, [s["bytes"] for s in scored], item.correct, item.best)
-    return {**metrics, "sums": sums, "excluded": sum(s["excluded"] for s in scored)}
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """Score one item: its metrics plus the per-choice sums (a JSON-ready record); with a list of strategies, one
+    record per strategy (scored together, see :func:`score_continuations`)."""
+    several = isinstance(strategy, (list, tuple))
+    by_strategy = score_continuations(model, tokenizer, item.context, item.choices,
+                                      strategy if several else [strategy], lens=lens, scoring=scoring,
+                                      max_chunk_bytes=max_chunk_bytes)  # fmt: skip
+    records = []
+    for scored in by_strategy:
+        sums = [s["sum"] for s in scored]
+        metrics = mc_metrics(sums, [s["bytes"] for s in scored], item.correct, item.best)
+        records.append({**metrics, "sums": sums, "excluded": sum(s["excluded"] for s in scored)})
+    return records if several else records[0]

@@ -33,7 +33,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lenssample.lens.base import Lens
-from lenssample.scoring import right_padded, target_scores
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES
+from lenssample.scoring import right_padded, targets_by_strategy
 from lenssample.strategies.base import Strategy
 from lenssample.validation import check_int, check_number, check_tokenizer
 
@@ -129,9 +130,29 @@ def window_records(
 
     Windows of equal length are batched together (right padding for the rest).
     """
+    (records,) = records_by_strategy(model, windows, [strategy], lens=lens, tokenizer=tokenizer,
+                                     batch_size=batch_size, floor_log_prob=floor_log_prob, progress=progress)  # fmt: skip
+    return records
+
+
+def records_by_strategy(
+    model: nn.Module,
+    windows: Sequence[Window],
+    strategies: Sequence[Strategy],
+    *,
+    lens: Lens | None = None,
+    tokenizer: Any = None,
+    batch_size: int = 4,
+    floor_log_prob: float = DEFAULT_FLOOR_LOG_PROB,
+    progress: bool = False,
+    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> list[list[dict[str, float]]]:
+    """:func:`window_records` for several strategies, sharing each batch's forward pass and projection
+    (:func:`~lenssample.scoring.targets_by_strategy`): one list of window records per strategy, in order.
+    ``max_chunk_bytes``: the budget of one chunk of lens logits (all the strategies' layers)."""
     check_int(batch_size, field="batch_size", low=1)
     check_tokenizer(model, tokenizer)
-    records: list[dict[str, float]] = [{} for _ in windows]
+    records: list[list[dict[str, float]]] = [[{} for _ in windows] for _ in strategies]
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
     bar = tqdm(total=len(windows), desc="perplexity windows", disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
@@ -139,20 +160,22 @@ def window_records(
         inputs, targets, mask, select = right_padded(
             [(w.input_ids, w.target_ids, w.num_scored) for w in batch]
         )
-        scores = target_scores(model, inputs, targets, select, strategy, lens=lens, attention_mask=mask)
+        by_strategy = targets_by_strategy(model, inputs, targets, select, strategies, lens=lens, attention_mask=mask,
+                                          max_chunk_bytes=max_chunk_bytes)  # fmt: skip
         for row, w in enumerate(batch):
-            lp = scores.values[row][select[row]].double()
-            excluded = scores.excluded[row][select[row]]
-            finite = lp[~excluded]
             # bytes: UTF-8 bytes of the scored tokens' text; 0 without a tokenizer (no bits per byte then)
             text = tokenizer.decode(list(w.target_ids[-w.num_scored :])) if tokenizer is not None else ""
-            records[order[start + row]] = {
-                "nll": float(-(finite.sum() + excluded.sum() * floor_log_prob)),
-                "nll_finite": float(-finite.sum()),
-                "tokens": w.num_scored,
-                "excluded": int(excluded.sum()),
-                "bytes": len(text.encode("utf-8")),
-            }
+            for scores, out in zip(by_strategy, records):
+                lp = scores.values[row][select[row]].double()
+                excluded = scores.excluded[row][select[row]]
+                finite = lp[~excluded]
+                out[order[start + row]] = {
+                    "nll": float(-(finite.sum() + excluded.sum() * floor_log_prob)),
+                    "nll_finite": float(-finite.sum()),
+                    "tokens": w.num_scored,
+                    "excluded": int(excluded.sum()),
+                    "bytes": len(text.encode("utf-8")),
+                }
         bar.update(len(batch))
     bar.close()
     return records

@@ -154,9 +154,10 @@ def run_sweep(
                             _run_speed(task, ctx, variants, base, done, emit, progress)
                         continue
                     items = task.items(ctx)[rank::world_size]
+                    if task.teacher_forced:
+                        _run_scored(task, ctx, items, variants, {**base, "task": task.name}, done, emit, progress)
+                        continue
                     for entry in variants:
-                        if task.teacher_forced and scoring_strategy(entry) is None:
-                            continue  # a schedule without a teacher-forced equivalent: generation and speed only
                         head = {**base, "task": task.name, "strategy": entry.label}
                         todo = [(i, p) for i, p in items if record_key({**head, "item": i}) not in done]
                         bar = tqdm(
@@ -171,6 +172,20 @@ def run_sweep(
     summary = summarize(config, read_records(out))
     write_reports(config, summary)
     return summary
+
+
+def _run_scored(task, ctx: Context, items: list, variants: list[Variant], head: dict, done: set, emit,
+                progress: bool) -> None:  # fmt: skip
+    """A teacher-forced task: item by item, every variant that has a teacher-forced distribution scored together
+    (schedules without one are evaluated on generation and speed only); the records missing are written."""
+    scored = [variant for variant in variants if scoring_strategy(variant) is not None]
+    keys = [[{**head, "strategy": v.label, "item": item_id} for v in scored] for item_id, _ in items]
+    todo = [(item, heads) for item, heads in zip(items, keys) if any(record_key(h) not in done for h in heads)]
+    bar = tqdm(todo, desc=f"{head['task']} ({len(scored)} variants)", disable=not progress, leave=False)
+    for (_, payload), heads in bar:
+        for key, record in zip(heads, task.evaluate_many(ctx, payload, scored)):
+            if record_key(key) not in done:
+                emit({**key, **record})
 
 
 def _run_speed(

@@ -1,8 +1,10 @@
 """Task kinds of a sweep: each turns its parameters into items, evaluates one item under one variant into a
 JSON-ready record, and summarises records into metrics (plus the per-item values bootstrap intervals need).
 
-Items are evaluated one at a time (batch 1) so that a record does not depend on which other items shared its batch:
-that is what makes a sharded or resumed run give exactly the records of a one-process run.
+Items are evaluated one at a time (batch 1) so that a record does not depend on which other items shared its batch,
+and a teacher-forced item always under the config's full list of variants at once (one forward pass, each chunk
+projected once for all of them): that is what makes a sharded or resumed run give exactly the records of a
+one-process run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from lenssample.eval import generation, multiple_choice, perplexity
 from lenssample.eval.config import TaskSpec, Variant
 from lenssample.strategies.base import Strategy
 from lenssample.validation import check_bool, check_choice, check_int, check_number, did_you_mean
+
+# Chunk budget when an item is scored under all the variants at once: the chunk holds the lens logits of every layer
+# any variant reads, and bigger chunks read the unembedding fewer times (Gemma-3's is 262k x 640).
+SHARED_CHUNK_BYTES = 1 << 30
 
 
 def scoring_strategy(variant: Variant) -> Strategy | None:
@@ -87,6 +93,14 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self, ctx: Context, payload: Any, variant: Variant) -> dict[str, Any]:
+        """The record of one item under one variant."""
+        (record,) = self.evaluate_many(ctx, payload, [variant])
+        return record
+
+    def evaluate_many(self, ctx: Context, payload: Any, variants: list[Variant]) -> list[dict[str, Any]]:
+        """The records of one item under each variant, in order. Teacher-forced kinds score all the variants in one
+        pass (the forward pass and each chunk's projection shared), so the harness always passes an item's full
+        list of variants: a record then does not depend on which variants a resumed run still had to do."""
         raise NotImplementedError
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
@@ -135,13 +149,17 @@ class PerplexityTask(Task):
                                             max_tokens=self.max_tokens)  # fmt: skip
         return [(f"doc{w.document}@{w.first_scored}", w) for w in windows]
 
-    def evaluate(self, ctx: Context, payload: Any, variant: Variant) -> dict[str, Any]:
-        strategy = scoring_strategy(variant)
-        if math.isfinite(getattr(strategy, "excluded_logit", -math.inf)):
-            strategy = dataclasses.replace(strategy, excluded_logit=-math.inf)
-        (record,) = perplexity.window_records(ctx.model, [payload], strategy, lens=ctx.lens,
-                                              tokenizer=ctx.tokenizer, floor_log_prob=self.floor)  # fmt: skip
-        return record
+    def evaluate_many(self, ctx: Context, payload: Any, variants: list[Variant]) -> list[dict[str, Any]]:
+        strategies = []
+        for variant in variants:
+            strategy = scoring_strategy(variant)
+            if math.isfinite(getattr(strategy, "excluded_logit", -math.inf)):
+                strategy = dataclasses.replace(strategy, excluded_logit=-math.inf)
+            strategies.append(strategy)
+        by_strategy = perplexity.records_by_strategy(ctx.model, [payload], strategies, lens=ctx.lens,
+                                                     tokenizer=ctx.tokenizer, floor_log_prob=self.floor,
+                                                     max_chunk_bytes=SHARED_CHUNK_BYTES)  # fmt: skip
+        return [records[0] for records in by_strategy]
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
         result = dataclasses.asdict(perplexity.aggregate(records, self.floor))
@@ -172,10 +190,10 @@ class MultipleChoiceTask(Task):
     def items(self, ctx: Context) -> list[tuple[str, Any]]:
         return [(item.id, item) for item in data.choice_items(self.source)[: self.limit]]
 
-    def evaluate(self, ctx: Context, payload: Any, variant: Variant) -> dict[str, Any]:
-        return multiple_choice.evaluate_item(
-            ctx.model, ctx.tokenizer, payload, scoring_strategy(variant), lens=ctx.lens, scoring=self.scoring
-        )
+    def evaluate_many(self, ctx: Context, payload: Any, variants: list[Variant]) -> list[dict[str, Any]]:
+        return multiple_choice.evaluate_item(ctx.model, ctx.tokenizer, payload,
+                                             [scoring_strategy(variant) for variant in variants], lens=ctx.lens,
+                                             scoring=self.scoring, max_chunk_bytes=SHARED_CHUNK_BYTES)  # fmt: skip
 
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, float]:
         return {
