@@ -1212,7 +1212,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "evals" / "results" / "hardening"))
     parser.add_argument("--only", default=None)
     parser.add_argument("--label", default="after", help="'before' or 'after' (the fixes): names the JSON file")
+    parser.add_argument("--report-only", action="store_true", help="rewrite report.md from the JSON files")
     args = parser.parse_args()
+    if args.report_only:
+        return write_report(Path(args.out))
     os.environ.setdefault("LENSSAMPLE_CACHE_ORIG", os.environ.get("LENSSAMPLE_CACHE", str(Path.home() / ".cache" /
                                                                                         "lenssample")))
     torch.set_num_threads(1)
@@ -1251,6 +1254,32 @@ def write(results: list[Result], out: Path, label: str, partial: bool) -> None:
     if label == "after":
         (out / "probe.json").write_text(json.dumps(data, indent=1))
     print(json.dumps(data["counts"]), f"{good}/{len(results)} = {data['clear_or_handled_fraction']:.3f}")
+    write_report(out)
+
+
+def write_report(out: Path) -> None:
+    """``report.md`` from ``probe_before.json`` (when there) and ``probe.json``: counts per class, per category,
+    and every case that is not a clear error or correct handling."""
+    runs = {label: json.loads((out / name).read_text()) for label, name in
+            (("before fixes", "probe_before.json"), ("after fixes", "probe.json")) if (out / name).exists()}
+    lines = ["# Issue 16 hardening probe", "",
+             "`PYTHONPATH=. .venv/bin/python evals/hardening/probe.py` (`--label before` wrote the first run).", "",
+             "| run | cases | " + " | ".join(CLASSES) + " | clear or handled | not in the issue's list |",
+             "|---|---|" + "---|" * len(CLASSES) + "---|---|"]
+    for label, data in runs.items():
+        lines.append(f"| {label} | {data['total']} | " + " | ".join(str(data['counts'][k]) for k in CLASSES)
+                     + f" | {data['clear_or_handled_fraction']:.1%} | {data['unlisted']} |")
+    for label, data in runs.items():
+        lines += ["", f"## Cases that are not clear errors or correct handling ({label})", ""]
+        bad = [c for c in data["cases"] if c["outcome"] not in ("clear_error", "handled")]
+        lines += [f"- **{c['outcome']}** [{c['category']}] `{c['name']}`: "
+                  f"{c['message'].splitlines()[0][:220] if c['message'] else ''}" for c in bad] or ["(none)"]
+    data = next(reversed(runs.values()))
+    lines += ["", "## Per category (last run)", "", "| category | " + " | ".join(CLASSES) + " |",
+              "|---|" + "---|" * len(CLASSES)]
+    for cat, counts in data["per_category"].items():
+        lines.append(f"| {cat} | " + " | ".join(str(counts.get(k, 0)) for k in CLASSES) + " |")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
