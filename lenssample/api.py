@@ -36,7 +36,7 @@ from lenssample.lens.tuned import load_lens
 from lenssample.model.adapters import model_parts
 from lenssample.schedules.base import Schedule, as_schedule, check_pair
 from lenssample.strategies.base import Strategy, as_strategy
-from lenssample.validation import check_int, check_length
+from lenssample.validation import check_callables, check_int, check_length
 
 
 def resolve(
@@ -156,6 +156,8 @@ def generate(
             check_int(token, field=field, low=0, high=top, fix="Use a token id of this model.")
     if settings.seed is not None and generator is not None:
         raise ValueError("pass either seed= or generator=, not both")
+    logits_processor = check_callables(logits_processor, field="logits_processor", example="a LogitsProcessor")
+    stopping_criteria = check_callables(stopping_criteria, field="stopping_criteria", example="a StoppingCriteria")
     prompt = prepare_prompt(
         model, inputs, attention_mask=attention_mask, tokenizer=tokenizer, vocab_size=lens.vocab_size
     )
@@ -167,8 +169,8 @@ def generate(
         )
     device = prompt.input_ids.device
     processors = settings.processors()
-    processors.extend(logits_processor or [])
-    criteria = StoppingCriteriaList(stopping_criteria or [])
+    processors.extend(logits_processor)
+    criteria = StoppingCriteriaList(stopping_criteria)
     if settings.stop_strings:
         if tokenizer is None:
             raise ValueError("stop_strings needs tokenizer=...; pass the model's tokenizer")

@@ -26,7 +26,8 @@ from torch import nn
 from lenssample.lens.base import Lens, as_lens
 from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass, check_chunk_bytes
 from lenssample.strategies.base import Strategy, as_strategy
-from lenssample.validation import check_attention_mask, check_length, check_next_token_logits, check_token_ids
+from lenssample.lens.tuned import load_lens
+from lenssample.validation import check_attention_mask, check_bool, check_length, check_next_token_logits, check_token_ids
 
 
 def _prepare(model: nn.Module, input_ids: Any, attention_mask: Any, min_length: int) -> tuple:
@@ -129,7 +130,8 @@ def score(
     reads) would be larger.
     """
     check_chunk_bytes(max_chunk_bytes)
-    strategy = as_strategy(strategy)
+    check_bool(return_log_probs, field="return_log_probs")
+    strategy, lens = as_strategy(strategy), None if lens is None else load_lens(lens, model)
     input_ids, attention_mask = _prepare(model, input_ids, attention_mask, min_length=2)
     batch, seq = input_ids.shape
     select = torch.ones_like(input_ids, dtype=torch.bool)

@@ -154,6 +154,21 @@ def check_attention_mask(
     return mask.to(input_ids.device)
 
 
+def check_callables(value: Any, *, field: str, example: str) -> list:
+    """``None`` or a list (or other iterable, not a string) of callables, e.g. transformers' logits processors or
+    stopping criteria; returned as a list."""
+    if value is None:
+        return []
+    items = list(value) if isinstance(value, Iterable) and not isinstance(value, (str, bytes)) else None
+    bad = value if items is None else next((item for item in items if not callable(item)), None)
+    if items is None or bad is not None:
+        raise TypeError(
+            f"{field} must be a list of callables such as {example}, got {type(value).__name__}"
+            f"{'' if items is None else ' holding ' + type(bad).__name__} {bad!r:.40}; pass [{example}]"
+        )
+    return items
+
+
 def check_next_token_logits(logits: torch.Tensor, *, source: str) -> torch.Tensor:
     """``logits: [rows, vocab]`` must be a proper distribution per row: no NaN, no ``+inf``, not all ``-inf``
     (``source``: who produced them, for the message, e.g. the strategy's spec)."""
@@ -200,10 +215,10 @@ def check_output_file(
     writable folder. Checked before any work, so that no result is lost at the end."""
     out = Path(path).expanduser()
     suffixes, name = tuple(suffixes or ()), f"{field} {str(out)!r}"
+    if out.is_dir():  # first: a folder's name has no extension, and "is a folder" is the better message
+        raise ValueError(f"{name} is a folder; pass a file name inside it")
     if suffixes and out.suffix.lower() not in suffixes:
         raise ValueError(f"{name} has extension {out.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
-    if out.is_dir():
-        raise ValueError(f"{name} is a folder; pass a file name inside it")
     if not out.parent.is_dir():
         problem = "is a file, not a folder" if out.parent.exists() else "does not exist; create it first"
         raise ValueError(f"{name}: folder {str(out.parent)!r} {problem}")
@@ -237,6 +252,11 @@ def check_tokenizer(model: Any, tokenizer: Any, vocab_size: int | None = None) -
     """
     if tokenizer is None:
         return
+    if isinstance(tokenizer, (str, bytes, Path)):  # a name or folder where the object belongs
+        raise TypeError(
+            f"tokenizer must be a tokenizer object (the one lenssample.load_model(...) returned with the model), "
+            f"got {type(tokenizer).__name__} {tokenizer!r:.40}"
+        )
     vocab_size = vocab_size or int(model.get_output_embeddings().weight.shape[0])
     fix = "pass the tokenizer that lenssample.load_model(...) returned with the model"
     apart = f"they do not belong together; {fix}"
@@ -276,6 +296,8 @@ def check_device(device: Any, *, field: str = "device") -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise _fail(field, "", device, "is not a torch device", "Use e.g. cpu or cuda") from None
+    if dev.type == "meta":
+        raise _fail(field, "", device, "holds no data (shapes only); nothing can run there", "Use cpu or cuda")
     backend = getattr(torch, dev.type, None)
     count = backend.device_count() if dev.type != "cpu" and hasattr(backend, "device_count") else None
     if count is not None and (dev.index or 0) >= count:

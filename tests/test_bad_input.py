@@ -50,6 +50,19 @@ API = [
     (lambda m: ls.strategy_from_name("dola:alpha=2"), ValueError, "Pass the name alone, the parameters as keywords"),
     (lambda m: ls.SelfSpeculative(draft=DRAFT, prior_acceptance="abc"), ValueError,
      "prior_acceptance='abc' must be a number"),
+    # issue 16 probe (evals/hardening/probe.py)
+    (lambda m: ls.generate(m, IDS, do_sample=True, seed=2**64), ValueError, "seed=18446744073709551616 must be an integer in 0.."),
+    (lambda m: ls.generate(m, IDS, stop_strings=5), ValueError, "stop_strings=5 must be one or more non-empty strings"),
+    (lambda m: ls.generate(m, IDS, logits_processor="abc"), TypeError, "logits_processor must be a list of callables"),
+    (lambda m: ls.generate(m, IDS, stopping_criteria=5), TypeError, "stopping_criteria must be a list of callables"),
+    (lambda m: ls.generate(m, "hi", tokenizer="gpt2"), TypeError, "tokenizer must be a tokenizer object"),
+    (lambda m: ls.score(m, IDS, return_log_probs="yes"), ValueError, "return_log_probs='yes' must be true or false"),
+    (lambda m: ls.apply_lens(m, IDS, positions=[]), ValueError, "positions is empty"),
+    (lambda m: ls.trajectory(m, None, [5, 6, 7], token_width=0), ValueError, "token_width=0 must be an integer >= 1"),
+    (lambda m: layer_statistics(m, IDS.repeat(2, 1)), ValueError, "input_ids has 2 rows; layer_statistics reads one text"),
+    (lambda m: layer_statistics(m, IDS, frequent=torch.tensor([500])), ValueError, "frequent contains token id 500"),
+    (lambda m: layer_statistics(m, IDS, frequent=torch.tensor([1.5])), TypeError, "frequent must be a LongTensor"),
+    (lambda m: ls.score(m, IDS, lens="/no/such/lens"), FileNotFoundError, "/no/such/lens"),
 ]  # fmt: skip
 
 
@@ -96,7 +109,29 @@ def test_good_output_paths_pass_untouched(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["file"] and (tmp_path / "file").read_text() == "kept"
 
 
-@pytest.mark.parametrize("device, fragment", [("nonsense", "not a torch device"), ("cuda:99", "not available")])  # fmt: skip
+def test_lens_named_logit_is_accepted_everywhere(model):
+    """lens="logit" works in apply_lens / score / trajectory / layer_statistics as in generate (issue 16 probe)."""
+    assert torch.equal(ls.apply_lens(model, IDS, lens="logit").logits, ls.apply_lens(model, IDS).logits)
+    assert torch.equal(ls.score(model, IDS, lens="logit").token_log_probs, ls.score(model, IDS).token_log_probs)
+    ls.trajectory(model, None, IDS[0], lens="logit")
+    layer_statistics(model, IDS, lens="logit")
+
+
+@pytest.mark.parametrize("device", ["cuda", "tpu", 3.5, "meta"])
+def test_load_model_checks_device_before_loading(device, monkeypatch):
+    monkeypatch.setattr("lenssample.model.loading.resolve_model_dir", pytest.fail)
+    with pytest.raises(ValueError, match="device="):
+        ls.load_model("anything", device=device)
+
+
+def test_load_model_checks_verify(monkeypatch):
+    monkeypatch.setattr("lenssample.model.loading.resolve_model_dir", pytest.fail)
+    with pytest.raises(ValueError, match="verify='yes' must be true or false"):
+        ls.load_model("anything", verify="yes")
+
+
+@pytest.mark.parametrize("device, fragment", [("nonsense", "not a torch device"), ("cuda:99", "not available"),
+                                              ("meta", "holds no data")])  # fmt: skip
 def test_devices_are_checked(device, fragment):
     with pytest.raises(ValueError, match=fragment):
         check_device(device)

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lenssample.lens.base import Lens, as_lens
+from lenssample.lens.base import Lens
 from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass, check_chunk_bytes
 from lenssample.stats import entropy, kl_divergence, token_rank
+from lenssample.lens.tuned import load_lens
 from lenssample.validation import check_length, check_token_ids
 
 STATISTICS = ("kl", "agree_final", "next_rank", "next_top1", "next_nll", "frequent", "input_top1", "input_rank",
@@ -81,8 +82,13 @@ def layer_statistics(model: nn.Module, input_ids: torch.Tensor, *, lens: Lens | 
     ``max_output_bytes``: refuse, before any work, when the arrays (or the residual streams read) would be
     larger."""
     check_chunk_bytes(max_chunk_bytes)
-    lens = as_lens(model, lens)
-    ids = check_token_ids(input_ids, lens.vocab_size, min_length=2).reshape(1, -1)
+    lens = load_lens(lens, model)
+    ids = check_token_ids(input_ids, lens.vocab_size, min_length=2)
+    if ids.shape[0] != 1:
+        raise ValueError(f"input_ids has {ids.shape[0]} rows; layer_statistics reads one text ([seq] or [1, seq]): "
+                         "call it per text and join them with LayerStatistics.concatenate")
+    if frequent is not None:
+        frequent = check_token_ids(frequent, lens.vocab_size, name="frequent").reshape(-1)
     ids = ids.to(lens.parts.unembed.weight.device)
     check_length(model, ids.shape[1])
     layers = tuple(range(lens.num_layers + 1))

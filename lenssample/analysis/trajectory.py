@@ -29,9 +29,10 @@ import torch
 from torch import nn
 
 from lenssample.lens.apply import check_positions
-from lenssample.lens.base import Lens, as_lens
+from lenssample.lens.base import Lens
 from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass, check_chunk_bytes
 from lenssample.stats import entropy, kl_divergence, token_rank
+from lenssample.lens.tuned import load_lens
 from lenssample.validation import check_int, check_length, check_token_ids, check_tokenizer, is_int
 
 
@@ -177,11 +178,12 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
         >>> traj.top_tokens[-1, -1], traj.kl[:, -1]  # doctest: +SKIP
     """
     check_chunk_bytes(max_chunk_bytes)
-    lens = as_lens(model, lens)
+    lens = load_lens(lens, model)
     check_tokenizer(model, tokenizer, lens.vocab_size)
     check_int(
         top_k, field="top_k", low=1, high=lens.vocab_size, fix="The upper bound is the vocabulary size."
     )
+    check_int(token_width, field="token_width", low=1, fix="It is the width readable tokens are cut to, e.g. 12.")
     device = next(model.parameters()).device
     ids = check_token_ids(_as_ids(tokenizer, text, device), lens.vocab_size, name="text")[0]
     seq = ids.numel()

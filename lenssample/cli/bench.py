@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     specs = [*args.variants, *(split_variant_list(args.strategies) if args.strategies else [])]
     variants = {entry.label: entry for entry in (variant_entry(spec) for spec in specs or ["final"])}
     if args.out:
-        check_output_file(args.out, field="--out")
+        check_output_file(args.out, suffixes=(".json",), field="--out")
     args.resume_hint = "nothing was written; rerun to time again (each run starts over)"
     model, tokenizer = load(args)
     result = bench(

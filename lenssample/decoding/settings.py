@@ -94,6 +94,7 @@ class DecodingSettings:
                          fix="1.0 means no penalty; DoLa's authors use 1.2.")  # fmt: skip
         if self.seed is not None:
             check_int(self.seed, field="seed", low=0)
+            check_int(self.seed, field="seed", low=0, high=2**64 - 1, fix="torch seeds are 64-bit.")
         if self.pad_token_id is not None:
             check_int(self.pad_token_id, field="pad_token_id", low=0)
         if self.eos_token_id is not None:
@@ -102,7 +103,8 @@ class DecodingSettings:
                 self, "eos_token_id", tuple(check_int(i, field="eos_token_id", low=0) for i in ids)
             )
         if self.stop_strings is not None:
-            strings = (self.stop_strings,) if isinstance(self.stop_strings, str) else tuple(self.stop_strings)
+            given = self.stop_strings
+            strings = (given,) if isinstance(given, str) else tuple(given) if isinstance(given, Sequence) else ()
             if not strings or not all(isinstance(s, str) and s for s in strings):
                 raise ValueError(f"stop_strings={self.stop_strings!r} must be one or more non-empty strings")
             object.__setattr__(self, "stop_strings", strings)

@@ -41,6 +41,7 @@ from typing import Any
 
 import tomllib
 
+from lenssample.data.sets import check_source
 from lenssample.schedules.base import SCHEDULES, Schedule
 from lenssample.specs import parse_spec, split_specs
 from lenssample.strategies.base import STRATEGIES, FinalLayer, Strategy
@@ -136,6 +137,8 @@ def _fit_recipe(fit: Any, variant: Variant) -> dict[str, Any]:
     for key in fit:
         check_choice(key, defaults, field="fit key")
     recipe = {**defaults, **fit}
+    if "source" in recipe:  # the fitting text, checked before anything runs
+        check_source(recipe["source"], "perplexity")
     for key, low in (("max_tokens", 1), ("window", 8), ("new_tokens", 2), ("max_k", 1)):
         if key in recipe:
             check_int(recipe[key], field=f"fit.{key}", low=low)
@@ -185,7 +188,11 @@ def tuned_lens_recipe(table: Any, model: str | None = None) -> tuple[str, Any]:
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     for key in fields_:
         check_choice(key, names, field="tuned_lens key")
-    return check_choice(table.get("data", "mixed"), CORPORA, field="tuned_lens.data"), TrainConfig(**fields_)
+    corpus = check_choice(table.get("data", "mixed"), CORPORA, field="tuned_lens.data")
+    try:
+        return corpus, TrainConfig(**fields_)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"tuned_lens: {err}") from None
 
 
 def _require_list(

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lenssample.lens.base import Lens, as_lens
+from lenssample.lens.base import Lens
 from lenssample.lens.passes import DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass
+from lenssample.lens.tuned import load_lens
 from lenssample.validation import check_attention_mask, check_length, check_token_ids
 
 
@@ -38,6 +39,8 @@ def check_positions(positions: Sequence[int] | None, seq: int, what: str) -> tup
     if positions is None:
         return tuple(range(seq))
     positions = tuple(positions)
+    if not positions:
+        raise ValueError("positions is empty; pass at least one position, or positions=None for all of them")
     for p in positions:
         if isinstance(p, bool) or not isinstance(p, int) or not -seq <= p < seq:
             raise ValueError(f"positions contains {p!r}, but {what}; use 0..{seq - 1}")
@@ -63,7 +66,7 @@ def apply_lens(model: nn.Module, input_ids: torch.Tensor, *, layers: Sequence[in
     Returns:
         :class:`LensOutput`; ``logits[:, :, -1]`` at layer ``L`` equals ``model(input_ids).logits``.
     """
-    lens = as_lens(model, lens)
+    lens = load_lens(lens, model)
     input_ids = check_token_ids(input_ids, lens.vocab_size).to(lens.parts.unembed.weight.device)
     attention_mask = check_attention_mask(attention_mask, input_ids)
     check_length(model, input_ids.shape[1])

@@ -27,7 +27,7 @@ import torch
 from filelock import FileLock
 
 from lenssample.model.manifest import folder_problem, read_manifest, sha256_file, staged_folder
-from lenssample.validation import tokenizer_fingerprint
+from lenssample.validation import check_bool, check_device, tokenizer_fingerprint
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 CONVERTED_FORMAT = "lenssample-converted-model"
@@ -251,6 +251,8 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = _parse_dtype(dtype)
+    check_device(device)
+    check_bool(verify, field="verify")
     source, flags = resolve_model_dir(name_or_path, verify=verify)
     try:
         with quiet_loading():

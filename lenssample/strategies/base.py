@@ -64,10 +64,22 @@ class Strategy(Spec):
 
         @functools.wraps(call)
         def checked(self: Strategy, lens_logits: torch.Tensor, layers: tuple[int, ...]) -> StrategyOutput:
-            if not torch.compiler.is_compiling():
-                fix = "the model's computation overflowed (try float32) or its weights or the lens's are damaged"
-                check_lens_logits(lens_logits, layers, source=f"strategy {self.name!r}", fix=fix)
-            return call(self, lens_logits, layers)
+            if torch.compiler.is_compiling():
+                return call(self, lens_logits, layers)
+            if not isinstance(lens_logits, torch.Tensor) or lens_logits.dim() != 3 or (
+                    lens_logits.shape[1] != len(layers)):  # fmt: skip
+                shape = tuple(lens_logits.shape) if isinstance(lens_logits, torch.Tensor) else type(lens_logits)
+                raise ValueError(f"strategy {self.name!r}: lens_logits has shape {shape}, but layers={tuple(layers)}; "
+                                 f"pass [rows, {len(layers)}, vocab], one slice per layer")  # fmt: skip
+            fix = "the model's computation overflowed (try float32) or its weights or the lens's are damaged"
+            check_lens_logits(lens_logits, layers, source=f"strategy {self.name!r}", fix=fix)
+            out = call(self, lens_logits, layers)
+            want = (lens_logits.shape[0], lens_logits.shape[2])
+            if not isinstance(out, StrategyOutput) or tuple(out.logits.shape) != want:
+                got = tuple(out.logits.shape) if isinstance(out, StrategyOutput) else type(out).__name__
+                raise ValueError(f"strategy {self.name!r} returned logits of shape {got}; a strategy's __call__ must "
+                                 f"return StrategyOutput(logits=[rows, vocab] = {list(want)})")  # fmt: skip
+            return out
 
         checked.checks_input = True  # type: ignore[attr-defined]
         cls.__call__ = checked  # type: ignore[method-assign]

@@ -28,6 +28,7 @@ BAD = [
     ("lens hi --out {tmp}/missing/x.html", "folder '{tmp}/missing' does not exist; create it first"),
     ("bench --prompt=", "--prompt is empty; pass some text"),
     ("bench --out {tmp}", "--out '{tmp}' is a folder; pass a file name inside it"),
+    ("bench --out {tmp}/x.csv", "--out '{tmp}/x.csv' has extension '.csv'; use one of .json"),
     ("bench --out {file}/x.json --device cpu", "is a file, not a folder"),
     ("lens-eval --lens {tmp} --out {file}/r.json", "is a file, not a folder"),
     ("lens-eval --lens {tmp} --out {tmp}/r.json --plot {tmp}/r.txt", "--plot '{tmp}/r.txt' has extension"),

@@ -197,3 +197,12 @@ def test_bench_fast_path_figures_on_a_tiny_model():
     assert figures["dola"]["ratio_to_final compiled"]["ms_per_token"] > 0
     with pytest.raises(ValueError, match="schedules decode one row at a time"):
         bench(model, tokenizer, {"exit": "early-exit"}, new_tokens=2, repeats=1, batch=2)
+
+
+def test_fit_source_and_tuned_lens_fields_are_checked_before_anything_runs():
+    """Issue 16 probe: an unknown fitting text and a bad tuned_lens field are refused at parse time, named."""
+    base = {"models": [MODEL], "tasks": [{"kind": "speed"}]}
+    with pytest.raises(ValueError, match="nowhere"):
+        parse_config({**base, "variants": [{"name": "ensemble", "fit": {"source": "nowhere"}}]})
+    with pytest.raises(ValueError, match=r"tuned_lens: steps=-1 must be an integer >= 0"):
+        parse_config({**base, "variants": ["final"], "tuned_lens": {"steps": -1}})

@@ -123,3 +123,34 @@ def test_cli_rejects_a_bad_strategy_value_with_exit_2(capsys):
     assert main(["generate", "hello", "--strategy", "dola", "--set", "layers=hgh"]) == 2
     err = capsys.readouterr().err
     assert "layers='hgh'" in err and "Did you mean 'high'" in err
+
+
+def test_direct_calls_check_the_shapes_in_and_out():
+    """Issue 16 probe: a strategy called on lens logits of the wrong shape, or a user's strategy returning logits of
+    the wrong shape, raises naming the strategy and the shapes (not an IndexError or a silent slice)."""
+    import dataclasses
+
+    import torch
+
+    from lenssample import StrategyOutput, generate
+    from tests.conftest import make_tiny_model
+
+    dola = DoLa(layers=[0, 1, 2, 3])
+    layers = dola.check_model(4)
+    with pytest.raises(ValueError, match=r"strategy 'dola': lens_logits has shape \(2, 2, 24\)"):
+        dola(torch.zeros(2, 2, 24), layers)
+    with pytest.raises(ValueError, match=r"lens_logits has shape \(2, 24\)"):
+        LayerEnsemble()(torch.zeros(2, 24), LayerEnsemble().check_model(4))
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Narrow(Strategy):
+        name = "narrow-test"
+
+        def layers(self, num_layers):
+            return (num_layers,)
+
+        def __call__(self, lens_logits, layers):
+            return StrategyOutput(logits=lens_logits[:, -1, :5])
+
+    with pytest.raises(ValueError, match=r"strategy 'narrow-test' returned logits of shape \(1, 5\)"):
+        generate(make_tiny_model("llama"), torch.tensor([[5, 6, 7]]), Narrow(), max_new_tokens=2)
