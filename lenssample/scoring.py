@@ -24,10 +24,22 @@ import torch
 from torch import nn
 
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass, check_chunk_bytes
-from lenssample.strategies.base import Strategy, as_strategy
+from lenssample.lens.passes import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_OUTPUT_BYTES,
+    check_chunk_bytes,
+    check_output_bytes,
+    lens_pass,
+)
 from lenssample.lens.tuned import load_lens
-from lenssample.validation import check_attention_mask, check_bool, check_length, check_next_token_logits, check_token_ids
+from lenssample.strategies.base import Strategy, as_strategy
+from lenssample.validation import (
+    check_attention_mask,
+    check_bool,
+    check_length,
+    check_next_token_logits,
+    check_token_ids,
+)
 
 
 def _prepare(model: nn.Module, input_ids: Any, attention_mask: Any, min_length: int) -> tuple:

@@ -8,12 +8,11 @@ import re
 import pytest
 import torch
 
-from lenssample import LayerEnsemble, apply_lens, score
-from lenssample import LogitLens
+from lenssample import LayerEnsemble, LogitLens, apply_lens, score
 from lenssample.analysis import compare_lenses, layer_statistics, trajectory
-from lenssample.strategies.fit import layer_token_log_probs
 from lenssample.lens.passes import lens_pass
 from lenssample.scoring import target_scores
+from lenssample.strategies.fit import layer_token_log_probs
 from tests.conftest import make_tiny_model
 
 IDS = torch.randint(3, 96, (1, 12), generator=torch.Generator().manual_seed(0))

@@ -27,8 +27,8 @@ import io
 import json
 import math
 import os
-import shutil
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,9 +37,10 @@ import time
 import traceback
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -596,11 +597,14 @@ LEGIT_FIELDS = [(ls.SLED, "evolution_rate", LEGIT_VALUES[0]), (ls.SLED, "evoluti
 for cls, fname, values in BAD_FIELDS:
     for value in values:
         if cls is ls.LayerEnsemble and fname == "decay":
-            build = (lambda c=cls, f=fname, v=value: c(weights="exponential", **{f: v}))
+            def build(c=cls, f=fname, v=value):
+                return (c(weights="exponential", **{f: v}))
         elif cls is ls.LayerEnsemble and fname == "temperature":
-            build = (lambda c=cls, f=fname, v=value: c(weights="entropy", **{f: v}))
+            def build(c=cls, f=fname, v=value):
+                return (c(weights="entropy", **{f: v}))
         else:
-            build = (lambda c=cls, f=fname, v=value: c(**{f: v}))
+            def build(c=cls, f=fname, v=value):
+                return (c(**{f: v}))
 
         def probe(build=build, cls=cls):
             strategy = build()
@@ -869,7 +873,7 @@ case("TunedLens(placement='middle')", L, lambda: ls.TunedLens(M, placement="midd
 case("TunedLens.save onto a file path", L, lambda: _fresh.save(FILE), names=("folder", "file", str(FILE)))
 case("TunedLens.save format='onnx'", L, lambda: _fresh.save(WORK / "x-lens", format="onnx"), names="format")
 case("generate with a NaN-weight lens object", L,
-     lambda: gen(strategy="layer:layer=2", lens=(lambda l: (next(l.parameters()).data.fill_(math.nan), l)[1])(
+     lambda: gen(strategy="layer:layer=2", lens=(lambda lns: (next(lns.parameters()).data.fill_(math.nan), lns)[1])(
          ls.TunedLens(M))), names=("lens", "layer"), unlisted=True)
 
 # ------------------------------------------------------------------------------------------------ load_model

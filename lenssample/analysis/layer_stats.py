@@ -24,9 +24,15 @@ import torch
 from torch import nn
 
 from lenssample.lens.base import Lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass, check_chunk_bytes
-from lenssample.stats import entropy, kl_divergence, token_rank
+from lenssample.lens.passes import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_OUTPUT_BYTES,
+    check_chunk_bytes,
+    check_output_bytes,
+    lens_pass,
+)
 from lenssample.lens.tuned import load_lens
+from lenssample.stats import entropy, kl_divergence, token_rank
 from lenssample.validation import check_length, check_token_ids
 
 STATISTICS = ("kl", "agree_final", "next_rank", "next_top1", "next_nll", "frequent", "input_top1", "input_rank",

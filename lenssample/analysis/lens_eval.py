@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass, check_chunk_bytes
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, check_chunk_bytes, lens_pass
 from lenssample.stats import entropy, kl_divergence, log_probs
 
 METRICS = ("kl", "agreement", "cross_entropy", "entropy")

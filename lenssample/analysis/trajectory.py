@@ -30,9 +30,15 @@ from torch import nn
 
 from lenssample.lens.apply import check_positions
 from lenssample.lens.base import Lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, DEFAULT_OUTPUT_BYTES, check_output_bytes, lens_pass, check_chunk_bytes
-from lenssample.stats import entropy, kl_divergence, token_rank
+from lenssample.lens.passes import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_OUTPUT_BYTES,
+    check_chunk_bytes,
+    check_output_bytes,
+    lens_pass,
+)
 from lenssample.lens.tuned import load_lens
+from lenssample.stats import entropy, kl_divergence, token_rank
 from lenssample.validation import check_int, check_length, check_token_ids, check_tokenizer, is_int
 
 

@@ -24,9 +24,7 @@ the dynamic-cache loop (:class:`CompileUnavailable`).
 from __future__ import annotations
 
 import copy
-import ctypes
 import math
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -36,6 +34,7 @@ import torch
 from torch import nn
 
 from lenssample.lens.base import Lens
+from lenssample.lens.passes import release_freed_heap
 from lenssample.model.adapters import ModelParts, model_parts
 from lenssample.model.surgery import _blocks_attr as blocks_attr
 from lenssample.strategies.base import Strategy, StrategyOutput
@@ -264,18 +263,10 @@ class CompiledStep:
             else:
                 if self.compile_seconds is None:
                     self.compile_seconds = time.perf_counter() - start
-                    _release_freed_heap()
+                    release_freed_heap()  # what compiling freed; the packed weights stay
                 return StrategyOutput(logits=logits, info=info)
         logits, info = self._step(input_ids, position_ids, attention_mask)
         return StrategyOutput(logits=logits, info=info)
-
-
-def _release_freed_heap() -> None:
-    """Hand the heap compiling freed back to the system (glibc keeps it otherwise: about 0.9 GB on the default
-    model, whose packed weights are what stays)."""
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None) if sys.platform == "linux" else None
-    if trim is not None:
-        trim(0)
 
 
 def compiled_step(

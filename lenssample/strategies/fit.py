@@ -22,7 +22,7 @@ from torch import nn
 
 from lenssample.data.windows import token_windows
 from lenssample.lens.base import Lens, as_lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, lens_pass, check_chunk_bytes
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, check_chunk_bytes, lens_pass
 from lenssample.model.adapters import model_parts
 from lenssample.strategies.ensemble import LayerEnsemble
 from lenssample.strategies.fields import LayerSpec
