@@ -89,3 +89,19 @@ def test_the_lm_eval_command_itself_runs_model_lenssample(tmp_path):
     assert results["config"]["model"] == "lenssample"
     assert results["config"]["model_args"]["strategy"] == "dola:layers=[20,28]"
     assert 0.0 <= results["results"]["capitals_mc"]["acc,none"] <= 1.0
+
+
+@pytest.mark.slow
+def test_a_regular_wheel_carries_the_start_up_hook(tmp_path):
+    """setup.py's build_py adds lenssample-lm-eval.pth beside the hook module (editable installs: the test above)."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "source"  # a copy, so that the build leaves nothing in the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "evals", "tests"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "wheels")], check=True, capture_output=True)  # fmt: skip
+    (wheel,) = (tmp_path / "wheels").glob("lenssample-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read("lenssample-lm-eval.pth") == b"import _lenssample_lm_eval\n"
+        assert "_lenssample_lm_eval.py" in archive.namelist()
