@@ -446,3 +446,32 @@ def test_a_checkpoint_folder_in_use_by_another_run_is_refused(tmp_path):
             train_tuned_lens(model, _texts(0), checkpoint_dir=tmp_path / "run", **kwargs)
     train_tuned_lens(model, _texts(0), checkpoint_dir=tmp_path / "run", **kwargs)  # free again: runs
     train_tuned_lens(model, _texts(0), checkpoint_dir=tmp_path / "run", **kwargs)  # released after a run too
+
+
+def test_ridge_fit_of_a_default_model_sized_system_is_exact_with_two_threads():
+    """The closed-form fit solves 31 systems of 577 x 577 (the default model's size). MKL's threaded batched LU
+    returned zero pivots for such a batch on an AMD EPYC (training then failed); the Cholesky solve is exact."""
+    from lenssample.lens.fit import Collected, solve_ridge
+
+    gen = torch.Generator().manual_seed(0)
+    layers, d = 31, 576
+    features = torch.cat([torch.randn(layers, 800, d, generator=gen), torch.ones(layers, 800, 1)], -1).double()
+    targets = torch.randn(layers, 800, d, generator=gen).double()
+    gram, cross = features.transpose(1, 2) @ features, features.transpose(1, 2) @ targets
+    collected = Collected(gram=gram, cross=cross, heldout_gram=gram, heldout_cross=cross,
+                          heldout_target_sq=targets.pow(2).sum((1, 2)), train_hidden=None, heldout_hidden=None,
+                          tokens=800)  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        weight, bias, chosen = solve_ridge(collected, grid=(1e-3,))
+    finally:
+        torch.set_num_threads(threads)
+    penalty = torch.ones(d + 1, dtype=torch.float64)
+    penalty[d] = 0.0
+    scale = torch.diagonal(gram[:, :d, :d], dim1=1, dim2=2).mean(-1)
+    for layer in (0, 17, 30):  # one system at a time, as a reference
+        theta = torch.linalg.solve(gram[layer] + 1e-3 * scale[layer] * torch.diag(penalty), cross[layer])
+        torch.testing.assert_close(weight[layer], theta[:d].T.float(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bias[layer], theta[d].float(), rtol=1e-4, atol=1e-5)
+    assert chosen == [1e-3] * layers
