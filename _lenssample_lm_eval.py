@@ -23,7 +23,7 @@ MODEL_NAME = "lenssample"
 MODEL_CLASS = "lenssample.integrations.lm_eval_cli:LensSampleCommandLineLM"
 
 
-def register(models_module: object) -> None:
+def register() -> None:
     """Add ``lenssample`` to lm-eval's model registry (after ``lm_eval.models`` has run)."""
     try:
         from lm_eval.api import registry
@@ -52,7 +52,7 @@ class RegisterAfterImport(importlib.abc.MetaPathFinder):
 
         def run_then_register(module) -> None:
             run_module(module)
-            register(module)
+            register()
 
         spec.loader.exec_module = run_then_register
         return spec
@@ -63,7 +63,7 @@ def install() -> None:
     if os.environ.get("LENSSAMPLE_LM_EVAL_HOOK", "1") == "0":
         return
     if MODELS_MODULE in sys.modules:
-        register(sys.modules[MODELS_MODULE])
+        register()
     elif not any(isinstance(finder, RegisterAfterImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, RegisterAfterImport())
 

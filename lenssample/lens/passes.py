@@ -19,6 +19,7 @@ refused with the size and what to pass instead.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import sys
 from collections.abc import Iterator, Sequence
@@ -56,7 +57,9 @@ def check_output_bytes(what: str, shape: Sequence[int], item_bytes: int, max_out
         )
 
 
+@functools.cache
 def _glibc() -> Any:
+    """The C library (glibc on Linux), opened once; ``None`` elsewhere."""
     return ctypes.CDLL(None) if sys.platform == "linux" else None
 
 
