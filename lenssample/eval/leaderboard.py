@@ -104,6 +104,13 @@ def markdown(summary: dict[str, Any], title: str = "Leaderboard") -> str:
         if strategy != summary["baseline"]:
             lines.append(f"| `{strategy}` | {lens} | {counts['better']} | {counts['no detectable difference']} | "
                          f"{counts['worse']} |")  # fmt: skip
+    if versions := summary.get("lens_versions"):
+        lines += ["", "### Tuned-lens versions in the records", "",
+                  "Each record of a tuned lens names the lens that made it (`lens_version`, a fingerprint of its "
+                  "weights); \"unrecorded\": written before versions were recorded. More than one version means the "
+                  "records mix lenses: rerun with one lens to compare like with like.", ""]  # fmt: skip
+        lines += [f"- {key}: " + ", ".join(f"`{v}` ({n} records)" for v, n in found.items())
+                  for key, found in versions.items()]  # fmt: skip
     lens_rows = [r for r in rows if r.get("diff_vs_lens") and headline(r, "diff_vs_lens")[2]]
     if lens_rows:
         lines += ["", f"### The same variant through the {lens_rows[0]['lens']} lens vs the "

@@ -84,7 +84,19 @@ def summarize(config: SweepConfig, records: list[dict[str, Any]]) -> dict[str, A
                                                **_differences(task, mine, {r["item"]: r for r in first}, config)}  # fmt: skip
                     rows.append(row)
     return {"baseline": config.baseline, "confidence": config.confidence,
-            "bootstrap_resamples": config.bootstrap_resamples, "rows": rows}  # fmt: skip
+            "bootstrap_resamples": config.bootstrap_resamples, "rows": rows,
+            "lens_versions": lens_versions(config, records)}  # fmt: skip
+
+
+def lens_versions(config: SweepConfig, records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """``{"model / lens": {version: records}}`` for every (model, lens) of the config with a recorded lens version
+    (tuned lenses; ``"unrecorded"`` counts records written before versions were recorded)."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    versioned = {(r["model"], r["lens"]) for r in records if r.get("lens_version")}
+    for record in records:
+        if (record["model"], record["lens"]) in versioned and record["model"] in config.models:
+            counts[f"{record['model']} / {record['lens']}"][record.get("lens_version") or "unrecorded"] += 1
+    return {key: dict(value) for key, value in counts.items()}
 
 
 def _differences(

@@ -16,6 +16,7 @@ import importlib
 import json
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,23 @@ def sweep_lens(spec: str, model: Any, tokenizer: Any, model_name: str, recipe: d
     print(f"lens 'tuned': no tuned lens for {model_name} at {path}; training one on {data} ({settings.steps} "
           "KL steps; resumable)", file=sys.stderr)  # fmt: skip
     return trained_lens(path, model, corpus(data, "train"), settings, tokenizer=tokenizer, data=data)
+
+
+def lens_version(lens: Any, model_name: str, lens_spec: str, records: list[dict[str, Any]]) -> dict[str, str]:
+    """``{"lens_version": fingerprint}`` for a tuned lens (recorded with every record it produces, see
+    :meth:`TunedLens.fingerprint`), ``{}`` for the logit lens; warns when earlier records of this model and lens
+    came from another version (a resumed sweep would mix them: delete those records to keep one version)."""
+    if not isinstance(lens, TunedLens):
+        return {}
+    version = lens.fingerprint()
+    others = Counter(r.get("lens_version") for r in records if r["model"] == model_name and r["lens"] == lens_spec
+                     and r.get("lens_version") not in (None, version))  # fmt: skip
+    if others:
+        found = ", ".join(f"{v} ({n} records)" for v, n in others.items())
+        print(f"warning: lens {lens_spec!r} of {model_name} is version {version}, but earlier records came from "
+              f"{found}; the new records will be compared with them item by item as usual, but delete the old "
+              "records (or restore that lens) to keep one version", file=sys.stderr)  # fmt: skip
+    return {"lens_version": version}
 
 
 def fitted_variant(variant: Variant, ctx: Context, out: Path, model_name: str, lens_spec: str) -> Variant:
@@ -130,7 +148,8 @@ def run_sweep(
         torch.set_num_threads(int(config.threads))
     out = check_output_folder(config.out, field="results folder (the config's out, or --out)")
     out.mkdir(parents=True, exist_ok=True)
-    done = {record_key(r) for r in read_records(out)}
+    existing = read_records(out)
+    done = {record_key(r) for r in existing}
     name = "records.jsonl" if world_size == 1 else f"records.rank{rank}.jsonl"
     with record_writer(out / name) as write:
 
@@ -145,7 +164,7 @@ def run_sweep(
             for lens_spec in config.lenses:
                 lens = sweep_lens(lens_spec, model, tokenizer, model_name, config.tuned_lens)
                 ctx = Context(model=model, tokenizer=tokenizer, lens=lens)
-                base = {"model": model_name, "lens": lens_spec}
+                base = {"model": model_name, "lens": lens_spec, **lens_version(lens, model_name, lens_spec, existing)}
                 variants = [fitted_variant(v.for_model(model_name), ctx, out, model_name, lens_spec)
                             for v in config.variants]  # fmt: skip
                 for task in tasks:

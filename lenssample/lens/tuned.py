@@ -147,6 +147,14 @@ class TunedLens(Lens):
     def d_model(self) -> int:
         return int(self.weight.shape[-1])
 
+    def fingerprint(self) -> str:
+        """The first 12 hex digits of the SHA-256 of the translators' values (float32, C order), for recording
+        which lens produced a result: equal lenses give equal fingerprints, whatever file format they came from."""
+        digest = hashlib.sha256()
+        for tensor in (self.weight, self.bias):
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:12]
+
     def translate(self, hidden: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
         """``h + (W_l h + b_l)`` for each layer ``l < L`` along dimension -2, all layers in one batched product.
 

@@ -4,14 +4,16 @@ tuned-vs-logit comparison, the headline tables and the per-model Pareto plot."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lenssample.eval.config import parse_config, tuned_lens_recipe
 from lenssample.eval.leaderboard import headline, verdict
+from lenssample.eval.records import read_records
 from lenssample.eval.runs import run_sweep
 from lenssample.eval.tasks import build_task
-from lenssample.lens.tuned import default_lens_path
+from lenssample.lens.tuned import TunedLens, default_lens_path, load_lens
 from tests.eval.test_runs import MODEL, load, write_inputs
-from tests.eval_helpers import one_thread  # noqa: F401
+from tests.eval_helpers import load_tiny, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,3 +100,28 @@ def test_tuned_lens_is_trained_once_and_compared_with_the_logit_lens(tmp_path, m
     assert pareto.stat().st_size > 1000
     run_sweep(config, progress=False)  # resumed: the cached lens is used, not trained again
     assert sorted((p.name, p.stat().st_mtime_ns) for p in lens_dir.iterdir()) == stamp
+    # every tuned-lens record names the lens that made it; the logit lens's records carry no version
+    version = TunedLens.load(lens_dir, load_tiny()[0]).fingerprint()
+    records = read_records(config.out)
+    assert {r.get("lens_version") for r in records if r["lens"] == "tuned"} == {version}
+    assert all("lens_version" not in r for r in records if r["lens"] == "logit")
+    tuned_count = sum(r["lens"] == "tuned" for r in records)
+    assert summary["lens_versions"] == {f"{MODEL} / tuned": {version: tuned_count}}
+    assert f"`{version}` ({tuned_count} records)" in board
+
+
+def test_a_sweep_resumed_with_another_tuned_lens_warns(tmp_path, monkeypatch, capsys):
+    from lenssample.eval.runs import lens_version
+
+    model = load_tiny()[0]
+    lens = TunedLens(model)
+    other = TunedLens(model)
+    with torch.no_grad():
+        other.bias.add_(0.5)
+    assert lens.fingerprint() == TunedLens(model).fingerprint() != other.fingerprint()
+    old = [{"model": "m", "lens": "tuned", "lens_version": other.fingerprint()}, {"model": "m", "lens": "tuned"}]
+    assert lens_version(lens, "m", "tuned", old) == {"lens_version": lens.fingerprint()}
+    assert f"earlier records came from {other.fingerprint()} (1 records)" in capsys.readouterr().err
+    assert lens_version(lens, "m", "tuned", old[1:]) == {"lens_version": lens.fingerprint()}
+    assert lens_version(load_lens("logit", model), "m", "logit", old) == {}
+    assert capsys.readouterr().err == ""
