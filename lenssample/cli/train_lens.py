@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from lenssample.lens.train import TrainConfig, closed_form_lens, train_tuned_lens
+    from lenssample.lens.checkpoints import closed_form_lens
+    from lenssample.lens.train import TrainConfig, train_tuned_lens
     from lenssample.lens.tuned import default_lens_path
     from lenssample.validation import check_output_folder
 

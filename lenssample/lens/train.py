@@ -33,13 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock, Timeout
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from lenssample.data.windows import token_windows
+from lenssample.lens.checkpoints import (
+    load_state,
+    lock_checkpoints,
+    read_checkpoint,
+    save_atomic,
+    set_translators,
+    state_tensors,
+)
 from lenssample.lens.fit import collect, solve_ridge
 from lenssample.lens.tuned import PLACEMENTS, TunedLens, check_placement, model_identity
 from lenssample.validation import check_bool, check_int, check_number, check_tokenizer, did_you_mean
@@ -181,53 +186,6 @@ class TrainConfig:
         return settings
 
 
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _lock_checkpoints(folder: Path) -> FileLock:
-    """Hold ``folder``'s lock for this run (refused at once while another run holds it: two runs writing the same
-    checkpoints would overwrite each other's)."""
-    lock = FileLock(folder / ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RuntimeError(
-            f"checkpoint_dir={str(folder)!r} is in use by another training run; wait for it to finish or pass "
-            "another checkpoint_dir (--checkpoint-dir)"
-        ) from None
-    return lock
-
-
-def _read_checkpoint(path: Path, fingerprint: str | None = None) -> dict[str, Any] | None:
-    """The tensors of a checkpoint file (with this run's ``fingerprint``, unless ``None``), its metadata under
-    ``"metadata"``; ``None`` when there is no file."""
-    if not path.is_file():
-        return None
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if fingerprint is not None and metadata.get("fingerprint") != fingerprint:
-        raise ValueError(
-            f"checkpoint {str(path)!r} belongs to a run with other settings, model or data; pass a new "
-            "checkpoint_dir (--checkpoint-dir), or resume=False (--no-resume) to start over"
-        )
-    return {**load_file(str(path)), "metadata": metadata}
-
-
-@torch.no_grad()
-def _set_translators(lens: TunedLens, weight: torch.Tensor, bias: torch.Tensor) -> TunedLens:
-    lens.weight.copy_(weight)
-    lens.bias.copy_(bias)
-    return lens
-
-
 def train_tuned_lens(model: nn.Module, texts: Sequence[Any], config: TrainConfig | None = None, *,
                      tokenizer: Any = None, checkpoint_dir: str | os.PathLike | None = None,
                      resume: bool = True, progress: bool = True,
@@ -293,7 +251,7 @@ def train_tuned_lens(model: nn.Module, texts: Sequence[Any], config: TrainConfig
     held = ExitStack()
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        held.callback(_lock_checkpoints(folder).release)
+        held.callback(lock_checkpoints(folder).release)
         if not resume:
             for name in ("data.safetensors", "state.safetensors"):
                 (folder / name).unlink(missing_ok=True)
@@ -301,22 +259,22 @@ def train_tuned_lens(model: nn.Module, texts: Sequence[Any], config: TrainConfig
     device = lens.weight.device
 
     with held, frozen(model):
-        data = _read_checkpoint(folder / "data.safetensors", fingerprint) if folder else None
+        data = read_checkpoint(folder / "data.safetensors", fingerprint) if folder else None
         if data is None:
             data = _collect_and_fit(model, lens, train_windows, heldout_windows, settings, data_gen,
                                     config.batch_windows, progress)  # fmt: skip
             if folder is not None:
                 metadata = {"fingerprint": fingerprint, "placement": config.placement}
-                _save_atomic(data, folder / "data.safetensors", metadata)
+                save_atomic(data, folder / "data.safetensors", metadata)
         train_hidden, heldout_hidden = data["train_hidden"], data["heldout_hidden"]
-        _set_translators(lens, data["start_weight"], data["start_bias"])
+        set_translators(lens, data["start_weight"], data["start_bias"])
 
         optimizer = torch.optim.AdamW([lens.weight, lens.bias], lr=lr, weight_decay=config.weight_decay)
         batch_gen = torch.Generator().manual_seed(seed + 1)
         step = 0
-        state = _read_checkpoint(folder / "state.safetensors", fingerprint) if folder else None
+        state = read_checkpoint(folder / "state.safetensors", fingerprint) if folder else None
         if state is not None:
-            step = _load_state(state, lens, optimizer, batch_gen)
+            step = load_state(state, lens, optimizer, batch_gen)
         bar = tqdm(total=steps, initial=step, desc="tuned lens (KL)", disable=not progress, leave=False)
         while step < steps:
             index = torch.randint(train_hidden.shape[0], (config.batch_positions,), generator=batch_gen)
@@ -331,7 +289,7 @@ def train_tuned_lens(model: nn.Module, texts: Sequence[Any], config: TrainConfig
             bar.update(1)
             bar.set_postfix(kl_sum=f"{loss.item():.3f}")
             if folder is not None and (step % config.checkpoint_every == 0 or step == steps):
-                _save_atomic(_state_tensors(lens, optimizer, batch_gen, step), folder / "state.safetensors",
+                save_atomic(state_tensors(lens, optimizer, batch_gen, step), folder / "state.safetensors",
                              {"fingerprint": fingerprint})  # fmt: skip
             if on_step is not None:
                 on_step(step, float(loss.item()))
@@ -388,7 +346,7 @@ def _collect_and_fit(model: nn.Module, lens: TunedLens, train_windows: list[torc
     heldout_hidden = collected.heldout_hidden
     logit_kl = heldout_kl(lens, heldout_hidden)
     weight, bias, _ = solve_ridge(collected)
-    closed_kl = heldout_kl(_set_translators(lens, weight, bias), heldout_hidden)
+    closed_kl = heldout_kl(set_translators(lens, weight, bias), heldout_hidden)
     start_weight, start_bias = weight.clone(), bias.clone()
     if settings["closed_form"]:
         # A layer whose closed-form fit loses to the identity on held-out positions starts from the identity.
@@ -405,61 +363,7 @@ def _collect_and_fit(model: nn.Module, lens: TunedLens, train_windows: list[torc
             "heldout_kl_start": start_kl}  # fmt: skip
 
 
-def _state_tensors(
-    lens: TunedLens, optimizer: torch.optim.Optimizer, generator: torch.Generator, step: int
-) -> dict[str, torch.Tensor]:
-    tensors = {
-        "weight": lens.weight.detach().cpu(),
-        "bias": lens.bias.detach().cpu(),
-        "rng": generator.get_state(),
-        "step": torch.tensor([step], dtype=torch.int64),
-    }
-    for name, param in (("weight", lens.weight), ("bias", lens.bias)):
-        state = optimizer.state.get(param, {})
-        if state:
-            tensors[f"adam.{name}.step"] = (
-                torch.as_tensor(state["step"], dtype=torch.float32).reshape(1).cpu()
-            )
-            tensors[f"adam.{name}.exp_avg"] = state["exp_avg"].detach().cpu()
-            tensors[f"adam.{name}.exp_avg_sq"] = state["exp_avg_sq"].detach().cpu()
-    return tensors
-
-
-def _load_state(state: dict[str, torch.Tensor], lens: TunedLens, optimizer: torch.optim.Optimizer,
-                generator: torch.Generator) -> int:  # fmt: skip
-    device = lens.weight.device
-    _set_translators(lens, state["weight"], state["bias"])
-    for name, param in (("weight", lens.weight), ("bias", lens.bias)):
-        if f"adam.{name}.step" in state:
-            optimizer.state[param] = {
-                "step": state[f"adam.{name}.step"].reshape(()),
-                "exp_avg": state[f"adam.{name}.exp_avg"].to(device),
-                "exp_avg_sq": state[f"adam.{name}.exp_avg_sq"].to(device),
-            }
-    generator.set_state(state["rng"])
-    return int(state["step"].item())
-
-
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 if os.uname().sysname == "Linux" else peak / 1024 / 1024
-
-
-def closed_form_lens(checkpoint_dir: str | os.PathLike, model: nn.Module) -> TunedLens:
-    """The closed-form starting lens of a run (the ridge fit; identity where that loses on held-out positions).
-
-    Read from the run's ``data.safetensors``, so it costs no model pass; useful as a baseline in comparisons.
-    """
-    path = Path(checkpoint_dir) / "data.safetensors"
-    data = _read_checkpoint(path)
-    if data is None:
-        raise FileNotFoundError(f"{str(path)!r} is missing; pass the checkpoint_dir of a training run")
-    lens = TunedLens(model, placement=data["metadata"].get("placement", "before_norm"))
-    if tuple(data["start_weight"].shape) != tuple(lens.weight.shape):
-        raise ValueError(
-            f"{str(path)!r} holds translators of shape {tuple(data['start_weight'].shape)}, not for this model"
-        )
-    _set_translators(lens, data["start_weight"], data["start_bias"])
-    lens.training_info = {"closed_form": True, "steps": 0, "from": str(path)}
-    return lens

@@ -12,7 +12,8 @@ from lenssample.api import generate
 from lenssample.cli import main
 from lenssample.lens.apply import apply_lens
 from lenssample.lens.base import LogitLens
-from lenssample.lens.train import closed_form_lens, train_tuned_lens
+from lenssample.lens.checkpoints import closed_form_lens
+from lenssample.lens.train import train_tuned_lens
 from lenssample.lens.tuned import TunedLens, default_lens_path, model_identity
 from lenssample.model.capture import run_layers
 from lenssample.strategies.base import SingleLayer
