@@ -106,3 +106,13 @@ def test_warnings_are_one_line_and_debug_shows_the_traceback(capsys, monkeypatch
     ]
     with pytest.raises(RuntimeError, match="broken"), pytest.warns(UserWarning, match="careful"):
         main(["bench", "--debug"])
+
+
+def test_ctrl_c_while_the_subcommands_import_is_one_line(capsys, monkeypatch):
+    """Fresh probe: Ctrl-C in the first seconds (torch and transformers importing) printed a traceback."""
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lenssample.cli.build_parser", interrupted)
+    assert main(["generate", "hi"]) == 130
+    assert capsys.readouterr().err.strip() == "lenssample: interrupted"
