@@ -36,7 +36,7 @@ from lenssample.lens.tuned import load_lens
 from lenssample.model.adapters import model_parts
 from lenssample.schedules.base import Schedule, as_schedule, check_pair
 from lenssample.strategies.base import Strategy, as_strategy
-from lenssample.validation import check_callables, check_int, check_length
+from lenssample.validation import check_callables, check_generator, check_int, check_length, check_token_ids
 
 
 def resolve(
@@ -162,6 +162,7 @@ def generate(
         model, inputs, attention_mask=attention_mask, tokenizer=tokenizer, vocab_size=lens.vocab_size
     )
     check_length(model, prompt.input_ids.shape[1], settings.max_new_tokens)
+    generator = check_generator(generator, prompt.input_ids.device)
     if streamer is not None and prompt.input_ids.shape[0] > 1:
         raise ValueError(
             f"streamer= prints one sequence, but the prompt has {prompt.input_ids.shape[0]} rows; stream one "
@@ -274,6 +275,7 @@ def decoder(
         **model_kwargs: Any,
     ) -> torch.Tensor | GenerateDecoderOnlyOutput:
         chosen, plan, model_lens = resolve(model, strategy, schedule, lens)
+        check_token_ids(input_ids, model_lens.vocab_size)
         warn_dola_repetition(chosen, getattr(generation_config, "repetition_penalty", None))
         if streamer is None:
             # transformers 5 keeps generate(streamer=...) from a callable: find it (the prompt is already put).

@@ -107,7 +107,8 @@ class ScoreOutput:
     Attributes:
         token_log_probs: ``[batch, seq - 1]`` log-probability of ``input_ids[:, t + 1]`` given ``input_ids[:, :t+1]``
             (``-inf`` where the strategy excludes the observed token, see ``excluded``; 0 at padded targets).
-        target_mask: ``[batch, seq - 1]`` True where the target is a real (non-padding) token.
+        target_mask: ``[batch, seq - 1]`` True where the target and the position predicting it are real
+            (non-padding) tokens (a left-padded row's first token has no context and is not scored).
         excluded: ``[batch, seq - 1]`` True where the strategy excluded the observed token (``-inf``).
         log_probs: ``[batch, seq - 1, vocab]`` full distributions, only when asked for.
         info: the strategy's per-position decisions, each ``[batch, seq - 1]``.
@@ -158,7 +159,12 @@ def score(
         model, input_ids, input_ids.roll(-1, dims=1), select, [strategy], lens=lens, attention_mask=attention_mask,
         post_softmax=True, max_chunk_bytes=max_chunk_bytes, max_output_bytes=max_output_bytes, full=full,
     )  # fmt: skip
-    target_mask = torch.ones_like(select[:, 1:]) if attention_mask is None else attention_mask[:, 1:].bool()
+    # a target counts when it and the position predicting it are tokens: with left padding, a row's first token is
+    # predicted from padding (no context) and is not scored, as when the row is scored alone
+    target_mask = (
+        torch.ones_like(select[:, 1:]) if attention_mask is None
+        else attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
+    )  # fmt: skip
     token_lp = token_lp.reshape(batch, seq - 1).masked_fill(~target_mask, 0.0)
     excluded = torch.isneginf(token_lp)
     if bool(excluded.any()):

@@ -108,6 +108,8 @@ def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set {item!r} is not of the form key=value; write e.g. --set alpha=0.1")
+        if key.strip() in params:
+            raise ValueError(f"--set {item!r}: {key.strip()!r} is set twice; set each parameter once")
         params[key.strip()] = parse_value(value)
     return params
 

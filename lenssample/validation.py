@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
+import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from numbers import Integral, Real
@@ -84,6 +85,18 @@ def check_bool(value: Any, *, field: str, owner: str = "") -> bool:
     return value
 
 
+def check_text(text: str, *, field: str) -> str:
+    """A string that is valid Unicode text: a lone surrogate (a non-UTF-8 byte of a command line or file, decoded
+    with ``surrogateescape``) cannot be tokenized."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{field} {text!r:.60} is not valid UTF-8 text (character {err.start} is a stray byte); pass UTF-8 text"
+        ) from None
+    return text
+
+
 def check_choice(value: Any, choices: Iterable[str], *, field: str, owner: str = "") -> str:
     """One of ``choices``; otherwise an error listing them, with the closest as a suggestion."""
     choices = list(choices)
@@ -96,14 +109,28 @@ def check_choice(value: Any, choices: Iterable[str], *, field: str, owner: str =
 _TOKEN_DTYPES = (torch.long, torch.int32, torch.int16)
 
 
+def _check_dense(tensor: torch.Tensor, name: str) -> None:
+    """Refuse a sparse tensor, or one on the ``meta`` device (shapes only, no values), naming ``name``: both would
+    fail deep inside the model (or in a check reading their values) instead of here."""
+    if tensor.layout != torch.strided:
+        raise TypeError(f"{name} is a {tensor.layout} tensor; pass a dense tensor ({name}.to_dense())")
+    if tensor.is_meta:
+        raise ValueError(
+            f"{name} is on the meta device (shapes only, no values); pass a tensor on the model's device, e.g. "
+            f"{name}.to('cpu') with real values"
+        )
+
+
 def check_token_ids(
     input_ids: Any, vocab_size: int, *, name: str = "input_ids", min_length: int = 1
 ) -> torch.Tensor:
     """``[batch, seq]`` integer token ids inside the vocabulary (a ``[seq]`` tensor gains a batch dimension).
 
-    ``TypeError`` for a tensor that is not of integers; ``ValueError`` for a wrong shape, fewer than ``min_length``
-    positions, or an id outside ``0..vocab_size - 1``.
+    ``TypeError`` for a tensor that is not of integers or not dense; ``ValueError`` for a tensor on the meta device,
+    a wrong shape, fewer than ``min_length`` positions, or an id outside ``0..vocab_size - 1``.
     """
+    if isinstance(input_ids, torch.Tensor):
+        _check_dense(input_ids, name)
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in _TOKEN_DTYPES:
         raise TypeError(
             f"{name} must be a LongTensor of token ids (got {type(input_ids).__name__}"
@@ -134,6 +161,7 @@ def check_attention_mask(
         return None
     if not isinstance(attention_mask, torch.Tensor):
         raise TypeError(f"attention_mask must be a tensor of 0/1, got {type(attention_mask).__name__}")
+    _check_dense(attention_mask, "attention_mask")
     mask = attention_mask[None] if attention_mask.dim() == 1 else attention_mask
     if mask.shape != input_ids.shape:
         raise ValueError(
@@ -167,6 +195,24 @@ def check_callables(value: Any, *, field: str, example: str) -> list:
             f"{'' if items is None else ' holding ' + type(bad).__name__} {bad!r:.40}; pass [{example}]"
         )
     return items
+
+
+def check_generator(generator: Any, device: torch.device) -> torch.Generator | None:
+    """``None`` or a ``torch.Generator`` on ``device``'s type (the model's): sampling draws on the device of the
+    probabilities, and a generator elsewhere (or on ``meta``) fails deep inside ``torch.multinomial``."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator, got {type(generator).__name__} {generator!r:.40}; pass "
+            "torch.Generator(device=...).manual_seed(n), or seed=n"
+        )
+    if generator.device.type != device.type:
+        raise ValueError(
+            f"generator is on device {str(generator.device)!r} but the model is on {str(device)!r}; create it there: "
+            f"torch.Generator(device={str(device)!r}), or pass seed=n"
+        )
+    return generator
 
 
 def check_next_token_logits(logits: torch.Tensor, *, source: str) -> torch.Tensor:
@@ -288,6 +334,13 @@ def check_output_folder(path: Any, *, field: str = "output folder") -> Path:
         raise ValueError(f"{name}{where} is a file, not a folder; pass a folder path")
     _check_writable(existing, name)
     return out
+
+
+def check_threads(value: Any, *, field: str = "threads") -> int:
+    """A torch thread count: an integer from 1 to this machine's CPU cores (``os.cpu_count()``); thousands of
+    threads exhaust the process's memory and end it without a message."""
+    cores = os.cpu_count() or 1
+    return check_int(value, field=field, low=1, high=cores, fix=f"This machine has {cores} CPU cores.")
 
 
 def check_device(device: Any, *, field: str = "device") -> torch.device:

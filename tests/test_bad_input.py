@@ -11,7 +11,7 @@ import lenssample as ls
 from lenssample.analysis.layer_stats import layer_statistics
 from lenssample.eval.perplexity import perplexity
 from lenssample.validation import check_device, check_output_file, check_output_folder
-from tests.conftest import VOCAB, make_tiny_model
+from tests.conftest import VOCAB, make_tiny_model, make_tiny_tokenizer
 
 IDS = torch.tensor([[5, 6, 7, 8, 9, 10]])
 RIGHT_PADDED = torch.tensor([[1, 1, 1, 1, 0, 0]])
@@ -63,6 +63,21 @@ API = [
     (lambda m: layer_statistics(m, IDS, frequent=torch.tensor([500])), ValueError, "frequent contains token id 500"),
     (lambda m: layer_statistics(m, IDS, frequent=torch.tensor([1.5])), TypeError, "frequent must be a LongTensor"),
     (lambda m: ls.score(m, IDS, lens="/no/such/lens"), FileNotFoundError, "/no/such/lens"),
+    # tensors without values (meta) or not dense fail here, not deep inside the model
+    (lambda m: ls.generate(m, IDS.to("meta")), ValueError, "input_ids is on the meta device"),
+    (lambda m: ls.score(m, IDS.to("meta")), ValueError, "input_ids is on the meta device"),
+    (lambda m: ls.generate(m, IDS.to_sparse()), TypeError, "input_ids is a torch.sparse_coo tensor; pass a dense"),
+    (lambda m: ls.generate(m, IDS, attention_mask=torch.ones(1, 6, device="meta")), ValueError,
+     "attention_mask is on the meta device"),
+    (lambda m: ls.generate(m, IDS, do_sample=True, generator="abc"), TypeError, "generator must be a torch.Generator"),
+    # a prompt of a batch that tokenizes to nothing would be a row of padding alone
+    (lambda m: ls.generate(m, ["t5 t6", "   "], tokenizer=make_tiny_tokenizer()), ValueError,
+     "prompt 1 of the batch ('   ') is empty after tokenization"),
+    (lambda m: ls.generate(m, "t5 caf\udce9", tokenizer=make_tiny_tokenizer()), ValueError,
+     "is not valid UTF-8 text (character 6 is a stray byte)"),
+    (lambda m: ls.apply_lens(m, IDS, positions=5), TypeError, "positions=5 must be a list of positions"),
+    (lambda m: m.generate(torch.tensor([[5, 500]]), max_new_tokens=2, custom_generate=ls.custom_generate()),
+     ValueError, "input_ids contains token id 500, outside"),
 ]  # fmt: skip
 
 
@@ -136,3 +151,12 @@ def test_devices_are_checked(device, fragment):
     with pytest.raises(ValueError, match=fragment):
         check_device(device)
     assert check_device("cpu") == torch.device("cpu")
+
+
+def test_numpy_and_tensor_layer_and_position_numbers_are_numbers(model):
+    """Fresh probe: np.int64 layers were refused as out of range ("layers contains np.int64(0) ... 0..4")."""
+    import numpy as np
+
+    out = ls.apply_lens(model, IDS, layers=np.array([0, 4]), positions=torch.tensor([1, -1]))
+    assert out.layers == (0, 4) and out.positions == (1, 5)
+    assert torch.equal(out.logits, ls.apply_lens(model, IDS, layers=[0, 4], positions=[1, 5]).logits)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+import lenssample as ls
 from lenssample import FinalLayer, SingleLayer, apply_lens, score
 from tests.conftest import VOCAB, make_tiny_model
 
@@ -68,3 +70,15 @@ def test_several_strategies_scored_together_equal_each_scored_alone():
         assert shared.info.keys() == alone.info.keys(), spec
         for key in alone.info:
             torch.testing.assert_close(shared.info[key], alone.info[key], msg=f"{spec} {key}")
+
+
+@pytest.mark.parametrize("spec", ["final", "dola:layers=[0,2]", "sled", "ensemble"])
+def test_left_padding_scores_like_no_padding(spec):
+    """A left-padded row's first token has no context (it is predicted from padding): it is not a target, and the
+    row's scores are those of the row alone."""
+    model = make_tiny_model("llama")
+    padded = ls.score(model, torch.tensor([[0, 0, 5, 6, 7, 8]]), spec, attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1]]))
+    alone = ls.score(model, torch.tensor([[5, 6, 7, 8]]), spec)
+    assert padded.target_mask.tolist() == [[False, False, True, True, True]]
+    torch.testing.assert_close(padded.token_log_probs[padded.target_mask], alone.token_log_probs[0], atol=1e-4,
+                               rtol=0)

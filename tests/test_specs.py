@@ -65,6 +65,11 @@ def test_parse_spec_refuses(text, match):
         parse_spec(text)
 
 
+def test_a_parameter_set_twice_with_set_is_refused_as_in_a_spec():
+    with pytest.raises(ValueError, match="--set 'alpha=0.2': 'alpha' is set twice; set each parameter once"):
+        parse_assignments(["alpha=0.1", "alpha=0.2"])
+
+
 def test_split_specs_uses_names_and_colons_to_start_a_spec():
     names = list(STRATEGIES)
     assert split_specs("final,dola:layers=2,4,sled", names) == ["final", "dola:layers=2,4", "sled"]

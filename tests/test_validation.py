@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from lenssample import generate, load_model, trajectory
@@ -10,7 +12,7 @@ from lenssample.eval.perplexity import perplexity
 from lenssample.lens.train import train_tuned_lens
 from lenssample.strategies import FinalLayer
 from lenssample.strategies.fit import fit_layer_weights
-from lenssample.validation import tokenizer_fingerprint
+from lenssample.validation import check_threads, tokenizer_fingerprint
 from tests.conftest import make_tiny_model, make_tiny_tokenizer
 
 TEXT = "t5 t6 t7 t8 t9 t10 t11 t12 t13 t14"
@@ -77,3 +79,11 @@ def test_gemma_and_smollm2_tokenizers_are_not_swapped(real_model):
         generate(gemma, "Hello", tokenizer=smollm_tok, max_new_tokens=1)
     with pytest.raises(ValueError, match="tokenizer has 262144 tokens but the model's vocabulary has 49152"):
         generate(smollm, "Hello", tokenizer=gemma_tok, max_new_tokens=1)
+
+
+def test_thread_counts_beyond_the_cores_are_refused():
+    """Fresh probe: torch.set_num_threads(100000) ends the process without a message."""
+    cores = os.cpu_count() or 1
+    assert check_threads(cores) == cores
+    with pytest.raises(ValueError, match=f"threads={cores + 1} must be an integer in 1..{cores}. This machine has"):
+        check_threads(cores + 1)

@@ -45,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports every subcommand, so torch and transformers: seconds
+    except KeyboardInterrupt:
+        print("\nlenssample: interrupted", file=sys.stderr)
+        return 130
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse already printed its message

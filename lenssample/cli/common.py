@@ -98,11 +98,11 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
     import torch
 
     from lenssample.model.loading import load_model, quiet_loading
-    from lenssample.validation import check_device
+    from lenssample.validation import check_device, check_threads
 
     if getattr(args, "threads", None) is not None:
         check_positive(args.threads, "--threads")
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(check_threads(args.threads, field="--threads"))
     check_device(args.device, field="--device")
     check_model_name(args.model)
     with quiet_loading():  # also around what load_model does before from_pretrained (a GGUF conversion)
@@ -123,7 +123,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def check_model_name(name: str | None) -> None:
+def check_model_name(name: str | None, field: str = "--model") -> None:
     """Fail at once on a ``--model`` that can only come from the hub when the hub cannot be reached (instead of
     transformers' retries, ~25 s); a name that is in the local hub cache then loads from it (offline mode)."""
     import os
@@ -146,7 +146,7 @@ def check_model_name(name: str | None) -> None:
     if not isinstance(try_to_load_from_cache(name, "config.json"), str):
         known = ", ".join(sorted(EMBEDDED_MODELS))
         raise ValueError(
-            f"--model {name!r}: not an embedded model ({known}), a local model folder or a .gguf file, and not in "
+            f"{field} {name!r}: not an embedded model ({known}), a local model folder or a .gguf file, and not in "
             f"the Hugging Face cache; the hub cannot be reached to download it.{did_you_mean(name, EMBEDDED_MODELS)}"
         )
 

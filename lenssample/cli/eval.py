@@ -17,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lenssample.cli.common import check_model_name
     from lenssample.eval.config import load_config
     from lenssample.eval.distributed import env_world, run_distributed
     from lenssample.eval.report import markdown
@@ -25,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, out=args.out)
     for spec in config.tasks:  # every task is validated before a model loads
         build_task(spec)
+    for model in config.models:  # a model that cannot be found fails now, not after the models before it ran
+        if not model.startswith("factory:"):
+            check_model_name(model, field="models entry")
     args.resume_hint = (
         f"every finished item is kept in {config.out}; rerun `lenssample eval {args.config}"
         f"{' --out ' + args.out if args.out else ''}` to resume"

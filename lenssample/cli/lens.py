@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
         check_positive(args.last, "--last")
     check_positive(args.top_k, "--top-k")
     try:
-        layers = (
-            None if args.layers is None else [int(part) for part in args.layers.split(",") if part.strip()]
-        )
+        parts = None if args.layers is None else args.layers.split(",")
+        if parts is not None and len(parts) > 1 and not all(part.strip() for part in parts):
+            raise ValueError("an empty item")  # "1,,2": a number left out, not a list of two
+        layers = None if parts is None else [int(part) for part in parts if part.strip()]
     except ValueError as err:
         raise ValueError(
             f"--layers {args.layers!r}: pass comma-separated layer numbers, e.g. --layers 0,10,20,30"

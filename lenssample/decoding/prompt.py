@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lenssample.validation import check_attention_mask, check_token_ids, check_tokenizer
+from lenssample.validation import check_attention_mask, check_text, check_token_ids, check_tokenizer
 
 
 @dataclass
@@ -60,6 +60,8 @@ def prepare_prompt(
             )
         if any(not t for t in texts):
             raise ValueError("prompt is empty; pass at least one character of text")
+        for text in texts:
+            check_text(text, field="prompt")
         if attention_mask is not None:
             raise ValueError(
                 "attention_mask goes with token ids; a text prompt is tokenized and padded for you"
@@ -76,6 +78,12 @@ def prepare_prompt(
         attention_mask = encoded["attention_mask"].to(device)
         if input_ids.shape[1] == 0:
             raise ValueError("prompt is empty after tokenization; pass some text")
+        empty = (attention_mask.sum(-1) == 0).nonzero().flatten().tolist()
+        if empty:  # e.g. a whitespace-only prompt in a batch: a row of padding alone would decode garbage
+            raise ValueError(
+                f"prompt {empty[0]} of the batch ({texts[empty[0]]!r}) is empty after tokenization; give every "
+                "prompt some text"
+            )
         input_ids = check_token_ids(input_ids, vocab_size)
     elif isinstance(inputs, torch.Tensor):
         if inputs.numel() == 0:

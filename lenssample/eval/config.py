@@ -45,7 +45,14 @@ from lenssample.data.sets import check_source
 from lenssample.schedules.base import SCHEDULES, Schedule
 from lenssample.specs import parse_spec, split_specs
 from lenssample.strategies.base import STRATEGIES, FinalLayer, Strategy
-from lenssample.validation import check_choice, check_int, check_number, did_you_mean
+from lenssample.validation import (
+    check_choice,
+    check_int,
+    check_number,
+    check_output_folder,
+    check_threads,
+    did_you_mean,
+)
 
 TASK_KINDS = ("perplexity", "multiple_choice", "generation", "speed")
 TOP_LEVEL = ("out", "models", "lenses", "variants", "strategies", "baseline", "tasks", "seed",
@@ -97,6 +104,9 @@ def variant_entry(item: str | dict[str, Any]) -> Variant:
     elif isinstance(item, dict):
         spec = dict(item)
         label, fit, per_model = spec.pop("label", None), spec.pop("fit", None), spec.pop("models", {})
+        if label is not None and (not isinstance(label, str) or not label.strip()):
+            raise ValueError(f"variant {spec.get('name')!r}: label={label!r} must be a non-empty string; write "
+                             "label = 'NAME' or drop it")  # fmt: skip
         name = spec.get("name")
         if fit is not None and name == "speculative" and not {"draft", "draft_layer", "skip"} & set(spec):
             spec["draft_layer"], label = 1, label or name  # a placeholder: the search picks the draft and k
@@ -213,6 +223,35 @@ def _require_list(
     return value
 
 
+def _distinct(values: list[str], key: str) -> tuple[str, ...]:
+    """``values`` as a tuple; a repeated entry (which would run, and report, everything twice) is refused."""
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        raise ValueError(f"'{key}' lists {repeated!r} twice, got {values}; list each once")
+    return tuple(values)
+
+
+def _task_name(name: Any, number: int) -> str:
+    """A task's name: a non-empty string that can be part of a file name (``bars_<task>.png``)."""
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in "/\\\0") or name in (".", ".."):
+        raise ValueError(
+            f"task #{number}: name={name!r} must be a non-empty string without '/' or '\\' (it names the task's "
+            "records and plot files); write e.g. name = \"wiki-ppl\""
+        )
+    return name
+
+
+def _check_lens_entry(lens: str) -> None:
+    """A ``lenses`` entry: ``"logit"``, ``"tuned"``, a tuned-lens folder, or a hub id (``owner/name``)."""
+    if lens in ("logit", "tuned") or Path(lens).expanduser().is_dir() or ("/" in lens and not Path(lens).exists()):
+        return
+    problem = "is a file, not a lens folder" if Path(lens).exists() else "is not a lens"
+    raise ValueError(
+        f"lenses holds {lens!r}, which {problem}; write 'logit', 'tuned', a saved tuned-lens folder or a "
+        f"hub id (owner/name).{did_you_mean(lens, ('logit', 'tuned'))}"
+    )
+
+
 def parse_config(raw: dict[str, Any]) -> SweepConfig:
     """Validate a config dictionary (from TOML); every error names the key and what to write instead."""
     for key in raw:
@@ -237,21 +276,30 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
             raise ValueError(f"task #{number} needs a 'kind' (one of {', '.join(TASK_KINDS)})")
         params = dict(table)
         kind = check_choice(params.pop("kind"), TASK_KINDS, field="kind", owner=f"task #{number}")
-        tasks.append(TaskSpec(name=str(params.pop("name", kind)), kind=kind, params=params))
+        tasks.append(TaskSpec(name=_task_name(params.pop("name", kind), number), kind=kind, params=params))
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be distinct, got {names}; give each task a 'name'")
     threads, out = raw.get("threads"), raw.get("out", "evals/results/run")
     if not isinstance(out, str) or not out:
         raise ValueError(f"out={out!r} must be a folder path (a string), e.g. out = 'evals/results/run'")
-    models = tuple(_require_list(raw, "models", ["smollm2-135m-instruct"], strings=True))
+    models = _distinct(_require_list(raw, "models", ["smollm2-135m-instruct"], strings=True), "models")
+    lenses = _distinct(_require_list(raw, "lenses", ["logit"], strings=True), "lenses")
+    for lens in lenses:
+        _check_lens_entry(lens)
     tuned = raw.get("tuned_lens", {})
     for model in (None, *models):  # every model's recipe is valid before anything runs
         tuned_lens_recipe(tuned, model)
+    for name in tuned.get("models", {}) if isinstance(tuned, dict) else ():
+        if name not in models:  # a recipe for a model the sweep does not run: a typo would be ignored silently
+            raise ValueError(
+                f"tuned_lens.models names {name!r}, which is not one of models {list(models)}."
+                f"{did_you_mean(name, models)} Write the model as in 'models'"
+            )
     return SweepConfig(
         out=Path(out),
         models=models,
-        lenses=tuple(_require_list(raw, "lenses", ["logit"], strings=True)),
+        lenses=lenses,
         variants=variants,
         tasks=tuple(tasks),
         baseline=baseline,
@@ -268,7 +316,7 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
             high_open=True,
             fix="Write a level such as 0.95.",
         ),  # fmt: skip
-        threads=None if threads is None else check_int(threads, field="threads", low=1),
+        threads=None if threads is None else check_threads(check_int(threads, field="threads", low=1)),
         tuned_lens=tuned,
     )
 
@@ -280,9 +328,11 @@ def load_config(path: str | Path, *, out: str | Path | None = None) -> SweepConf
         problem = "is a folder; pass the .toml file in it" if path.is_dir() else "does not exist"
         raise FileNotFoundError(f"config file {str(path)!r} {problem}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM (Windows editors) is not TOML
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML ({err})") from err
     if out is not None:
         raw["out"] = str(out)
-    return parse_config(raw)
+    config = parse_config(raw)
+    check_output_folder(config.out, field="results folder (the config's out, or --out)")  # before any work, so that no result is lost at the end
+    return config

@@ -202,7 +202,10 @@ def prompt_ids(tokenizer: Any, prompt: str, device: torch.device) -> torch.Tenso
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                              add_generation_prompt=True)  # fmt: skip
-    return torch.tensor([tokenizer.encode(text, add_special_tokens=False)], device=device)
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if not ids:  # e.g. a whitespace-only prompt: nothing to decode from
+        raise ValueError(f"prompt {prompt!r} is empty after tokenization; pass some text")
+    return torch.tensor([ids], device=device)
 
 
 def bench(

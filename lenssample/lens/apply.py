@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 from torch import nn
@@ -38,13 +39,17 @@ def check_positions(positions: Sequence[int] | None, seq: int, what: str) -> tup
     ``what`` says what the positions index (``"the text has 12 tokens"``) in the error."""
     if positions is None:
         return tuple(range(seq))
+    if isinstance(positions, torch.Tensor):
+        positions = positions.tolist()
+    if isinstance(positions, str) or not isinstance(positions, Iterable):
+        raise TypeError(f"positions={positions!r} must be a list of positions, e.g. [0, -1]")
     positions = tuple(positions)
     if not positions:
         raise ValueError("positions is empty; pass at least one position, or positions=None for all of them")
     for p in positions:
-        if isinstance(p, bool) or not isinstance(p, int) or not -seq <= p < seq:
+        if isinstance(p, bool) or not isinstance(p, Integral) or not -seq <= p < seq:  # numpy ints are positions
             raise ValueError(f"positions contains {p!r}, but {what}; use 0..{seq - 1}")
-    return tuple(p % seq for p in positions)
+    return tuple(int(p) % seq for p in positions)
 
 
 @torch.inference_mode()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from numbers import Integral
 
 import torch
 from torch import nn
@@ -58,16 +59,19 @@ class Lens(nn.Module):
 
     def check_layers(self, layers: Sequence[int], *, name: str = "layers") -> tuple[int, ...]:
         """Validate layer numbers at the API boundary; returns them as a tuple."""
+        if isinstance(layers, torch.Tensor):
+            layers = layers.tolist()
         if isinstance(layers, str) or not isinstance(layers, Iterable):
             raise TypeError(f"{name}={layers!r} must be a list of layer numbers, e.g. [0, {self.num_layers}]")
         out = tuple(layers)
         for layer in out:
-            if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= self.num_layers:
+            # numpy ints are layer numbers too (np.arange, np.array([...]))
+            if isinstance(layer, bool) or not isinstance(layer, Integral) or not 0 <= layer <= self.num_layers:
                 raise ValueError(
                     f"{name} contains {layer!r}, but this model has layers 0..{self.num_layers} (0 = embeddings, "
                     f"{self.num_layers} = final layer); pass layer numbers in that range"
                 )
-        return out
+        return tuple(int(layer) for layer in out)
 
     def with_final_norm(self, apply_final_norm: bool) -> Lens:
         """This lens, or a shallow copy sharing its parameters with another ``apply_final_norm``."""

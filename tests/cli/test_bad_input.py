@@ -39,12 +39,18 @@ BAD = [
     ("eval {tmp}/sweep.toml --out {file}", "results folder (the config's out, or --out) '{file}' is a file"),
     ("eval {tmp}", "is a folder; pass the .toml file in it"),
     ("export-decoder {file}/decoder", "directory '{file}/decoder': '{file}' is a file, not a folder"),
+    # fresh probe: a parameter given twice with --set (refused in a spec too); thousands of threads end the process
+    ("generate hi --strategy dola --set alpha=0.1 --set alpha=0.2", "--set 'alpha=0.2': 'alpha' is set twice"),
+    ("generate hi --threads 100000", "--threads=100000 must be an integer in 1.."),
+    ("lens hi --layers 1,,2", "--layers '1,,2': pass comma-separated layer numbers"),
+    ("eval {tmp}/unknown-model.toml --out {tmp}/out", "models entry 'no-such-model-xyz': not an embedded model"),
 ]  # fmt: skip
 
 
 @pytest.fixture
 def place(tmp_path):
     (tmp_path / "sweep.toml").write_text(SPEED_CONFIG)
+    (tmp_path / "unknown-model.toml").write_text('models = ["no-such-model-xyz"]\n' + SPEED_CONFIG)
     (tmp_path / "file").write_text("")
     return lambda text: text.format(tmp=tmp_path, file=tmp_path / "file")
 
@@ -100,3 +106,13 @@ def test_warnings_are_one_line_and_debug_shows_the_traceback(capsys, monkeypatch
     ]
     with pytest.raises(RuntimeError, match="broken"), pytest.warns(UserWarning, match="careful"):
         main(["bench", "--debug"])
+
+
+def test_ctrl_c_while_the_subcommands_import_is_one_line(capsys, monkeypatch):
+    """Fresh probe: Ctrl-C in the first seconds (torch and transformers importing) printed a traceback."""
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lenssample.cli.build_parser", interrupted)
+    assert main(["generate", "hi"]) == 130
+    assert capsys.readouterr().err.strip() == "lenssample: interrupted"

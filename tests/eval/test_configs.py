@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from lenssample.eval.config import load_config, parse_config
 from lenssample.eval.records import read_records
@@ -17,7 +18,7 @@ from lenssample.eval.speed import bench
 from lenssample.eval.tasks import build_task
 from lenssample.schedules.base import SCHEDULES
 from lenssample.strategies.base import STRATEGIES
-from tests.conftest import make_tiny_model
+from tests.conftest import make_tiny_model, make_tiny_tokenizer
 from tests.eval_helpers import TEXT, CharTokenizer, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -206,3 +207,41 @@ def test_fit_source_and_tuned_lens_fields_are_checked_before_anything_runs():
         parse_config({**base, "variants": [{"name": "ensemble", "fit": {"source": "nowhere"}}]})
     with pytest.raises(ValueError, match=r"tuned_lens: steps=-1 must be an integer >= 0"):
         parse_config({**base, "variants": ["final"], "tuned_lens": {"steps": -1}})
+
+
+def test_names_lists_and_the_out_folder_are_checked_at_parse_time(tmp_path):
+    """Fresh probe: a task name that cannot be part of a file name, an empty label, a model or lens listed twice, a
+    lens that is none, a tuned_lens recipe for a model the sweep does not run, and an out that is a file."""
+    base = {"models": [MODEL], "variants": ["final"], "tasks": [{"kind": "speed"}]}
+    bad = [
+        ({"tasks": [{"kind": "speed", "name": "../x"}]}, "task #1: name='../x' must be a non-empty string without"),
+        ({"tasks": [{"kind": "speed", "name": ""}]}, "task #1: name='' must be a non-empty string"),
+        ({"tasks": [{"kind": "speed", "name": 5}]}, "task #1: name=5 must be a non-empty string"),
+        ({"variants": [{"name": "dola", "label": ""}]}, "variant 'dola': label='' must be a non-empty string"),
+        ({"models": [MODEL, MODEL]}, f"'models' lists {MODEL!r} twice"),
+        ({"lenses": ["logit", "logit"]}, "'lenses' lists 'logit' twice"),
+        ({"lenses": ["bogus"]}, "lenses holds 'bogus', which is not a lens; write 'logit', 'tuned'"),
+        ({"tuned_lens": {"models": {"other": {"steps": 3}}}}, "tuned_lens.models names 'other', which is not one of"),
+        ({"threads": 100_000}, "threads=100000 must be an integer in 1.."),
+    ]
+    for change, fragment in bad:
+        with pytest.raises(ValueError) as err:
+            parse_config({**base, **change})
+        assert fragment in str(err.value), (change, str(err.value))
+    folder = tmp_path / "lens"
+    folder.mkdir()
+    assert parse_config({**base, "lenses": ["logit", "tuned", str(folder), "owner/lens-on-the-hub"]}).lenses[2] == str(
+        folder)
+    (tmp_path / "file").write_text("")
+    (tmp_path / "c.toml").write_text(f'out = "{tmp_path / "file"}"\nmodels = ["{MODEL}"]\nvariants = ["final"]\n'
+                                     '[[tasks]]\nkind = "speed"\n')
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        load_config(tmp_path / "c.toml")
+
+
+def test_a_prompt_that_tokenizes_to_nothing_is_refused_by_bench():
+    """Fresh probe: a whitespace-only --prompt gave a RuntimeError deep in the model."""
+    from lenssample.eval.speed import prompt_ids
+
+    with pytest.raises(ValueError, match="prompt '   ' is empty after tokenization"):
+        prompt_ids(make_tiny_tokenizer(), "   ", torch.device("cpu"))
