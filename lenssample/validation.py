@@ -337,10 +337,12 @@ def check_output_folder(path: Any, *, field: str = "output folder") -> Path:
 
 
 def check_threads(value: Any, *, field: str = "threads") -> int:
-    """A torch thread count: an integer from 1 to this machine's CPU cores (``os.cpu_count()``); thousands of
-    threads exhaust the process's memory and end it without a message."""
+    """A torch thread count: an integer from 1 to 4x this machine's CPU cores (``os.cpu_count()``; more threads than
+    cores only slow a run down, and thousands exhaust the process's memory and end it without a message). A config
+    written for a bigger machine still runs here."""
     cores = os.cpu_count() or 1
-    return check_int(value, field=field, low=1, high=cores, fix=f"This machine has {cores} CPU cores.")
+    fix = f"This machine has {cores} CPU cores; use at most {4 * cores} threads, best {cores}."
+    return check_int(value, field=field, low=1, high=4 * cores, fix=fix)
 
 
 def check_device(device: Any, *, field: str = "device") -> torch.device:
