@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import LogitsProcessorList, StoppingCriteriaList, StopStringCriteria
+from transformers import LogitsProcessorList, StoppingCriteriaList
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from lenssample.decoding.emission import EmissionPolicy
+from lenssample.decoding.emission import EmissionPolicy, stop_string_criteria
 from lenssample.decoding.loop import decode
 from lenssample.decoding.outputs import GenerateOutput
 from lenssample.decoding.prompt import Prompt, prepare_prompt
@@ -175,7 +175,7 @@ def generate(
     if settings.stop_strings:
         if tokenizer is None:
             raise ValueError("stop_strings needs tokenizer=...; pass the model's tokenizer")
-        criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=list(settings.stop_strings)))
+        criteria.append(stop_string_criteria(tokenizer, list(settings.stop_strings)))
     config = getattr(model, "generation_config", None)
     eos = (
         settings.eos_token_id if settings.eos_token_id is not None else getattr(config, "eos_token_id", None)

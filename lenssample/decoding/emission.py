@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import StoppingCriteriaList
+from transformers import StoppingCriteria, StoppingCriteriaList, StopStringCriteria
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,35 @@ class Emitter:
         if self.policy.streamer is not None and not self._ended:
             self.policy.streamer.end()
         self._ended = True
+
+
+class DecodedStopStrings(StoppingCriteria):
+    """Stop strings checked on decoded text, for tokenizers whose vocabulary transformers' ``StopStringCriteria``
+    cannot map (it spells every token after a fixed prefix, which a word-level tokenizer cannot encode).
+
+    A row is done when a stop string occurs in the decoded text of its last tokens and ends inside the newest one
+    (enough tokens are decoded to hold the longest stop string: every token but special ones spells at least one
+    character). Slower than the table transformers builds (one ``decode`` per row and step), so used only as its
+    fallback (:func:`stop_string_criteria`)."""
+
+    def __init__(self, tokenizer: Any, stop_strings: list[str]) -> None:
+        self.tokenizer, self.stop_strings = tokenizer, list(stop_strings)
+        self.window = max(map(len, self.stop_strings)) + 1
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        done = []
+        for row in input_ids.tolist():
+            text = self.tokenizer.decode(row[-self.window :], skip_special_tokens=False)
+            before = len(self.tokenizer.decode(row[-self.window : -1], skip_special_tokens=False))
+            done.append(
+                any(0 <= text.rfind(s) and text.rfind(s) + len(s) > before for s in self.stop_strings)
+            )
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def stop_string_criteria(tokenizer: Any, stop_strings: list[str]) -> StoppingCriteria:
+    """transformers' ``StopStringCriteria``, or :class:`DecodedStopStrings` where it cannot map the tokenizer."""
+    try:
+        return StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings)
+    except ValueError:  # "substring not found": a token it cannot spell after its fixed prefix
+        return DecodedStopStrings(tokenizer, stop_strings)

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 KEY_FIELDS = ("model", "lens", "task", "strategy", "item")
 
 
@@ -48,18 +50,33 @@ def read_records(out_dir: str | Path) -> list[dict[str, Any]]:
 
 @contextmanager
 def record_writer(path: str | Path) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """A function appending records to one JSONL file, each flushed and fsynced before the next item starts."""
+    """A function appending records to one JSONL file, each flushed and fsynced before the next item starts.
+
+    The file is locked (``.NAME.lock`` beside it) while the writer is open: a second run writing the same records
+    (``lenssample eval`` twice on one out folder) is refused at once instead of evaluating every item twice. The
+    processes of a sharded run write one file each, so they never wait for each other."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = path.read_bytes() if path.is_file() else b""
-    if data and not data.endswith(b"\n"):  # a line cut short by a kill: trim it
-        with path.open("r+b") as stream:
-            stream.truncate(data.rfind(b"\n") + 1)
-    with path.open("a", encoding="utf-8") as stream:
+    lock = FileLock(path.with_name(f".{path.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:  # an OSError: the command line reports it in one line, as any file it cannot use
+        raise BlockingIOError(
+            f"{str(path)!r} is being written by another run (lenssample eval on the same out folder); wait for it "
+            "to finish (a rerun then resumes), or pass another --out"
+        ) from None
+    try:
+        data = path.read_bytes() if path.is_file() else b""
+        if data and not data.endswith(b"\n"):  # a line cut short by a kill: trim it
+            with path.open("r+b") as stream:
+                stream.truncate(data.rfind(b"\n") + 1)
+        with path.open("a", encoding="utf-8") as stream:
 
-        def write(record: dict[str, Any]) -> None:
-            stream.write(json.dumps(record, allow_nan=True) + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
+            def write(record: dict[str, Any]) -> None:
+                stream.write(json.dumps(record, allow_nan=True) + "\n")
+                stream.flush()
+                os.fsync(stream.fileno())
 
-        yield write
+            yield write
+    finally:
+        lock.release()

@@ -154,7 +154,9 @@ def solve_ridge(
     gram, cross = collected.gram, collected.cross
     num_layers, d1, _ = gram.shape
     d = d1 - 1
-    scale = torch.diagonal(gram[:, :d, :d], dim1=1, dim2=2).mean(-1)  # [L]
+    # a layer whose residual stream never varies (e.g. text that tokenizes to one id whose embedding is 0) has
+    # scale 0: floored, so its system stays positive definite (the fit is then its bias alone)
+    scale = torch.diagonal(gram[:, :d, :d], dim1=1, dim2=2).mean(-1).clamp_min(1e-12)  # [L]
     penalty = torch.ones(d1, dtype=gram.dtype)
     penalty[d] = 0.0
     best_err = torch.full((num_layers,), float("inf"), dtype=gram.dtype)

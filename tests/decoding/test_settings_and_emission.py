@@ -118,3 +118,26 @@ def test_emit_many_stops_at_the_budget_and_the_criteria():
     emitter = _policy(eos_token_ids=None, stopping_criteria=criteria).start(torch.tensor([[1]]))
     assert emitter.emit_many([2, 6, 7]) == 2 and emitter.done
     assert emitter.with_tokens([8]).tolist() == [[1, 2, 6, 8]]
+
+
+def test_stop_strings_work_with_a_tokenizer_transformers_cannot_map():
+    """Fresh probe: transformers' StopStringCriteria ends in "substring not found" for a word-level tokenizer (it
+    spells each token after a fixed prefix the tokenizer cannot encode). The decoded-text fallback stops at the
+    first stop string, as the real tokenizers' criterion does."""
+    from transformers import StopStringCriteria
+
+    from lenssample.decoding.emission import DecodedStopStrings, stop_string_criteria
+    from tests.conftest import make_tiny_tokenizer
+
+    model, tok = make_tiny_model("llama"), make_tiny_tokenizer()
+    with pytest.raises(ValueError, match="substring not found"):
+        StopStringCriteria(tokenizer=tok, stop_strings=["t7"])
+    assert isinstance(stop_string_criteria(tok, ["t7"]), DecodedStopStrings)
+    free = generate(model, "t5 t6", tokenizer=tok, max_new_tokens=8, eos_token_id=[])
+    words = tok.decode(free.sequences[0, free.prompt_length :]).split()
+    stop = words[3]  # a word generated at the fourth step (or earlier, if it is repeated)
+    out = generate(model, "t5 t6", tokenizer=tok, max_new_tokens=8, eos_token_id=[], stop_strings=[stop])
+    made = tok.decode(out.sequences[0, out.prompt_length :]).split()
+    assert made == words[: words.index(stop) + 1]
+    never = generate(model, "t5 t6", tokenizer=tok, max_new_tokens=8, eos_token_id=[], stop_strings=["é✓"])
+    assert torch.equal(never.sequences, free.sequences)

@@ -189,3 +189,18 @@ def test_bad_task_input_keeps_partial_results(tmp_path):
             ),
             progress=False,
         )
+
+
+def test_a_second_run_on_the_same_records_is_refused_at_once(tmp_path):
+    """Fresh probe: two `lenssample eval` on one out folder both ran every item and wrote records twice. The records
+    file is locked while a run writes it; the second run is refused before any item, and runs once it is free."""
+    from filelock import FileLock
+
+    write_inputs(tmp_path)
+    config = load(tmp_path, "locked")
+    config.out.mkdir(parents=True)
+    with FileLock(config.out / ".records.jsonl.lock"):  # another run is writing
+        with pytest.raises(BlockingIOError, match=r"records.jsonl' is being written by another run .* --out"):
+            run_sweep(config, progress=False)
+    assert read_records(config.out) == []
+    assert run_sweep(config, progress=False)["rows"]  # free again

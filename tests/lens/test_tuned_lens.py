@@ -476,3 +476,22 @@ def test_ridge_fit_of_a_default_model_sized_system_is_exact_with_two_threads():
         torch.testing.assert_close(weight[layer], theta[:d].T.float(), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(bias[layer], theta[d].float(), rtol=1e-4, atol=1e-5)
     assert chosen == [1e-3] * layers
+
+
+def test_ridge_fit_of_a_layer_whose_residual_stream_never_varies_is_its_bias():
+    """Fresh probe: text that tokenized to one id with a zero embedding (a tiny model, a foreign tokenizer) left
+    every feature 0; the unpenalised system was singular and `train-lens` ended in a LinAlgError. The fit of such a
+    layer is now W = 0 and the bias the mean target."""
+    from lenssample.lens.fit import Collected, solve_ridge
+
+    layers, d, n = 2, 8, 50
+    features = torch.cat([torch.zeros(layers, n, d), torch.ones(layers, n, 1)], -1).double()
+    targets = torch.randn(layers, n, d, generator=torch.Generator().manual_seed(0)).double()
+    gram, cross = features.transpose(1, 2) @ features, features.transpose(1, 2) @ targets
+    collected = Collected(gram=gram, cross=cross, heldout_gram=gram, heldout_cross=cross,
+                          heldout_target_sq=targets.pow(2).sum((1, 2)), train_hidden=None, heldout_hidden=None,
+                          tokens=n)  # fmt: skip
+    weight, bias, _ = solve_ridge(collected)
+    assert weight.isfinite().all() and bias.isfinite().all()
+    torch.testing.assert_close(weight, torch.zeros_like(weight), atol=1e-6, rtol=0)
+    torch.testing.assert_close(bias, targets.mean(1).float(), atol=1e-5, rtol=1e-5)
