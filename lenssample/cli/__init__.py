@@ -70,10 +70,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if not isinstance(err, (ValueError, TypeError, OSError)):  # unexpected: say what it was
+        if _out_of_memory(err):
+            message = (f"out of memory ({message[:160]}); ask for less at once: a smaller --batch, fewer new tokens, "
+                       "fewer layers or positions, or a shorter text")  # fmt: skip
+        elif not isinstance(err, (ValueError, TypeError, OSError)):  # unexpected: say what it was
             message = f"{type(err).__name__}: {message} (rerun with --debug for the traceback)"
         print(f"lenssample {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation failure (Python's, CUDA's, or the CPU allocator's ``RuntimeError``)."""
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(err, RuntimeError) and any(
+        text in str(err) for text in ("can't allocate memory", "out of memory", "Cannot allocate memory")
+    )
 
 
 def console_main() -> None:

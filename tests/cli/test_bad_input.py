@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 
 from lenssample.cli import main
 
@@ -116,3 +117,21 @@ def test_ctrl_c_while_the_subcommands_import_is_one_line(capsys, monkeypatch):
     monkeypatch.setattr("lenssample.cli.build_parser", interrupted)
     assert main(["generate", "hi"]) == 130
     assert capsys.readouterr().err.strip() == "lenssample: interrupted"
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                 "tried to allocate 2048000000 bytes."),
+    MemoryError(),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+], ids=["cpu-allocator", "python", "cuda"])  # fmt: skip
+def test_running_out_of_memory_is_one_line_saying_what_to_ask_for(error, capsys, monkeypatch):
+    """Fresh probe: `bench --batch 1000000` ended in the CPU allocator's RuntimeError."""
+    def allocate(args):
+        raise error
+
+    monkeypatch.setattr("lenssample.cli.bench.load", allocate)
+    assert main(["bench"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("lenssample bench: error: out of memory (") and "a smaller --batch" in line
+    assert "--debug" not in line
