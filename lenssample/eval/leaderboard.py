@@ -6,6 +6,8 @@ lens and items; :func:`lenssample.eval.report.summarize`): **better** when the i
 side, **worse** when it excludes zero on the bad side, **no detectable difference** otherwise. Which side is good:
 lower for NLL per token (perplexity) and repetition rate, higher for accuracies, MC1/2/3, exact match and
 containment; generation length has no good side. Speed is reported with the range of its timed rounds, no verdict.
+An interval of NLL per token inside ``±ROUND_OFF`` nats is float round-off (the same distribution computed along
+another path, e.g. the tuned lens's identity at the last layer), not a difference: no detectable difference.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 DIRECTION = {"nll_per_token": -1, "repetition_rate": -1, "acc": 1, "acc_norm": 1, "mc1": 1, "mc2": 1, "mc3": 1,
              "exact_match": 1, "contains": 1}  # fmt: skip
 MARKS = {"better": "▲", "worse": "▼", "no detectable difference": "=", None: ""}
+#: nats per token below which a difference in NLL is float32 round-off (a real one is orders of magnitude larger)
+ROUND_OFF = 1e-4
 
 
 def verdict(key: str, interval: dict[str, Any]) -> str | None:
@@ -24,6 +28,8 @@ def verdict(key: str, interval: dict[str, Any]) -> str | None:
     direction, low, high = DIRECTION.get(key), interval.get("low"), interval.get("high")
     if direction is None or low is None or high is None:
         return None
+    if key == "nll_per_token" and max(abs(low), abs(high)) < ROUND_OFF:
+        return "no detectable difference"
     if low > 0 or high < 0:
         return "better" if (1 if low > 0 else -1) == direction else "worse"
     return "no detectable difference"

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
         ("acc", -0.1, 0.1, "no detectable difference"),
         ("acc", 0.0, 0.0, "no detectable difference"),  # identical answers: a zero-width interval at zero
         ("nll_per_token", -0.3, -0.1, "better"),  # lower NLL is better
+        ("nll_per_token", -8.6e-6, -8.1e-6, "no detectable difference"),  # float round-off, not a difference
+        ("nll_per_token", -2e-4, -1e-4, "better"),
         ("repetition_rate", 0.1, 0.3, "worse"),
         ("length", 1.0, 2.0, None),  # no good direction
         ("acc", None, None, None),  # one item: no interval, no verdict
