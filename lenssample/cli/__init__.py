@@ -14,9 +14,20 @@ import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
-# Subcommand modules, in the order `lenssample --help` lists them.
-COMMANDS = ["generate", "demo", "lens", "trace", "train-lens", "lens-eval", "eval", "bench", "export-decoder",
-            "doctor"]  # fmt: skip
+# Subcommands, in the order `lenssample --help` lists them, with the one line it shows for each. Each lives in the
+# module of its name (dashes as underscores), whose ``register`` adds its full parser.
+COMMANDS = {
+    "generate": "generate text with a lens strategy or a compute schedule",
+    "demo": "show the logit lens and lens decoders on the default model",
+    "lens": "heatmap of the lens's top-1 token per layer and position of a text (PNG/SVG/HTML)",
+    "trace": "plot the layers a strategy chose (or drafts a schedule accepted) at each generated token",
+    "train-lens": "train a tuned lens (CPU, minutes) and save it",
+    "lens-eval": "compare the logit lens and tuned lenses per layer",
+    "eval": "run an evaluation sweep from a TOML file",
+    "bench": "time strategies and schedules side by side (ms/token, ratios)",
+    "export-decoder": "write a custom_generate folder for model.generate(custom_generate=DIR, trust_remote_code=True)",
+    "doctor": "verify cached models and lenses against their manifests (rebuilds damaged models)",
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,14 +37,20 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand; given the command line ``argv``, only the command it names is built in full
+    (its module imports torch and transformers: seconds), the others are listed for ``--help``."""
     parser = Parser(prog="lenssample", description="Decode from a language model's intermediate layers.")
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an error (anywhere on the line)"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"lenssample.cli.{name.replace('-', '_')}").register(subparsers)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None) if argv is not None else None
+    for name, line in COMMANDS.items():
+        if argv is None or name == chosen:
+            importlib.import_module(f"lenssample.cli.{name.replace('-', '_')}").register(subparsers)
+        else:
+            subparsers.add_parser(name, help=line)
     return parser
 
 
@@ -47,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
     try:
-        parser = build_parser()  # imports every subcommand, so torch and transformers: seconds
+        parser = build_parser(argv)  # imports the chosen subcommand, so torch and transformers: seconds
     except KeyboardInterrupt:
         print("\nlenssample: interrupted", file=sys.stderr)
         return 130

@@ -7,14 +7,13 @@ import argparse
 import json
 from pathlib import Path
 
+from lenssample.cli import COMMANDS
 from lenssample.cli.common import add_model_args, check_positive, lens_from_args, load
 from lenssample.validation import check_output_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "bench", help="time strategies and schedules side by side (ms/token, ratios)"
-    )
+    parser = subparsers.add_parser("bench", help=COMMANDS["bench"])
     parser.add_argument("variants", nargs="*", metavar="SPEC",
                         help="strategy or schedule specs, e.g. final dola:layers=high speculative:draft_layer=24")  # fmt: skip
     parser.add_argument(

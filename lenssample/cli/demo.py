@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from lenssample.cli import COMMANDS
 from lenssample.cli.common import add_model_args, check_positive, load
 from lenssample.decoding.settings import DEFAULT_MAX_NEW_TOKENS
 
@@ -13,7 +14,7 @@ DEMO_STRATEGIES = ("final", "dola:layers=high", "window", "layer:layer=-3")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="show the logit lens and lens decoders on the default model")
+    parser = subparsers.add_parser("demo", help=COMMANDS["demo"])
     add_model_args(parser, lens=False)
     parser.add_argument("--prompt", default=DEMO_PROMPT)
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lenssample.cli import COMMANDS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("doctor", help="verify cached models and lenses against their manifests "
-                                   "(rebuilds damaged models)", description=__doc__)  # fmt: skip
+    parser = subparsers.add_parser("doctor", help=COMMANDS["doctor"], description=__doc__)
     parser.add_argument("lenses", nargs="*", metavar="LENS", help="more tuned-lens folders to check")
     parser.set_defaults(func=run)
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 
+from lenssample.cli import COMMANDS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="run an evaluation sweep from a TOML file")
+    parser = subparsers.add_parser("eval", help=COMMANDS["eval"])
     parser.add_argument("config", help="the sweep file (see evals/configs/default.toml)")
     parser.add_argument("--out", default=None, help="results folder (default: the config's 'out')")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

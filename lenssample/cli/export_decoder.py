@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from lenssample.cli import COMMANDS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export-decoder",
-        help="write a custom_generate folder for model.generate(custom_generate=DIR, trust_remote_code=True)",
+        help=COMMANDS["export-decoder"],
         description="Write a Hub-style custom_generate folder (generate.py, requirements.txt, model card) that "
         "decodes with a lenssample strategy or schedule inside transformers' model.generate.",
     )

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from lenssample.cli import COMMANDS
 from lenssample.cli.common import SETTINGS_FLAGS, add_dataclass_args, add_generation_args, generate_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from lenssample.decoding.settings import DecodingSettings
 
-    parser = subparsers.add_parser(
-        "generate", help="generate text with a lens strategy or a compute schedule"
-    )
+    parser = subparsers.add_parser("generate", help=COMMANDS["generate"])
     add_generation_args(parser)
     add_dataclass_args(parser, DecodingSettings, names=SETTINGS_FLAGS)
     parser.add_argument("--json", action="store_true", help="print a JSON object (text, tokens, trace)")

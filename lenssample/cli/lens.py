@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lenssample.cli import COMMANDS
 from lenssample.cli.common import add_model_args, check_positive, lens_from_args, load
 
 OUT_SUFFIXES = (".png", ".svg", ".pdf", ".html", ".htm")
@@ -14,9 +15,7 @@ MAX_COLUMNS = {"text": 40, "image": 120, "html": 2000}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "lens", help="heatmap of the lens's top-1 token per layer and position of a text (PNG/SVG/HTML)"
-    )
+    parser = subparsers.add_parser("lens", help=COMMANDS["lens"])
     parser.add_argument("text", help="the text to look at")
     add_model_args(parser)
     parser.add_argument("--stat", default="prob", help="colour by prob (default), rank, kl, entropy or xent")

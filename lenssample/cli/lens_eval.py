@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from lenssample.cli import COMMANDS
 from lenssample.cli.common import add_data_arg, add_model_args, check_positive, load, texts_from_arg
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("lens-eval", help="compare the logit lens and tuned lenses per layer")
+    parser = subparsers.add_parser("lens-eval", help=COMMANDS["lens-eval"])
     add_model_args(parser, lens=False)
     parser.add_argument("--lens", required=True, help="folder of a saved tuned lens")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",

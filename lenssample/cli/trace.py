@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from lenssample.cli import COMMANDS
 from lenssample.cli.common import add_generation_args, generate_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "trace",
-        help="plot the layers a strategy chose (or drafts a schedule accepted) at each generated token",
+        help=COMMANDS["trace"],
     )
     add_generation_args(parser)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate (default: 32)")

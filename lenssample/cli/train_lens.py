@@ -6,6 +6,7 @@ import argparse
 import json
 import shutil
 
+from lenssample.cli import COMMANDS
 from lenssample.cli.common import (
     add_data_arg,
     add_dataclass_args,
@@ -19,7 +20,7 @@ from lenssample.cli.common import (
 def register(subparsers: argparse._SubParsersAction) -> None:
     from lenssample.lens.train import TrainConfig
 
-    parser = subparsers.add_parser("train-lens", help="train a tuned lens (CPU, minutes) and save it")
+    parser = subparsers.add_parser("train-lens", help=COMMANDS["train-lens"])
     add_model_args(parser, lens=False)
     add_data_arg(parser, "train", "mixed")
     parser.add_argument("--out", default=None,

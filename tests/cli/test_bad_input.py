@@ -3,6 +3,8 @@ model loads or any output is lost; Ctrl-C exits 130 with how to resume; warnings
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -111,12 +113,36 @@ def test_warnings_are_one_line_and_debug_shows_the_traceback(capsys, monkeypatch
 
 def test_ctrl_c_while_the_subcommands_import_is_one_line(capsys, monkeypatch):
     """Fresh probe: Ctrl-C in the first seconds (torch and transformers importing) printed a traceback."""
-    def interrupted():
+    def interrupted(argv=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("lenssample.cli.build_parser", interrupted)
     assert main(["generate", "hi"]) == 130
     assert capsys.readouterr().err.strip() == "lenssample: interrupted"
+
+
+def test_help_and_unknown_commands_answer_without_importing_torch():
+    """`lenssample --help` took 8-10 s importing torch and transformers for every subcommand; only the command named
+    is built now, and `import lenssample` imports its public names on first use."""
+    code = (
+        "import sys, lenssample, lenssample.cli as cli\n"
+        "assert cli.main(['--help']) == 0 and cli.main(['no-such-command']) == 2\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch imported'\n"
+        "assert lenssample.FinalLayer.name == 'final' and 'torch' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "generate" in done.stdout and "invalid choice: 'no-such-command'" in done.stderr
+
+
+def test_every_public_name_resolves():
+    import lenssample
+
+    missing = [name for name in lenssample.__all__ if getattr(lenssample, name, None) is None]
+    assert missing == []
+    assert set(lenssample.__all__) <= set(dir(lenssample))
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        lenssample.nonexistent  # noqa: B018
 
 
 @pytest.mark.parametrize("error", [
