@@ -44,11 +44,19 @@ _EXPORTS = {
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lenssample' has no attribute {name!r}")
-    module, attr = _EXPORTS[name]
-    value = importlib.import_module(module)
-    value = value if attr is None else getattr(value, attr)
+    if name in _EXPORTS:
+        module, attr = _EXPORTS[name]
+        value = importlib.import_module(module)
+        value = value if attr is None else getattr(value, attr)
+    else:  # a subpackage, as `lenssample.analysis.trajectory(...)` after `import lenssample` reads it
+        try:
+            if name.startswith("__"):
+                raise ModuleNotFoundError(name=f"{__name__}.{name}")
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'lenssample' has no attribute {name!r}") from None
     globals()[name] = value  # once imported, a plain attribute
     return value
 

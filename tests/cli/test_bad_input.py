@@ -143,6 +143,7 @@ def test_every_public_name_resolves():
     assert set(lenssample.__all__) <= set(dir(lenssample))
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         lenssample.nonexistent  # noqa: B018
+    assert callable(lenssample.analysis.trajectory) and callable(lenssample.data.wikipedia)  # subpackages too
 
 
 @pytest.mark.parametrize("error", [
