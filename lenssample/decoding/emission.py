@@ -127,9 +127,8 @@ class DecodedStopStrings(StoppingCriteria):
         for row in input_ids.tolist():
             text = self.tokenizer.decode(row[-self.window :], skip_special_tokens=False)
             before = len(self.tokenizer.decode(row[-self.window : -1], skip_special_tokens=False))
-            done.append(
-                any(0 <= text.rfind(s) and text.rfind(s) + len(s) > before for s in self.stop_strings)
-            )
+            # an occurrence ending inside the newest token starts after `before - len(s)`
+            done.append(any(s in text[max(0, before - len(s) + 1) :] for s in self.stop_strings))
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
