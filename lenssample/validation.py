@@ -368,10 +368,15 @@ def check_length(model: Any, length: int, max_new_tokens: int = 0) -> None:
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if not isinstance(limit, int) or length + max_new_tokens <= limit:
         return
-    if max_new_tokens:
+    if max_new_tokens and length < limit:
         raise ValueError(
             f"the prompt ({length} tokens) plus max_new_tokens={max_new_tokens} exceeds this model's "
-            f"{limit} positions; shorten the prompt or pass max_new_tokens <= {max(1, limit - length)}"
+            f"{limit} positions; shorten the prompt or pass max_new_tokens <= {limit - length}"
+        )
+    if max_new_tokens:
+        raise ValueError(
+            f"the prompt has {length} tokens, at least this model's {limit} positions (max_position_embeddings), "
+            f"leaving none to generate; shorten it to at most {limit - 1} tokens"
         )
     raise ValueError(
         f"the input has {length} tokens, more than this model's {limit} positions (max_position_embeddings); "

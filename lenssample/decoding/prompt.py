@@ -93,8 +93,11 @@ def prepare_prompt(
         input_ids = check_token_ids(inputs, vocab_size).to(device)
         attention_mask = check_attention_mask(attention_mask, input_ids, padding="left")
     else:
+        hint = ("; that looks like the tokenizer: pass it as tokenizer=..., e.g. generate(model, 'text', "
+                "tokenizer=tokenizer)") if callable(getattr(inputs, "encode", None)) else ""
         raise TypeError(
             f"inputs must be a LongTensor of token ids, a string or a list of strings, got {type(inputs).__name__}"
+            f"{hint}"
         )
     if attention_mask is not None and bool((attention_mask == 1).all()):
         attention_mask = (
