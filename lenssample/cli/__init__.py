@@ -7,6 +7,7 @@ adds its parser and sets ``func(args) -> int``. Bad input exits with status 2 an
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import signal
 import sys
@@ -69,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nlenssample: interrupted", file=sys.stderr)
         return 130
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named by the subcommand's parser, which points at its own --help
+            _unrecognized(parser, args.command, extra)
     except SystemExit as exit_:  # argparse already printed its message
         return int(exit_.code or 0)
     try:
@@ -94,6 +97,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"{type(err).__name__}: {message} (rerun with --debug for the traceback)"
         print(f"lenssample {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def _unrecognized(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> NoReturn:
+    """Exit 2 naming the arguments ``command`` does not take, with the closest option it does take."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub = action.choices[command]
+    options = [option[2:] for option in sub._option_string_actions if option.startswith("--")]
+    asked = [arg.lstrip("-").split("=")[0] for arg in extra if arg.startswith("-")]
+    close = [match for word in asked for match in difflib.get_close_matches(word, options, n=1)]
+    hint = f"; did you mean --{close[0]}?" if close else ""
+    sub.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
 
 
 def _out_of_memory(err: BaseException) -> bool:

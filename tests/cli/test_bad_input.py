@@ -47,6 +47,10 @@ BAD = [
     ("generate hi --threads 100000", "--threads=100000 must be an integer in 1.."),
     ("lens hi --layers 1,,2", "--layers '1,,2': pass comma-separated layer numbers"),
     ("eval {tmp}/unknown-model.toml --out {tmp}/out", "models entry 'no-such-model-xyz': not an embedded model"),
+    # an option the command does not take: named by the command (its --help), with the closest one it takes
+    ("generate hi --temprature 0.5", "lenssample generate: error: unrecognized arguments: --temprature 0.5; did you "
+     "mean --temperature? (see lenssample generate --help)"),
+    ("bench --bogus", "lenssample bench: error: unrecognized arguments: --bogus (see lenssample bench --help)"),
 ]  # fmt: skip
 
 
