@@ -30,6 +30,7 @@ ENTRY_POINTS = {
 def test_another_models_tokenizer_is_refused(fake_gguf, entry):
     model, tokenizer = load_model(fake_gguf)
     assert model.lenssample_tokenizer == tokenizer_fingerprint(tokenizer)
+    assert model.lenssample_name == str(fake_gguf)  # names its cached tuned lens (lens="tuned")
     other = make_tiny_tokenizer(prefix="w")  # as many tokens, other words: another model's
     with pytest.raises(ValueError, match="tokenizer does not belong to this model: it has vocab_sha256="):
         ENTRY_POINTS[entry](model, other)

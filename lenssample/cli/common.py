@@ -30,7 +30,8 @@ def add_model_args(parser: argparse.ArgumentParser, *, lens: bool = True) -> Non
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     if lens:
         parser.add_argument(
-            "--lens", default="logit", help="'logit' (default) or the folder of a saved tuned lens"
+            "--lens", default="logit", help="'logit' (default), 'tuned' (the model's cached tuned lens, saved by "
+            "lenssample train-lens) or the folder of a saved tuned lens"
         )
 
 

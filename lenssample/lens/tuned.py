@@ -387,12 +387,33 @@ lens = TunedLens.load('THIS_FOLDER', model)   # refuses any other model (unembed
 
 
 def load_lens(spec: Lens | str | os.PathLike | None, model: nn.Module) -> Lens:
-    """The lens a config or command line names: ``"logit"`` (or ``None``), a saved tuned-lens folder (lenssample's
-    or the tuned-lens project's format), a tuned-lens hub id, or a :class:`~lenssample.lens.base.Lens` object
-    (checked to belong to ``model``)."""
+    """The lens a config or command line names: ``"logit"`` (or ``None``), ``"tuned"`` (the cached tuned lens of a
+    model from :func:`~lenssample.load_model`, where ``lenssample train-lens`` saves it: :func:`default_lens_path`),
+    a saved tuned-lens folder (lenssample's or the tuned-lens project's format), a tuned-lens hub id, or a
+    :class:`~lenssample.lens.base.Lens` object (checked to belong to ``model``)."""
     if spec is None or not isinstance(spec, (str, os.PathLike)):  # a Lens, or a wrong type as_lens names
         return as_lens(model, spec)
     if str(spec) == "logit":
         return LogitLens(model)
     path = Path(spec).expanduser()
+    if str(spec) == "tuned" and not path.exists():
+        path = _cached_lens(model)
     return TunedLens.load(path if path.exists() else str(spec), model)
+
+
+def _cached_lens(model: nn.Module) -> Path:
+    """The folder of ``model``'s cached tuned lens (``lens="tuned"``), or an error saying how to make one."""
+    if not hasattr(model, "lenssample_name"):
+        raise ValueError(
+            "lens='tuned' is the cached tuned lens of a model loaded with lenssample.load_model, which this model "
+            "was not; pass the tuned lens's folder instead"
+        )
+    name = model.lenssample_name
+    path = default_lens_path(name)
+    if not path.is_dir():
+        flag = f" --model {name}" if name else ""
+        raise FileNotFoundError(
+            f"lens='tuned': no tuned lens is cached for {name or DEFAULT_MODEL} (looked in {path}); train one with "
+            f"`lenssample train-lens{flag}` (about 13 minutes on a 2-core CPU for the default model)"
+        )
+    return path

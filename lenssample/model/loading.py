@@ -246,7 +246,8 @@ def load_model(
 
     Returns ``(model, tokenizer)``, the model in eval mode, with ``model.lenssample_tokenizer`` recording the
     tokenizer's fingerprint, so that passing another model's tokenizer with it is refused
-    (:func:`lenssample.validation.check_tokenizer`).
+    (:func:`lenssample.validation.check_tokenizer`), and ``model.lenssample_name`` the name it was loaded by (which
+    names its cached tuned lens, ``lens="tuned"``).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -269,4 +270,5 @@ def load_model(
     model.to(device)
     model.eval()
     model.lenssample_tokenizer = tokenizer_fingerprint(tokenizer)
+    model.lenssample_name = None if name_or_path is None else str(name_or_path)  # names its cached lens ("tuned")
     return model, tokenizer

@@ -340,3 +340,22 @@ def test_real_model_cli_reads_a_folder_tuned_lens_saved(
     monkeypatch.chdir(tmp_path)
     assert main(args + ["--lens", "HuggingFaceTB/SmolLM2-135M-Instruct"]) == 2
     assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_lens_tuned_is_the_cached_lens_of_a_model_from_load_model(tmp_path, monkeypatch):
+    """``lens="tuned"`` (API and ``--lens tuned``) loads the lens ``lenssample train-lens`` cached for the model's
+    load name; a model without a cached lens, or not from ``load_model``, is told what to do."""
+    from lenssample.lens.tuned import default_lens_path
+    from tests.lens.test_tuned_lens import _random_lens
+
+    monkeypatch.setenv("LENSSAMPLE_CACHE", str(tmp_path))
+    model = make_tiny_model("llama")
+    with pytest.raises(ValueError, match="lens='tuned' is the cached tuned lens of a model loaded with lenssample"):
+        load_lens("tuned", model)
+    model.lenssample_name = "tiny-model"
+    with pytest.raises(FileNotFoundError, match="no tuned lens is cached for tiny-model .*lenssample train-lens "
+                       "--model tiny-model"):  # fmt: skip
+        load_lens("tuned", model)
+    lens = _random_lens(model)
+    lens.save(default_lens_path("tiny-model"))
+    assert torch.equal(load_lens("tuned", model).weight, lens.weight)
