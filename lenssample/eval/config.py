@@ -35,6 +35,7 @@ the first also carries its difference from the same variant through the first le
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -243,9 +244,14 @@ def _task_name(name: Any, number: int) -> str:
 
 def _check_lens_entry(lens: str) -> None:
     """A ``lenses`` entry: ``"logit"``, ``"tuned"``, a tuned-lens folder, or a hub id (``owner/name``)."""
-    if lens in ("logit", "tuned") or Path(lens).expanduser().is_dir() or ("/" in lens and not Path(lens).exists()):
+    path = Path(lens).expanduser()
+    hub_id = re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", lens) is not None  # owner/name; a path otherwise
+    if lens in ("logit", "tuned") or path.is_dir() or (hub_id and not path.exists()):
         return
-    problem = "is a file, not a lens folder" if Path(lens).exists() else "is not a lens"
+    if path.exists():
+        problem = "is a file, not a lens folder"
+    else:
+        problem = "is a folder that does not exist" if "/" in lens or lens.startswith(("~", ".")) else "is not a lens"
     raise ValueError(
         f"lenses holds {lens!r}, which {problem}; write 'logit', 'tuned', a saved tuned-lens folder or a "
         f"hub id (owner/name).{did_you_mean(lens, ('logit', 'tuned'))}"

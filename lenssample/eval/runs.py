@@ -32,6 +32,7 @@ from lenssample.eval.config import SweepConfig, Variant, tuned_lens_recipe
 from lenssample.eval.records import read_records, record_key, record_writer
 from lenssample.eval.report import summarize, write_reports
 from lenssample.eval.tasks import Context, SpeedTask, build_task, scoring_strategy
+from lenssample.lens.base import as_lens
 from lenssample.lens.train import trained_lens
 from lenssample.lens.tuned import TunedLens, default_lens_path, load_lens
 from lenssample.model.loading import load_model
@@ -148,6 +149,12 @@ def run_sweep(
         torch.set_num_threads(int(config.threads))
     out = check_output_folder(config.out, field="results folder (the config's out, or --out)")
     out.mkdir(parents=True, exist_ok=True)
+    loaded = {}  # every variant is checked against every model before any work (one extra load per extra model)
+    for model_name in config.models:
+        pair = loader(model_name)
+        check_variants(config.variants, pair[0], model_name)
+        if not loaded:
+            loaded[model_name] = pair
     existing = read_records(out)
     done = {record_key(r) for r in existing}
     name = "records.jsonl" if world_size == 1 else f"records.rank{rank}.jsonl"
@@ -160,7 +167,7 @@ def run_sweep(
                 on_record(record)
 
         for model_name in config.models:
-            model, tokenizer = loader(model_name)
+            model, tokenizer = loaded.pop(model_name, None) or loader(model_name)
             for lens_spec in config.lenses:
                 lens = sweep_lens(lens_spec, model, tokenizer, model_name, config.tuned_lens)
                 ctx = Context(model=model, tokenizer=tokenizer, lens=lens)
@@ -191,6 +198,17 @@ def run_sweep(
     summary = summarize(config, read_records(out))
     write_reports(config, summary)
     return summary
+
+
+def check_variants(variants: list[Variant], model: Any, model_name: str) -> None:
+    """Refuse a variant that cannot run on ``model`` (a layer it does not have, one weight per layer of another
+    model, ...), naming the variant and the model, before any work."""
+    num_layers = as_lens(model, None).num_layers
+    for variant in variants:
+        try:
+            variant.for_model(model_name).spec.check_model(num_layers)
+        except ValueError as err:
+            raise ValueError(f"variant {variant.label!r} on model {model_name!r}: {err}") from None
 
 
 def _run_scored(task, ctx: Context, items: list, variants: list[Variant], head: dict, done: set, emit,

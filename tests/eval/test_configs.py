@@ -222,6 +222,8 @@ def test_names_lists_and_the_out_folder_are_checked_at_parse_time(tmp_path):
         ({"models": [MODEL, MODEL]}, f"'models' lists {MODEL!r} twice"),
         ({"lenses": ["logit", "logit"]}, "'lenses' lists 'logit' twice"),
         ({"lenses": ["bogus"]}, "lenses holds 'bogus', which is not a lens; write 'logit', 'tuned'"),
+        ({"lenses": ["/no/such/lens"]}, "lenses holds '/no/such/lens', which is a folder that does not exist"),
+        ({"lenses": ["~/no-such-lens"]}, "lenses holds '~/no-such-lens', which is a folder that does not exist"),
         ({"threads": 100_000}, "threads=100000 must be an integer in 1.."),
     ]
     for change, fragment in bad:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 
 import pytest
 
-from lenssample.eval.config import load_config, parse_config, split_variant_list
+from lenssample.eval.config import as_variant, load_config, parse_config, split_variant_list
 from lenssample.eval.perplexity import rolling_windows
 from lenssample.eval.records import read_records
 from lenssample.eval.runs import run_sweep
@@ -204,3 +205,15 @@ def test_a_second_run_on_the_same_records_is_refused_at_once(tmp_path):
             run_sweep(config, progress=False)
     assert read_records(config.out) == []
     assert run_sweep(config, progress=False)["rows"]  # free again
+
+
+def test_a_variant_the_model_cannot_run_is_refused_before_any_record(tmp_path):
+    """Found by a hostile config: one weight per layer of another model failed only when its first item came up,
+    after the variants before it had run; every variant is now checked against every model before any work."""
+    write_inputs(tmp_path)
+    config = load(tmp_path, "out")
+    config = dataclasses.replace(config, variants=(*config.variants, as_variant({"name": "ensemble", "weights": [1, 2]})))
+    with pytest.raises(ValueError, match=r"variant 'ensemble:weights=\[1.0,2.0\]' on model 'factory:tests.eval_helpers:"
+                       r"load_tiny': ensemble: weights has 2 numbers but layers='all' has"):  # fmt: skip
+        run_sweep(config, progress=False)
+    assert read_records(tmp_path / "out") == []
