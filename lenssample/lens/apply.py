@@ -62,7 +62,7 @@ def apply_lens(model: nn.Module, input_ids: torch.Tensor, *, layers: Sequence[in
     Args:
         model: a supported Hugging Face causal LM.
         input_ids: ``[batch, seq]`` or ``[seq]``.
-        layers: layer numbers in ``0..L``; default all of them.
+        layers: layer numbers in ``0..L`` (negative ones count from the end: -1 is ``L``); default all of them.
         positions: positions in ``0..seq-1`` (negative counts from the end); default all.
         lens: a :class:`~lenssample.lens.base.Lens`; default the logit lens.
         attention_mask: ``[batch, seq]``, optional.

@@ -58,20 +58,23 @@ class Lens(nn.Module):
         return self.parts.vocab_size
 
     def check_layers(self, layers: Sequence[int], *, name: str = "layers") -> tuple[int, ...]:
-        """Validate layer numbers at the API boundary; returns them as a tuple."""
+        """Validate layer numbers at the API boundary (negative ones count from the end, as in strategies: -1 is the
+        final layer ``L``); returns them as a tuple of ``0..L``."""
         if isinstance(layers, torch.Tensor):
             layers = layers.tolist()
         if isinstance(layers, str) or not isinstance(layers, Iterable):
             raise TypeError(f"{name}={layers!r} must be a list of layer numbers, e.g. [0, {self.num_layers}]")
         out = tuple(layers)
+        count = self.num_layers + 1
         for layer in out:
             # numpy ints are layer numbers too (np.arange, np.array([...]))
-            if isinstance(layer, bool) or not isinstance(layer, Integral) or not 0 <= layer <= self.num_layers:
+            if isinstance(layer, bool) or not isinstance(layer, Integral) or not -count <= layer < count:
                 raise ValueError(
                     f"{name} contains {layer!r}, but this model has layers 0..{self.num_layers} (0 = embeddings, "
-                    f"{self.num_layers} = final layer); pass layer numbers in that range"
+                    f"{self.num_layers} = final layer; -1..-{count} count from the end); pass layer numbers in that "
+                    "range"
                 )
-        return tuple(int(layer) for layer in out)
+        return tuple(int(layer) % count for layer in out)
 
     def with_final_norm(self, apply_final_norm: bool) -> Lens:
         """This lens, or a shallow copy sharing its parameters with another ``apply_final_norm``."""

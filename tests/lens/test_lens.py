@@ -85,6 +85,9 @@ def test_positions_and_layer_order_are_respected():
     assert part.positions == (6, 2) and part.layers == (3, 1)
     torch.testing.assert_close(part.logits[:, 0, 0], full.logits[:, 6, 3])
     torch.testing.assert_close(part.logits[:, 1, 1], full.logits[:, 2, 1])
+    counted_from_the_end = apply_lens(model, ids, layers=[-1, -LAYERS - 1], positions=[2])  # as strategies count
+    assert counted_from_the_end.layers == (LAYERS, 0)
+    torch.testing.assert_close(counted_from_the_end.logits[:, 0], full.logits[:, 2, [LAYERS, 0]])
 
 
 def test_only_needed_blocks_run():
@@ -115,6 +118,8 @@ def test_layer_out_of_range_is_a_clear_error():
     model = make_tiny_model("llama")
     with pytest.raises(ValueError, match=r"layers contains 9.*0\.\.4"):
         apply_lens(model, _ids(), layers=[9])
+    with pytest.raises(ValueError, match=r"layers contains -6.*-1\.\.-5 count from the end"):
+        apply_lens(model, _ids(), layers=[-6])
     with pytest.raises(ValueError, match="positions contains 50"):
         apply_lens(model, _ids(), positions=[50])
 
