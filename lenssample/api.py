@@ -242,6 +242,26 @@ class _PromptAlreadyPut:
         self.streamer.end()
 
 
+def _check_generation_config(generation_config: Any) -> None:
+    """Refuse what the decoder cannot do (beam search) and say what it does not return, instead of silently
+    giving something else (transformers expands the prompt ``num_beams`` times before calling the decoder)."""
+    beams = getattr(generation_config, "num_beams", 1) or 1
+    if beams > 1:
+        raise ValueError(
+            f"num_beams={beams}: lenssample's decoder picks one token per step from its strategy (greedy, or "
+            "sampling with do_sample=True); beam search is not supported: drop num_beams"
+        )
+    if generation_config.return_dict_in_generate:
+        asked = [name for name in ("output_scores", "output_logits", "output_attentions", "output_hidden_states")
+                 if getattr(generation_config, name, False)]  # fmt: skip
+        if asked:
+            warnings.warn(
+                f"{', '.join(asked)}: lenssample's decoder returns the sequences only (lenssample.generate's output "
+                "has a per-step trace; lenssample.score gives per-token log-probabilities)",
+                stacklevel=3,
+            )
+
+
 def decoder(
     strategy: Strategy | str | None = None,
     *,
@@ -276,6 +296,7 @@ def decoder(
     ) -> torch.Tensor | GenerateDecoderOnlyOutput:
         chosen, plan, model_lens = resolve(model, strategy, schedule, lens)
         check_token_ids(input_ids, model_lens.vocab_size)
+        _check_generation_config(generation_config)
         warn_dola_repetition(chosen, getattr(generation_config, "repetition_penalty", None))
         if streamer is None:
             # transformers 5 keeps generate(streamer=...) from a callable: find it (the prompt is already put).

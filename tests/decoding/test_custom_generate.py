@@ -50,6 +50,20 @@ def test_streamer_with_a_batch_is_refused_on_the_callable_path():
         model.generate(ids, max_new_tokens=2, custom_generate=decoder(), streamer=Recorder())
 
 
+def test_beam_search_is_refused_and_unreturned_outputs_are_named():
+    """Found by a probe: num_beams=2 returned two greedy copies of one row (transformers expands the prompt per beam
+    before calling the decoder); output_scores=True returned no scores without a word."""
+    model = make_tiny_model("llama")
+    ids = torch.randint(3, VOCAB, (1, 5), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="num_beams=2: lenssample's decoder picks one token per step"), torch.no_grad():
+        model.generate(ids, max_new_tokens=2, num_beams=2, custom_generate=decoder("dola:layers=[0,2]"))
+    with pytest.warns(UserWarning, match="output_scores: lenssample's decoder returns the sequences only"), \
+            torch.no_grad():  # fmt: skip
+        out = model.generate(ids, max_new_tokens=2, return_dict_in_generate=True, output_scores=True,
+                             custom_generate=decoder())  # fmt: skip
+    assert out.sequences.shape == (1, 7)
+
+
 @pytest.mark.real
 def test_text_streamers_on_the_default_model(real_model, capsys):
     from transformers import TextIteratorStreamer, TextStreamer
