@@ -86,7 +86,7 @@ def warn_dola_repetition(strategy: Strategy, repetition_penalty: float | None) -
     strategy generates with less (scoring is not affected)."""
     if strategy.name.startswith("dola") and (repetition_penalty or 1.0) < DOLA_REPETITION_PENALTY:
         warnings.warn(
-            f"strategy {strategy.to_spec()!r} generates with repetition_penalty={repetition_penalty}; DoLa's "
+            f"strategy {strategy.to_spec()!r} generates with repetition_penalty={repetition_penalty or 1.0}; DoLa's "
             f"authors use {DOLA_REPETITION_PENALTY} for generation (without it DoLa tends to repeat itself): pass "
             f"repetition_penalty={DOLA_REPETITION_PENALTY} (CLI: --repetition-penalty {DOLA_REPETITION_PENALTY})",
             UserWarning,

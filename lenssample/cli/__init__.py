@@ -35,6 +35,8 @@ class Parser(argparse.ArgumentParser):
     """argparse's parser (subcommands inherit it) with one-line errors instead of the usage block."""
 
     def error(self, message: str) -> NoReturn:
+        if message.endswith("expected one argument"):  # argparse takes "-1,5" for an option, not a value
+            message += "; write a value that starts with '-' as --flag=VALUE (e.g. --layers=-1,5)"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -51,6 +51,7 @@ BAD = [
     ("generate hi --temprature 0.5", "lenssample generate: error: unrecognized arguments: --temprature 0.5; did you "
      "mean --temperature? (see lenssample generate --help)"),
     ("bench --bogus", "lenssample bench: error: unrecognized arguments: --bogus (see lenssample bench --help)"),
+    ("lens hi --layers -1,5", "expected one argument; write a value that starts with '-' as --flag=VALUE"),
 ]  # fmt: skip
 
 

@@ -36,8 +36,11 @@ def test_given_parameters_win_over_the_preset_and_unknown_presets_are_named():
 def test_dola_generation_without_a_repetition_penalty_warns_once_with_the_fix():
     model = make_tiny_model("llama")
     ids = torch.tensor([[5, 6, 7]])
-    with pytest.warns(UserWarning, match=r"repetition_penalty=1\.2 \(CLI: --repetition-penalty 1\.2\)"):
+    with pytest.warns(UserWarning, match=r"generates with repetition_penalty=1\.0; .*repetition_penalty=1\.2 \(CLI: "
+                      r"--repetition-penalty 1\.2\)"):  # fmt: skip
         lenssample.generate(model, ids, "dola:layers=[1,2]", max_new_tokens=2)
+    with pytest.warns(UserWarning, match=r"generates with repetition_penalty=1\.0; "):  # unset (None): no penalty
+        model.generate(ids, max_new_tokens=2, custom_generate=lenssample.custom_generate("dola:layers=[1,2]"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         lenssample.generate(model, ids, "dola:layers=[1,2]", max_new_tokens=2, repetition_penalty=1.2)
