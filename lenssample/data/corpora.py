@@ -228,7 +228,13 @@ def read_text_file(path: str | Path) -> list[Document]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8").strip()
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"text file {str(path)!r} is not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}); "
+            "give a plain-text file (convert it with e.g. iconv -t utf-8)"
+        ) from None
     if not text:
         raise ValueError(f"text file {str(path)!r} is empty; give a file with some text")
     return [Document(title=path.name, text=text)]

@@ -96,8 +96,14 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"JSONL file {str(path)!r} does not exist")
-    with path.open(encoding="utf-8") as stream:
-        lines = [(number, line) for number, line in enumerate(stream, start=1) if line.strip()]
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is allowed
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"JSONL file {str(path)!r} is not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}); "
+            "write one JSON object per line, in UTF-8"
+        ) from None
+    lines = [(number, line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
     rows = []
     for number, line in lines:
         try:

@@ -47,6 +47,9 @@ def test_read_text_file_errors(tmp_path):
     (tmp_path / "empty.txt").write_text("  \n")
     with pytest.raises(ValueError, match="is empty"):
         read_text_file(tmp_path / "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))  # not UTF-8: named, with the fix
+    with pytest.raises(ValueError, match=r"latin1.txt' is not UTF-8 text \(byte 3 is b'\\xe9'\); give a plain-text"):
+        read_text_file(tmp_path / "latin1.txt")
 
 
 def test_paragraphs_of_unwraps_hard_wrapped_text():

