@@ -158,9 +158,12 @@ class Registry(dict[str, type["Spec"]]):
     """Classes of one family by name (a dict), and :meth:`build` from a spec, a mapping or an object; ``kind`` is
     what the family is called in messages (``"strategy"``, ``"schedule"``)."""
 
+    every: ClassVar[list[Registry]] = []  # every family, so that a name of one given for another is named as such
+
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
+        Registry.every.append(self)
 
     def register(self, cls: type[Spec]) -> type[Spec]:
         """Class decorator: make ``cls`` buildable by its ``name``."""
@@ -178,6 +181,10 @@ class Registry(dict[str, type["Spec"]]):
         """The class called ``name``; an unknown name raises with the closest known one."""
         if not isinstance(name, str) or name not in self:
             hint = " Pass the name alone, the parameters as keywords." if ":" in str(name) else ""
+            other = next((family for family in Registry.every
+                          if family is not self and isinstance(name, str) and name in family), None)  # fmt: skip
+            if other is not None:
+                hint += f" {name!r} is a {other.kind}: pass it as {other.kind}=... (generate, bench and eval take one)."
             raise ValueError(
                 f"{self.kind}={name!r} is not {'a name (a string)' if not isinstance(name, str) else 'known'}."
                 f"{did_you_mean(name, self)}{hint} Known {self.kind} names: {', '.join(sorted(self))}"

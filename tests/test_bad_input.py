@@ -31,6 +31,7 @@ API = [
     (lambda m: ls.generate(m, LONG, max_new_tokens=2), ValueError, "the prompt has 129 tokens, at least this model's 128 "
      "positions (max_position_embeddings), leaving none to generate; shorten it to at most 127 tokens"),
     (lambda m: ls.generate(m, make_tiny_tokenizer()), TypeError, "that looks like the tokenizer: pass it as tokenizer="),
+    (lambda m: ls.generate(m, IDS, schedule="dola"), ValueError, "'dola' is a strategy: pass it as strategy=..."),
     (lambda m: ls.apply_lens(m, LONG), ValueError, "windows of at most 128 tokens"),
     (lambda m: ls.trajectory(m, None, LONG[0]), ValueError, "the input has 129 tokens"),
     (lambda m: layer_statistics(m, LONG), ValueError, "the input has 129 tokens"),
