@@ -64,18 +64,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"weights read per step {result['weight_bytes'] / 1e6:.0f} MB, read bandwidth "
               f"{result['read_bandwidth_gb_s']:.1f} GB/s: floor {result['floor_ms_per_token']:.1f} ms/token")  # fmt: skip
     bases = [("final", "x final"), ("hf_generate", "x hf"), ("final compiled", "x comp")]
+    quality = [("full_model_nll", "full NLL"), ("full_model_agreement", "agree")] if args.quality else []
     print(f"{'variant':34} {'ms/token':>9} {'tok/s':>7} {'TTFT ms':>8} {'blocks':>6} {'accept':>6} "
-          + " ".join(f"{title:>7}" for _, title in bases) + f" {'x floor':>7} {'compile s':>9} same")  # fmt: skip
+          + " ".join(f"{title:>7}" for _, title in bases) + f" {'x floor':>7} {'compile s':>9}"
+          + "".join(f" {title:>8}" for _, title in quality) + " same")  # fmt: skip
     for name, fig in result["variants"].items():
         ratios = [(fig.get(f"ratio_to_{base}") or {}).get("ms_per_token") for base, _ in bases]
-        accept, compile_s = fig["acceptance_rate"], fig["compile_seconds"]
         print(
-            f"{name:34} {fig['ms_per_token']:9.1f} {fig['tokens_per_s']:7.1f} {fig['ttft_ms']:8.1f} "
-            f"{fig['blocks_per_token']:6.1f} {'' if accept is None else f'{accept:.2f}':>6} "
-            + " ".join(f"{r or float('nan'):7.3f}" for r in ratios)
-            + f" {fig['ratio_to_floor'] or float('nan'):7.2f} {'' if compile_s is None else f'{compile_s:.1f}':>9}"
+            f"{name:34} {_cell(fig['ms_per_token'], '.1f', 9)} {_cell(fig['tokens_per_s'], '.1f', 7)} "
+            f"{_cell(fig['ttft_ms'], '.1f', 8)} {_cell(fig['blocks_per_token'], '.1f', 6)} "
+            f"{_cell(fig['acceptance_rate'], '.2f', 6)} " + " ".join(_cell(r, ".3f", 7) for r in ratios)
+            + f" {_cell(fig['ratio_to_floor'], '.2f', 7)} {_cell(fig['compile_seconds'], '.1f', 9)}"
+            + "".join(f" {_cell(fig.get(key), '.3f', 8)}" for key, _ in quality)
             + f" {'yes' if fig['identical_to_final'] else 'no'}"
         )
+    print("-: not measured in this run (TTFT with --batch > 1, x hf with --no-hf, x comp without --compiled, x floor "
+          "without --floor)")  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _cell(value: float | None, spec: str, width: int) -> str:
+    """``value`` formatted to ``width``, or ``-`` where it was not measured (``None`` or NaN)."""
+    return f"{'-' if value is None or value != value else format(value, spec):>{width}}"

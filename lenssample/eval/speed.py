@@ -51,7 +51,7 @@ from lenssample.lens.base import Lens
 from lenssample.model.adapters import model_parts
 from lenssample.schedules.base import Schedule
 from lenssample.strategies.base import Strategy
-from lenssample.validation import check_int, check_tokenizer
+from lenssample.validation import check_int, check_length, check_tokenizer
 
 DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 HF = "hf_generate"
@@ -250,6 +250,12 @@ def bench(
     labelled = labelled if FINAL in labelled else {FINAL: Variant(label=FINAL), **labelled}
     if batch > 1 and any(v.schedule is not None for v in labelled.values()):
         raise ValueError(f"batch={batch}: schedules decode one row at a time; time them with batch=1")
+    for label, variant in labelled.items():  # before any timing: a variant this model cannot run fails now
+        try:
+            variant.spec.check_model(parts.num_layers)
+        except ValueError as err:
+            raise ValueError(f"variant {label!r}: {err}") from None
+    check_length(model, ids.shape[1], new_tokens)
     config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                               eos_token_id=None, pad_token_id=0)  # fmt: skip
     static = CompileConfig(mode="default")

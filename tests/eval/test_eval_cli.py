@@ -53,7 +53,9 @@ def test_bench_command_on_the_real_model(real_model, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert set(result["variants"]) == {"hf_generate", "final", "layer:layer=24"}
     assert result["variants"]["layer:layer=24"]["blocks_per_token"] == 24
-    assert "x final" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "x final" in printed and " nan" not in printed  # what was not measured is "-", with a legend
+    assert "-: not measured in this run" in printed
 
 
 # a config's lines (after `variants = ["final"]`) -> a fragment of the one-line message; nothing may start the sweep

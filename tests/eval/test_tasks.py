@@ -163,3 +163,6 @@ def test_bench_reports_every_figure_and_ratios():
         assert (fig["acceptance_rate"] is None) == (name != "spec")
     with pytest.raises(ValueError, match="new_tokens=1"):
         bench(model, tok, {}, new_tokens=1)
+    # a variant this model cannot run fails before anything is timed (it came after HF's and final's runs)
+    with pytest.raises(ValueError, match=r"variant 'bad': LayerDraft\(layer=9\): the draft layer must be"):
+        bench(model, tok, {"bad": "speculative:draft_layer=9"}, new_tokens=2, repeats=1, include_hf=False)
