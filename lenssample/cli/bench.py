@@ -49,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
     if args.prompt == "":
         raise ValueError("--prompt is empty; pass some text, or leave --prompt out for the default one")
     specs = [*args.variants, *(split_variant_list(args.strategies) if args.strategies else [])]
-    variants = {entry.label: entry for entry in (variant_entry(spec) for spec in specs or ["final"])}
+    entries = [variant_entry(spec) for spec in specs or ["final"]]
+    variants = {entry.label: entry for entry in entries}
+    if len(variants) < len(entries):
+        twice = next(label for label in variants if sum(entry.label == label for entry in entries) > 1)
+        raise ValueError(f"SPEC {twice!r} is given twice; give each variant once")
     if args.out:
         check_output_file(args.out, suffixes=(".json",), field="--out")
     args.resume_hint = "nothing was written; rerun to time again (each run starts over)"

@@ -52,6 +52,7 @@ BAD = [
      "mean --temperature? (see lenssample generate --help)"),
     ("bench --bogus", "lenssample bench: error: unrecognized arguments: --bogus (see lenssample bench --help)"),
     ("lens hi --layers -1,5", "expected one argument; write a value that starts with '-' as --flag=VALUE"),
+    ("bench final dola final", "SPEC 'final' is given twice; give each variant once"),
 ]  # fmt: skip
 
 
