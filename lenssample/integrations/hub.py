@@ -11,6 +11,8 @@ and the tokens equal :func:`lenssample.generate`'s with the same settings. The f
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 from lenssample.schedules.base import as_schedule, check_pair
@@ -84,6 +86,17 @@ def export_decoder(
     if lens is not None and not isinstance(lens, str):
         raise TypeError(
             f"lens must be 'logit', a tuned-lens folder or a hub id (a string), got {type(lens).__name__}"
+        )
+    if lens == "tuned":  # load_model's name for the cached lens means nothing inside model.generate
+        raise ValueError(
+            "lens='tuned' names a model's cached lens only for models from lenssample.load_model; give the folder "
+            "(lenssample train-lens saves it in ~/.cache/lenssample/lenses/<model>) or a hub id"
+        )
+    hub_id = lens is not None and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", lens) is not None
+    if lens not in (None, "logit") and not hub_id and not Path(lens).expanduser().is_dir():
+        warnings.warn(
+            f"lens {lens!r} is not a folder here: the decoder loads it where it runs (a folder there, or a hub id)",
+            stacklevel=2,
         )
     spec = plan.to_spec() if plan is not None else chosen.to_spec()
     description = f"{'schedule' if plan is not None else 'strategy'} {spec}"

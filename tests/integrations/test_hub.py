@@ -35,3 +35,16 @@ def test_the_cli_writes_a_schedule_decoder_and_refuses_a_bad_spec(tmp_path, caps
     assert main(["export-decoder", str(tmp_path / "bad"), "--strategy", "dolla"]) == 2
     assert "did you mean 'dola'" in capsys.readouterr().err.lower()
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_lens_of_an_exported_decoder_is_checked_where_it_can_be(tmp_path, recwarn):
+    """``"tuned"`` (a name only ``load_model``'s models carry) is refused; a lens path missing here warns (the
+    decoder may run elsewhere); a hub id and an existing folder pass quietly."""
+    with pytest.raises(ValueError, match="lens='tuned' names a model's cached lens only for models from"):
+        export_decoder(tmp_path / "a", "dola", lens="tuned")
+    with pytest.warns(UserWarning, match="lens '/no/such/lens' is not a folder here"):
+        export_decoder(tmp_path / "b", "dola", lens="/no/such/lens")
+    recwarn.clear()
+    export_decoder(tmp_path / "c", "dola", lens="owner/lens-on-the-hub")
+    export_decoder(tmp_path / "d", "dola", lens=str(tmp_path))
+    assert not [w for w in recwarn if "not a folder here" in str(w.message)]
