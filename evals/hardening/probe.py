@@ -501,10 +501,14 @@ case("score tokens beyond positions", S, lambda: ls.score(M, torch.full((1, 200)
 
 # ------------------------------------------------------------------------------------------------- apply_lens
 A = "apply_lens"
-for value in [[99], [1.5], [], "high", [0, 0], [-1], [True], 3, ["2"]]:
+for value in [[99], [1.5], [], "high", [0, 0], [-99], [True], 3, ["2"]]:
     case(f"apply_lens layers={value!r}", A, lambda v=value: ls.apply_lens(M, IDS, layers=v), names="layers",
          expect="error" if value != [0, 0] else "ok",
          check=lambda out: None, unlisted=value in ([True], ["2"], 3))
+# negative layer numbers count from the end, as strategies' do (once an error; legitimate since): -1 is the final layer
+case("apply_lens layers=[-1] (legit, final layer)", A, lambda: ls.apply_lens(M, IDS, layers=[-1]), expect="ok",
+     check=lambda out: None if torch.equal(out.logits, ls.apply_lens(M, IDS, layers=[M.config.num_hidden_layers]).logits)
+     else "layers=[-1] differs from the final layer")
 for value in [[99], [-99], [1.5], [], "last", [0, 0]]:
     case(f"apply_lens positions={value!r}", A, lambda v=value: ls.apply_lens(M, IDS, positions=v), names="positions",
          expect="error" if value != [0, 0] else "ok", check=lambda out: None)
