@@ -223,6 +223,12 @@ def corpus(name: str, split: str = "all") -> list[Document]:
     return CORPORA[name](split)
 
 
+def not_utf8(kind: str, path: Path, err: UnicodeDecodeError, fix: str) -> ValueError:
+    """The error for a ``kind`` file (``"text file"``, ``"JSONL file"``) that is not UTF-8, naming the byte."""
+    byte = err.object[err.start : err.start + 1]
+    return ValueError(f"{kind} {str(path)!r} is not UTF-8 text (byte {err.start} is {byte!r}); {fix}")
+
+
 def read_text_file(path: str | Path) -> list[Document]:
     """A user's plain-text file as one document (UTF-8); blank files are refused."""
     path = Path(path)
@@ -231,10 +237,7 @@ def read_text_file(path: str | Path) -> list[Document]:
     try:
         text = path.read_text(encoding="utf-8").strip()
     except UnicodeDecodeError as err:
-        raise ValueError(
-            f"text file {str(path)!r} is not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}); "
-            "give a plain-text file (convert it with e.g. iconv -t utf-8)"
-        ) from None
+        raise not_utf8("text file", path, err, "give a plain-text file (convert it with e.g. iconv -t utf-8)") from None
     if not text:
         raise ValueError(f"text file {str(path)!r} is empty; give a file with some text")
     return [Document(title=path.name, text=text)]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lenssample.data.corpora import SPLITS, Document, books, package_file, read_text_file, wikipedia
+from lenssample.data.corpora import SPLITS, Document, books, not_utf8, package_file, read_text_file, wikipedia
 from lenssample.validation import check_choice
 
 
@@ -99,10 +99,7 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str,
     try:
         text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is allowed
     except UnicodeDecodeError as err:
-        raise ValueError(
-            f"JSONL file {str(path)!r} is not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}); "
-            "write one JSON object per line, in UTF-8"
-        ) from None
+        raise not_utf8("JSONL file", path, err, "write one JSON object per line, in UTF-8") from None
     lines = [(number, line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
     rows = []
     for number, line in lines:

@@ -35,7 +35,7 @@ the first also carries its difference from the same variant through the first le
 from __future__ import annotations
 
 import dataclasses
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from typing import Any
 import tomllib
 
 from lenssample.data.sets import check_source
+from lenssample.lens.formats import looks_like_hub_id
 from lenssample.schedules.base import SCHEDULES, Schedule
 from lenssample.specs import parse_spec, split_specs
 from lenssample.strategies.base import STRATEGIES, FinalLayer, Strategy
@@ -92,6 +93,18 @@ class Variant:
     def for_model(self, model: str) -> Variant:
         """The variant as it runs on ``model``."""
         return dict(self.per_model).get(model, self)
+
+
+def check_variants(variants: Iterable[Variant], num_layers: int, model_name: str | None = None) -> None:
+    """Refuse a variant that cannot run on a model of ``num_layers`` blocks (a layer it does not have, one weight
+    per layer of another model, ...), naming the variant (and ``model_name``, whose parameters it then takes), before
+    any work."""
+    for variant in variants:
+        try:
+            (variant.for_model(model_name) if model_name else variant).spec.check_model(num_layers)
+        except ValueError as err:
+            where = f" on model {model_name!r}" if model_name else ""
+            raise ValueError(f"variant {variant.label!r}{where}: {err}") from None
 
 
 def variant_entry(item: str | dict[str, Any]) -> Variant:
@@ -245,7 +258,7 @@ def _task_name(name: Any, number: int) -> str:
 def _check_lens_entry(lens: str) -> None:
     """A ``lenses`` entry: ``"logit"``, ``"tuned"``, a tuned-lens folder, or a hub id (``owner/name``)."""
     path = Path(lens).expanduser()
-    hub_id = re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", lens) is not None  # owner/name; a path otherwise
+    hub_id = "/" in lens and looks_like_hub_id(lens)  # owner/name; a path otherwise (a bare name is a typo here)
     if lens in ("logit", "tuned") or path.is_dir() or (hub_id and not path.exists()):
         return
     if path.exists():

@@ -28,7 +28,7 @@ from lenssample.api import generate
 from lenssample.data.corpora import corpus
 from lenssample.data.sets import documents
 from lenssample.eval import speed
-from lenssample.eval.config import SweepConfig, Variant, tuned_lens_recipe
+from lenssample.eval.config import SweepConfig, Variant, check_variants, tuned_lens_recipe
 from lenssample.eval.records import read_records, record_key, record_writer
 from lenssample.eval.report import summarize, write_reports
 from lenssample.eval.tasks import Context, SpeedTask, build_task, scoring_strategy
@@ -152,7 +152,7 @@ def run_sweep(
     loaded = {}  # every variant is checked against every model before any work (one extra load per extra model)
     for model_name in config.models:
         pair = loader(model_name)
-        check_variants(config.variants, pair[0], model_name)
+        check_variants(config.variants, as_lens(pair[0], None).num_layers, model_name)
         if not loaded:
             loaded[model_name] = pair
     existing = read_records(out)
@@ -198,17 +198,6 @@ def run_sweep(
     summary = summarize(config, read_records(out))
     write_reports(config, summary)
     return summary
-
-
-def check_variants(variants: list[Variant], model: Any, model_name: str) -> None:
-    """Refuse a variant that cannot run on ``model`` (a layer it does not have, one weight per layer of another
-    model, ...), naming the variant and the model, before any work."""
-    num_layers = as_lens(model, None).num_layers
-    for variant in variants:
-        try:
-            variant.for_model(model_name).spec.check_model(num_layers)
-        except ValueError as err:
-            raise ValueError(f"variant {variant.label!r} on model {model_name!r}: {err}") from None
 
 
 def _run_scored(task, ctx: Context, items: list, variants: list[Variant], head: dict, done: set, emit,

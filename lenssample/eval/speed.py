@@ -46,7 +46,7 @@ from transformers import CompileConfig, GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
 from lenssample.api import decoder, generate
-from lenssample.eval.config import Variant, as_variant
+from lenssample.eval.config import Variant, as_variant, check_variants
 from lenssample.lens.base import Lens
 from lenssample.model.adapters import model_parts
 from lenssample.schedules.base import Schedule
@@ -250,11 +250,7 @@ def bench(
     labelled = labelled if FINAL in labelled else {FINAL: Variant(label=FINAL), **labelled}
     if batch > 1 and any(v.schedule is not None for v in labelled.values()):
         raise ValueError(f"batch={batch}: schedules decode one row at a time; time them with batch=1")
-    for label, variant in labelled.items():  # before any timing: a variant this model cannot run fails now
-        try:
-            variant.spec.check_model(parts.num_layers)
-        except ValueError as err:
-            raise ValueError(f"variant {label!r}: {err}") from None
+    check_variants(labelled.values(), parts.num_layers)  # before any timing: a variant this model cannot run
     check_length(model, ids.shape[1], new_tokens)
     config = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                               eos_token_id=None, pad_token_id=0)  # fmt: skip

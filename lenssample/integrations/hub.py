@@ -11,10 +11,10 @@ and the tokens equal :func:`lenssample.generate`'s with the same settings. The f
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
+from lenssample.lens.formats import looks_like_hub_id
 from lenssample.schedules.base import as_schedule, check_pair
 from lenssample.strategies.base import as_strategy
 from lenssample.validation import check_output_folder
@@ -92,8 +92,7 @@ def export_decoder(
             "lens='tuned' names a model's cached lens only for models from lenssample.load_model; give the folder "
             "(lenssample train-lens saves it in ~/.cache/lenssample/lenses/<model>) or a hub id"
         )
-    hub_id = lens is not None and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", lens) is not None
-    if lens not in (None, "logit") and not hub_id and not Path(lens).expanduser().is_dir():
+    if lens not in (None, "logit") and not looks_like_hub_id(lens) and not Path(lens).expanduser().is_dir():
         warnings.warn(
             f"lens {lens!r} is not a folder here: the decoder loads it where it runs (a folder there, or a hub id)",
             stacklevel=2,
