@@ -362,11 +362,15 @@ def check_device(device: Any, *, field: str = "device") -> torch.device:
     return dev
 
 
-def check_length(model: Any, length: int, max_new_tokens: int = 0) -> None:
+def check_length(model: Any, length: int, max_new_tokens: int = 0, *, window: int | None = None) -> None:
     """Refuse ``length`` positions (plus ``max_new_tokens`` to generate) past the model's maximum positions
-    (``config.max_position_embeddings``), before any model work."""
+    (``config.max_position_embeddings``), before any model work; with ``window`` (a text read in windows), only a
+    window larger than the model's positions is refused."""
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if not isinstance(limit, int) or length + max_new_tokens <= limit:
+    if window is not None and isinstance(limit, int) and min(window, length) > limit:
+        raise ValueError(f"window={window} is more than this model's {limit} positions (max_position_embeddings); "
+                         f"pass window <= {limit}")  # fmt: skip
+    if not isinstance(limit, int) or window is not None or length + max_new_tokens <= limit:
         return
     if max_new_tokens and length < limit:
         raise ValueError(
@@ -380,5 +384,6 @@ def check_length(model: Any, length: int, max_new_tokens: int = 0) -> None:
         )
     raise ValueError(
         f"the input has {length} tokens, more than this model's {limit} positions (max_position_embeddings); "
-        f"split the text into windows of at most {limit} tokens"
+        f"split it, or read it in windows of at most {limit} tokens (window= of score, trajectory and "
+        "layer_statistics)"
     )

@@ -1,13 +1,16 @@
 """Peak memory of the long-text entry points, at two text lengths: does it stay flat as the text grows?
 
-    python evals/memory/run.py [--lengths 1024 8192] [--out evals/results/memory]
+    python evals/memory/run.py [--lengths 1024 8192] [--only TEXT] [--out evals/results/memory]
 
 Each measurement runs in a fresh Python process (``ru_maxrss`` is a high-water mark that never goes down): it loads
 the default model (SmolLM2-135M, float32, CPU), tokenises held-out Wikipedia articles up to the length (the model
 reads at most 8192 positions), runs the model once on 8 tokens (the first pass pages in the weights and sets up the
 kernels), notes the peak resident memory so far (``loaded``), runs one function over the
 text and notes the peak again. Reported: the peak, and the increase over ``loaded`` (what the call itself needed
-above the model and the text), for each function and length. Writes ``results.json`` and ``report.md``.
+above the model and the text), for each function and length. Functions reading the whole text at once stop at the
+model's 8192 positions; those reading it in windows (``window=1024``: 1024 tokens at a time, each window adding 512
+new positions) also run at 16384 tokens. Writes ``results.json`` and ``report.md`` (``--only``: measure the
+functions whose name contains TEXT, keeping the other rows of an earlier ``results.json``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ TASKS = {
     ),
     "trajectory (all 31 layers, top 5)": "trajectory(model, tokenizer, ids[0])",
     "layer_statistics (all 31 layers)": "layer_statistics(model, ids)",
+    "score (final layer), window 1024": "lenssample.score(model, ids, window=1024)",
+    "score (ensemble, all 31 layers), window 1024": "lenssample.score(model, ids, 'ensemble', window=1024)",
+    "trajectory (all 31 layers, top 5), window 1024": "trajectory(model, tokenizer, ids[0], window=1024)",
+    "layer_statistics (all 31 layers), window 1024": "layer_statistics(model, ids, window=1024)",
 }
+MAX_POSITIONS = 8192  # the default model's; only windows read more
 
 
 def peak_mib() -> float:
@@ -67,23 +75,29 @@ def child(task: str, length: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 8192, 16384])
+    parser.add_argument("--only", default="", help="measure only the functions whose name contains this")
     parser.add_argument("--out", default="evals/results/memory")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], int(args.child[1]))
-    results, root = [], str(Path(__file__).resolve().parents[2])  # children import this checkout's lenssample
+    out = Path(args.out)
+    earlier = json.loads((out / "results.json").read_text()) if args.only and (out / "results.json").is_file() else []
+    results = [r for r in earlier if r["task"] in TASKS and args.only not in r["task"]]
+    root = str(Path(__file__).resolve().parents[2])  # children import this checkout's lenssample
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    for task in TASKS:
+    for task in (task for task in TASKS if args.only in task):
         for length in args.lengths:
+            if length > MAX_POSITIONS and "window" not in task:
+                continue
             run = subprocess.run([sys.executable, __file__, "--child", task, str(length)], capture_output=True,
                                  text=True, check=True, env=env)  # fmt: skip
             measured = json.loads(run.stdout.strip().splitlines()[-1])
             call = measured["peak"] - measured["loaded"]
             results.append({"task": task, "tokens": length, **measured, "call": call})
             print(results[-1], flush=True)
-    out = Path(args.out)
+    results.sort(key=lambda r: (list(TASKS).index(r["task"]), r["tokens"]))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = ["| function | tokens | peak RSS (MiB) | above the loaded model (MiB) |", "|---|---|---|---|"]

@@ -29,6 +29,7 @@ from lenssample.lens.passes import (
     DEFAULT_OUTPUT_BYTES,
     check_chunk_bytes,
     check_output_bytes,
+    check_window,
     lens_pass,
 )
 from lenssample.lens.tuned import load_lens
@@ -81,13 +82,16 @@ def frequent_tokens(token_ids: Sequence[torch.Tensor], n: int) -> torch.Tensor:
 @torch.inference_mode()
 def layer_statistics(model: nn.Module, input_ids: torch.Tensor, *, lens: Lens | None = None,
                      frequent: torch.Tensor | None = None, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                     max_output_bytes: int = DEFAULT_OUTPUT_BYTES) -> LayerStatistics:  # fmt: skip
+                     max_output_bytes: int = DEFAULT_OUTPUT_BYTES, window: int | None = None,
+                     stride: int | None = None) -> LayerStatistics:  # fmt: skip
     """Statistics of every layer at every position ``0..seq-2`` of one text (``input_ids``: ``[seq]`` or ``[1, seq]``,
     seq >= 2): :class:`LayerStatistics` with ``[seq - 1, L + 1]`` arrays. ``frequent``: ``[n]`` ids counted as
     "frequent tokens" (see :func:`frequent_tokens`); without it there is no ``frequent`` statistic.
     ``max_output_bytes``: refuse, before any work, when the arrays (or the residual streams read) would be
-    larger."""
+    larger. ``window``, ``stride``: read the text in windows (flat memory, as :func:`lenssample.score`; each position
+    sees at least ``window - stride`` tokens of context); ``None``: one exact pass."""
     check_chunk_bytes(max_chunk_bytes)
+    window, stride = check_window(window, stride)
     lens = load_lens(lens, model)
     ids = check_token_ids(input_ids, lens.vocab_size, min_length=2)
     if ids.shape[0] != 1:
@@ -96,14 +100,15 @@ def layer_statistics(model: nn.Module, input_ids: torch.Tensor, *, lens: Lens | 
     if frequent is not None:
         frequent = check_token_ids(frequent, lens.vocab_size, name="frequent").reshape(-1)
     ids = ids.to(lens.parts.unembed.weight.device)
-    check_length(model, ids.shape[1])
+    check_length(model, ids.shape[1], window=window)
     layers = tuple(range(lens.num_layers + 1))
     fix = "pass shorter texts (LayerStatistics.concatenate joins the statistics of several)"
     check_output_bytes("layer_statistics' arrays", (ids.shape[1] - 1, len(layers), len(STATISTICS)), 8,
                        max_output_bytes, fix)  # fmt: skip
     select = torch.ones_like(ids, dtype=torch.bool)
     select[:, -1] = False  # the last position has no next token
-    passed = lens_pass(model, ids, layers, select=select, max_output_bytes=max_output_bytes)
+    passed = lens_pass(model, ids, layers, select=select, max_output_bytes=max_output_bytes, window=window,
+                       stride=stride)  # fmt: skip
     targets, inputs = ids[0, 1:], ids[0, :-1]
     is_frequent = None
     if frequent is not None:

@@ -35,6 +35,7 @@ from lenssample.lens.passes import (
     DEFAULT_OUTPUT_BYTES,
     check_chunk_bytes,
     check_output_bytes,
+    check_window,
     lens_pass,
 )
 from lenssample.lens.tuned import load_lens
@@ -166,8 +167,8 @@ def _as_ids(tokenizer: Any, text: Any, device: torch.device) -> torch.Tensor:
 def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | torch.Tensor, *,
                lens: Lens | None = None, layers: Sequence[int] | None = None,
                positions: Sequence[int] | None = None, top_k: int = 5, token_width: int = 12,
-               max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-               max_output_bytes: int = DEFAULT_OUTPUT_BYTES) -> Trajectory:  # fmt: skip
+               max_chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_output_bytes: int = DEFAULT_OUTPUT_BYTES,
+               window: int | None = None, stride: int | None = None) -> Trajectory:  # fmt: skip
     """Lens statistics of every chosen layer at every chosen position of ``text``: a :class:`Trajectory` with
     ``[n_layers, n_positions]`` arrays.
 
@@ -176,7 +177,10 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
     default all of them. Each cell keeps its ``top_k`` tokens, readable tokens are cut to ``token_width``
     characters, and a chunk of lens logits takes at most ``max_chunk_bytes`` (positions x layers x vocab x 4 bytes
     x 4). The result (and the residual streams read) must fit in ``max_output_bytes``, or the call is refused
-    before any work.
+    before any work. ``window``: read the text in windows of at most this many tokens, each adding ``stride`` new
+    positions (default ``window // 2``): memory flat in text length beyond the result itself, texts longer than the
+    model's maximum positions allowed, each position seeing at least ``window - stride`` tokens of context
+    (:mod:`lenssample.lens.passes`); ``None`` (default): one exact pass.
 
     Example:
         >>> model, tok = lenssample.load_model()  # doctest: +SKIP
@@ -184,6 +188,7 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
         >>> traj.top_tokens[-1, -1], traj.kl[:, -1]  # doctest: +SKIP
     """
     check_chunk_bytes(max_chunk_bytes)
+    window, stride = check_window(window, stride)
     lens = load_lens(lens, model)
     check_tokenizer(model, tokenizer, lens.vocab_size)
     check_int(
@@ -209,24 +214,27 @@ def trajectory(model: nn.Module, tokenizer: Any, text: str | Sequence[int] | tor
     check_output_bytes("trajectory's arrays", (len(rows), len(cols)), cell, max_output_bytes, fix)
     # Causal model: positions after the last requested one cannot change the requested ones, so don't run them.
     run = ids[: max(cols) + 1][None]
-    check_length(model, run.shape[1])
+    check_length(model, run.shape[1], window=window)
     projected = tuple(sorted(set(rows) | {num_layers}))  # the final layer is the reference of every statistic
+    order = sorted(set(cols))  # the pass reads each position once, in text order
     select = torch.zeros_like(run, dtype=torch.bool)
-    select[0, sorted(set(cols))] = True
-    passed = lens_pass(model, run, projected, select=select, max_output_bytes=max_output_bytes)
-    if list(cols) != (order := sorted(set(cols))):  # columns in the order asked for (a copy: only if needed)
-        passed.hidden = passed.hidden[[order.index(p) for p in cols]]
+    select[0, order] = True
+    passed = lens_pass(model, run, projected, select=select, max_output_bytes=max_output_bytes, window=window,
+                       stride=stride)  # fmt: skip
     row_index = torch.tensor([projected.index(layer) for layer in rows], device=device)
     final_index = projected.index(num_layers)
-    next_ids = torch.tensor([int(ids[p + 1]) if p + 1 < seq else -1 for p in cols], device=device)
+    next_ids = torch.tensor([int(ids[p + 1]) if p + 1 < seq else -1 for p in order], device=device)
     stats: dict[str, torch.Tensor] = {}  # [n_layers, n_positions, ...] each, filled chunk by chunk (one copy)
     for chunk in passed.chunks(lens, max_chunk_bytes=max_chunk_bytes, copies=4):
         log_probs = torch.log_softmax(chunk.logits, dim=-1)  # [n, n_proj, vocab]
         for key, value in _statistics(log_probs, row_index, final_index, next_ids[chunk.start : chunk.stop],
                                       top_k).items():  # fmt: skip
             if key not in stats:
-                stats[key] = value.new_empty(value.shape[0], len(cols), *value.shape[2:])
+                stats[key] = value.new_empty(value.shape[0], len(order), *value.shape[2:])
             stats[key][:, chunk.start : chunk.stop] = value
+    if list(cols) != order:  # columns in the order asked for
+        stats = {key: value[:, [order.index(p) for p in cols]] for key, value in stats.items()}
+    next_ids = torch.tensor([int(ids[p + 1]) if p + 1 < seq else -1 for p in cols], device=device)
     stats = {key: value.cpu().numpy() for key, value in stats.items()}
 
     # Token ids as readable text ("" for -1: no next token; "#id" without a tokenizer).

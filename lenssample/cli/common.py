@@ -22,12 +22,15 @@ SETTINGS_FLAGS = {"do_sample": "--sample"}
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, lens: bool = True) -> None:
-    """``--model/--dtype/--device/--threads`` and (with ``lens``) ``--lens``."""
+    """``--model/--dtype/--device/--threads/--verify`` and (with ``lens``) ``--lens``."""
     parser.add_argument("--model", default=None, help="embedded model name (default: smollm2-135m-instruct; also "
                         "gemma3-270m), model folder, .gguf or hub id")  # fmt: skip
     parser.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--verify", action="store_true", help="check every file of the cached model (and of saved "
+                        "lenses) against its manifest's SHA-256 before use, about a second per GB; a damaged "
+                        "converted model is rebuilt (every load checks sizes, headers and configs)")  # fmt: skip
     if lens:
         parser.add_argument(
             "--lens", default="logit", help="'logit' (default), 'tuned' (the model's cached tuned lens, saved by "
@@ -107,7 +110,7 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
     check_device(args.device, field="--device")
     check_model_name(args.model)
     with quiet_loading():  # also around what load_model does before from_pretrained (a GGUF conversion)
-        return load_model(args.model, dtype=args.dtype, device=args.device)
+        return load_model(args.model, dtype=args.dtype, device=args.device, verify=getattr(args, "verify", False))
 
 
 HUB_HOST = ("huggingface.co", 443)
@@ -156,7 +159,7 @@ def lens_from_args(args: argparse.Namespace, model: Any) -> Any:
     """The lens of ``--lens``."""
     from lenssample.lens.tuned import load_lens
 
-    return load_lens(getattr(args, "lens", "logit"), model)
+    return load_lens(getattr(args, "lens", "logit"), model, verify=getattr(args, "verify", False))
 
 
 def check_positive(value: int, flag: str, low: int = 1) -> None:

@@ -70,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"Tuned lens ({path}) on {args.prompt!r}:\n")
-    show(model, tokenizer, args.prompt, args.max_new_tokens, lens=TunedLens.load(path, model),
+    show(model, tokenizer, args.prompt, args.max_new_tokens, lens=TunedLens.load(path, model, verify=args.verify),
          strategies=(f"layer:layer={num_layers * 3 // 4}",))  # fmt: skip
     return 0

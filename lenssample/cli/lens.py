@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--end", type=int, default=None, help="one past the last position shown")
     parser.add_argument("--top-k", type=int, default=5, help="top tokens per cell in the HTML tooltips")
+    parser.add_argument("--window", type=int, default=None, metavar="N", help="read the text in windows of N tokens, "
+                        "each adding N/2 new positions (texts longer than the model's positions; every position "
+                        "then sees at least N/2 tokens of context); default: the whole text at once")  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -50,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.last is not None:
         check_positive(args.last, "--last")
     check_positive(args.top_k, "--top-k")
+    if args.window is not None:
+        check_positive(args.window, "--window", low=2)
     try:
         parts = None if args.layers is None else args.layers.split(",")
         if parts is not None and len(parts) > 1 and not all(part.strip() for part in parts):
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     kind = "text" if args.out is None else "html" if args.out.lower().endswith((".html", ".htm")) else "image"
     positions = choose_positions(args, len(ids), kind)
     traj = trajectory(model, tokenizer, ids, lens=lens_from_args(args, model), layers=layers, positions=positions,
-                      top_k=args.top_k)  # fmt: skip
+                      top_k=args.top_k, window=args.window)  # fmt: skip
     if kind == "text":
         print(text_table(traj, args.stat))
         return 0

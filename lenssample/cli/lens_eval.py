@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     plot = check_output_file(args.plot or out.with_suffix(".png"), suffixes=IMAGE_SUFFIXES, field="--plot")
     texts = texts_from_arg(args.data, "heldout")
     model, tokenizer = load(args)
-    lenses = {"logit": LogitLens(model), "tuned": TunedLens.load(args.lens, model)}
-    lenses.update((name, TunedLens.load(folder, model)) for name, _, folder in compare)
+    lenses = {"logit": LogitLens(model), "tuned": TunedLens.load(args.lens, model, verify=args.verify)}
+    lenses.update((name, TunedLens.load(folder, model, verify=args.verify)) for name, _, folder in compare)
     windows = token_windows(texts, tokenizer, seq_len=args.seq_len)
     result = compare_lenses(model, lenses, windows, max_positions=args.positions)
     result.save_json(args.out, model=str(getattr(model.config, "_name_or_path", "")), data=args.data,

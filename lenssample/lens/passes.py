@@ -14,6 +14,14 @@ chunk at a time, sized so that ``rows x n_layers x vocab x 4 bytes x copies`` st
 Budgets: what stays (the residual streams here, a caller's result for every position) is estimated before any work
 by :func:`check_output_bytes`; past ``max_output_bytes`` (default :data:`DEFAULT_OUTPUT_BYTES`, 1 GiB) the call is
 refused with the size and what to pass instead.
+
+Windows (``window=W``, ``stride=S``): instead of one pass over the whole text, the model reads each row in windows
+of at most ``W`` tokens, each window keeping (and projecting) only the ``S`` positions it is the first to reach, so
+every position sees at least ``W - S`` tokens of context (all of them in the first window) and memory stays flat in
+text length: the residual streams of one window at a time. Texts longer than the model's maximum positions can be
+read this way. Positions count from 0 in every window; a row that starts with the model's BOS token gets it in
+front of every window (models such as Gemma predict nonsense without it). Exact only where a position's whole
+past fits in its window.
 """
 
 from __future__ import annotations
@@ -45,6 +53,32 @@ def check_chunk_bytes(max_chunk_bytes: Any) -> None:
     check_int(max_chunk_bytes, field="max_chunk_bytes", low=1, fix=f"It is a size in bytes, e.g. {DEFAULT_CHUNK_BYTES}.")
 
 
+def check_window(window: Any, stride: Any) -> tuple[int | None, int | None]:
+    """``(window, stride)`` checked: ``window`` an integer >= 2 or ``None`` (one pass over the whole text), ``stride``
+    in ``1..window`` (default ``window // 2``: every position sees at least half a window of context)."""
+    if window is None:
+        if stride is not None:
+            raise ValueError(f"stride={stride!r} without window=; pass window= too (stride is how many new "
+                             "positions each window reads), or neither for one pass over the whole text")  # fmt: skip
+        return None, None
+    window = check_int(window, field="window", low=2, fix="It is the most tokens the model reads at once, e.g. 1024.")
+    stride = check_int(max(1, window // 2) if stride is None else stride, field="stride", low=1, high=window,
+                       fix="It is how many new positions each window reads; window - stride is the least context.")  # fmt: skip
+    return window, stride
+
+
+def window_spans(length: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+    """``(start, first_owned, end)`` per window over positions ``0..length-1``: the window reads ``start:end``
+    (at most ``window`` tokens) and keeps ``first_owned:end`` (the positions it is the first to reach; the first
+    window keeps all it reads, each later one ``stride``)."""
+    spans, owned = [], 0
+    while owned < length:
+        end = min(length, owned + (window if owned == 0 else stride))
+        spans.append((max(0, end - window), owned, end))
+        owned = end
+    return spans
+
+
 def check_output_bytes(what: str, shape: Sequence[int], item_bytes: int, max_output_bytes: int, fix: str) -> None:  # fmt: skip
     """Refuse (``ValueError``) ``what``, an output of ``shape`` at ``item_bytes`` each, when it would take more than
     ``max_output_bytes``; the message gives its size and ``fix`` (what to pass instead)."""
@@ -73,7 +107,8 @@ def release_freed_heap() -> None:
 
 @contextmanager
 def _mapped_big_blocks() -> Iterator[None]:
-    """While lens chunks run, have glibc serve blocks of 4 MiB or more by ``mmap`` (each returned whole when freed).
+    """While lens chunks (and a lens pass's forward pass) run, have glibc serve blocks of 4 MiB or more by ``mmap``
+    (each returned whole when freed).
 
     By default it serves blocks below 32 MiB from its heap once one that big has been freed, and chunk-sized
     temporaries alternating with the small results kept from chunk to chunk fragment that heap without bound: a
@@ -125,9 +160,57 @@ class LensPass:
                 yield LensChunk(start=start, stop=stop, logits=lens(self.hidden[start:stop], self.layers))
 
 
+@dataclass
+class WindowedLensPass:
+    """The residual streams of ``layers`` at the selected positions, read window by window when :meth:`chunks`
+    runs (see the module's Windows): rows and chunks in the same order as :class:`LensPass`'s.
+
+    ``input_ids``, ``select``: ``[batch, seq]``; ``attention_mask``: ``[batch, seq]`` or ``None``."""
+
+    model: nn.Module
+    input_ids: torch.Tensor
+    select: torch.Tensor
+    attention_mask: torch.Tensor | None
+    layers: tuple[int, ...]
+    window: int
+    stride: int
+
+    def chunks(
+        self, lens: Lens, *, max_chunk_bytes: int = DEFAULT_CHUNK_BYTES, copies: int = 3
+    ) -> Iterator[LensChunk]:
+        """As :meth:`LensPass.chunks`; the model runs one window at a time, only on windows that keep a row."""
+        size = max(1, int(max_chunk_bytes // (len(self.layers) * lens.vocab_size * 4 * copies)))
+        bos = getattr(self.model.config, "bos_token_id", None)
+        done = 0  # rows yielded so far
+        with _mapped_big_blocks():
+            for row in range(self.input_ids.shape[0]):
+                real = self.attention_mask[row].bool() if self.attention_mask is not None else slice(None)
+                tokens, chosen = self.input_ids[row, real], self.select[row, real]
+                lead = int(isinstance(bos, int) and tokens.numel() > 1 and int(tokens[0]) == bos)  # in every window
+                for start, owned, end in window_spans(tokens.numel() - lead, self.window - lead,
+                                                      min(self.stride, self.window - lead)):  # fmt: skip
+                    keep = chosen[lead + owned : lead + end]
+                    if owned == 0:
+                        keep = chosen[: lead + end]
+                    if not bool(keep.any()):
+                        continue
+                    read = torch.cat([tokens[:lead], tokens[lead + start : lead + end]])[None]
+                    where = torch.zeros_like(read, dtype=torch.bool)
+                    where[0, read.shape[1] - keep.numel() :] = keep
+                    hidden = run_layers(self.model, read, self.layers, use_cache=False, keep=None,
+                                        select=where).hidden[0]  # fmt: skip
+                    for first in range(0, hidden.shape[0], size):
+                        part = hidden[first : first + size]
+                        yield LensChunk(start=done + first, stop=done + first + part.shape[0],
+                                        logits=lens(part, self.layers))  # fmt: skip
+                    done += hidden.shape[0]
+
+
 def lens_pass(model: nn.Module, input_ids: torch.Tensor, layers: Sequence[int], *, attention_mask: torch.Tensor | None = None,
-              select: torch.Tensor | None = None, max_output_bytes: int = DEFAULT_OUTPUT_BYTES) -> LensPass:  # fmt: skip
-    """One forward pass (no cache) that keeps the residual streams of ``layers`` at the selected positions.
+              select: torch.Tensor | None = None, max_output_bytes: int = DEFAULT_OUTPUT_BYTES,
+              window: int | None = None, stride: int | None = None) -> LensPass | WindowedLensPass:  # fmt: skip
+    """One forward pass (no cache) that keeps the residual streams of ``layers`` at the selected positions, or with
+    ``window`` a :class:`WindowedLensPass` that reads them window by window (see the module's Windows).
 
     Only ``max(layers)`` blocks run. Left or right padding is handled with ``attention_mask`` (positions count real
     tokens only, as ``model.generate`` counts them).
@@ -139,17 +222,26 @@ def lens_pass(model: nn.Module, input_ids: torch.Tensor, layers: Sequence[int], 
         attention_mask: ``[batch, seq]`` 1 for tokens, 0 for padding; ``None``: no padding.
         select: ``[batch, seq]`` bool, the positions to keep; ``None`` keeps all of them.
         max_output_bytes: refuse (before running the model) when the kept residual streams would be larger.
+        window, stride: read in windows of at most ``window`` tokens, each keeping ``stride`` new positions
+            (:func:`check_window`); ``select`` must then be False on padding.
 
     Returns:
-        :class:`LensPass` with ``hidden: [n_selected, len(layers), d_model]``.
+        :class:`LensPass` with ``hidden: [n_selected, len(layers), d_model]``, or the :class:`WindowedLensPass`.
     """
     layers = tuple(layers)
     assert list(layers) == sorted(set(layers)), "lens_pass takes sorted, distinct layers"
     select = torch.ones_like(input_ids, dtype=torch.bool) if select is None else select
+    window, stride = check_window(window, stride)
     d_model = getattr(model.config, "hidden_size", None) or model_parts(model).unembed.weight.shape[-1]
-    check_output_bytes("lens_pass's residual streams", (int(select.sum()), len(layers), d_model), model.dtype.itemsize,
-                       max_output_bytes, "pass fewer layers or positions, or shorter texts (windows)")  # fmt: skip
+    kept = int(select.sum()) if window is None else min(int(select.sum()), window)
+    fix = "pass fewer layers or positions" + (", or a smaller window" if window else ", or read in windows (window=)")
+    check_output_bytes("lens_pass's residual streams", (kept, len(layers), d_model), model.dtype.itemsize,
+                       max_output_bytes, fix)  # fmt: skip
+    if window is not None:
+        assert attention_mask is None or not bool((select & ~attention_mask.bool()).any()), "select on padding"
+        return WindowedLensPass(model, input_ids, select, attention_mask, layers, window, stride)
     position_ids = position_ids_from_mask(attention_mask) if attention_mask is not None else None
-    out = run_layers(model, input_ids, layers, attention_mask=attention_mask, position_ids=position_ids,
-                     use_cache=False, keep=None, select=select)  # fmt: skip
+    with _mapped_big_blocks():  # the block activations too: a pass per window of the harness grew the heap
+        out = run_layers(model, input_ids, layers, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=False, keep=None, select=select)  # fmt: skip
     return LensPass(hidden=out.hidden[0], layers=layers)

@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from lenssample.lens.base import Lens, LogitLens, as_lens
 from lenssample.model.adapters import model_parts
 from lenssample.model.loading import DEFAULT_MODEL, cache_root
 from lenssample.model.manifest import MANIFEST, folder_problem, staged_folder
+from lenssample.validation import check_bool
 
 FORMAT = "lenssample-tuned-lens"
 VERSION = 1
@@ -233,13 +235,16 @@ class TunedLens(Lens):
         return target
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, model: nn.Module) -> TunedLens:
+    def load(cls, directory: str | os.PathLike, model: nn.Module, *, verify: bool = False) -> TunedLens:
         """Read a lens onto ``model``; refuses a lens made for another model.
 
         ``directory`` is a folder saved by :meth:`save` in either format (told apart by its files: ``params.pt``
         makes a tuned-lens folder, read as a before-norm lens), or, when no such local folder exists, a tuned-lens
         hub id (``"gpt2"``, ``"EleutherAI/pythia-160m-deduped"``) resolved as tuned-lens resolves it (see
         :func:`lenssample.lens.formats.resolve_hub_lens`; offline, a lens not in the hub cache is refused at once).
+        Every load checks the folder against its manifest (sizes, the safetensors header, the config's hash);
+        ``verify`` also hashes the weights (a folder without a manifest, e.g. tuned-lens's, is then named in a
+        warning as unverified).
 
         Raises:
             FileNotFoundError: the folder or one of its files is missing, or a hub lens cannot be had.
@@ -256,7 +261,13 @@ class TunedLens(Lens):
                 )
             folder = formats.resolve_hub_lens(str(directory))
         # A folder without a manifest was saved before lenssample wrote them (or by tuned-lens): the checks below.
-        problem = folder_problem(folder) if (folder / MANIFEST).is_file() else None
+        check_bool(verify, field="verify")
+        has_manifest = (folder / MANIFEST).is_file()
+        if verify and not has_manifest:
+            warnings.warn(f"the tuned lens in {str(folder)!r} has no {MANIFEST} (saved by tuned-lens or an older "
+                          "lenssample), so its files cannot be verified; its shapes and values are checked at load",
+                          stacklevel=2)  # fmt: skip
+        problem = folder_problem(folder, full=verify) if has_manifest else None
         if problem:
             raise ValueError(
                 f"the tuned lens in {str(folder)!r} is damaged: {problem}; a lens cannot be rebuilt, so train it "
@@ -386,11 +397,12 @@ lens = TunedLens.load('THIS_FOLDER', model)   # refuses any other model (unembed
     return f"{card}Training record (the full record, with held-out KL per layer, is in config.json):\n\n```json\n{record}\n```\n"
 
 
-def load_lens(spec: Lens | str | os.PathLike | None, model: nn.Module) -> Lens:
+def load_lens(spec: Lens | str | os.PathLike | None, model: nn.Module, *, verify: bool = False) -> Lens:
     """The lens a config or command line names: ``"logit"`` (or ``None``), ``"tuned"`` (the cached tuned lens of a
     model from :func:`~lenssample.load_model`, where ``lenssample train-lens`` saves it: :func:`default_lens_path`),
     a saved tuned-lens folder (lenssample's or the tuned-lens project's format), a tuned-lens hub id, or a
-    :class:`~lenssample.lens.base.Lens` object (checked to belong to ``model``)."""
+    :class:`~lenssample.lens.base.Lens` object (checked to belong to ``model``). ``verify``: hash a saved lens's
+    files against its manifest (:meth:`TunedLens.load`)."""
     if spec is None or not isinstance(spec, (str, os.PathLike)):  # a Lens, or a wrong type as_lens names
         return as_lens(model, spec)
     if str(spec) == "logit":
@@ -398,7 +410,7 @@ def load_lens(spec: Lens | str | os.PathLike | None, model: nn.Module) -> Lens:
     path = Path(spec).expanduser()
     if str(spec) == "tuned" and not path.exists():
         path = _cached_lens(model)
-    return TunedLens.load(path if path.exists() else str(spec), model)
+    return TunedLens.load(path if path.exists() else str(spec), model, verify=verify)
 
 
 def _cached_lens(model: nn.Module) -> Path:

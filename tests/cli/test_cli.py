@@ -49,3 +49,15 @@ def test_generate_with_layer_strategy_and_sampling(real_model, capsys):
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["tokens"] == first["tokens"]
     assert first["trace"]["layers"] == [28]
+
+
+def test_lens_reads_a_text_longer_than_the_model_in_windows(fake_gguf, capsys):
+    """The tiny model reads 128 positions: a longer text is refused with the fix, and read with --window."""
+    text = " ".join(["hello world"] * 100)
+    command = ["lens", text, "--model", str(fake_gguf), "--last", "2"]
+    assert main(command) == 2
+    assert "read it in windows of at most 128 tokens" in capsys.readouterr().err
+    assert main([*command, "--window", "64"]) == 0
+    assert "layer" in capsys.readouterr().out
+    assert main([*command, "--window", "1"]) == 2
+    assert "--window 1: must be >= 2" in capsys.readouterr().err

@@ -49,3 +49,41 @@ def test_doctor_checks_rebuilds_and_reports(fake_gguf, tmp_path, capsys):
     fake_gguf.unlink()  # nor can a model whose GGUF file is gone
     status, report = _doctor(capsys)
     assert status == 2 and report == {model_dir.name: "damaged", "tiny": "damaged"}
+
+
+def test_verify_flag_hashes_the_model_and_the_lens_before_use(fake_gguf, tmp_path, capsys, monkeypatch):
+    """Every load checks sizes, headers and configs; damage of the same size inside the weights is found only by a
+    hash: ``--verify`` rebuilds such a model from its GGUF file and refuses such a lens (exit 2, one line)."""
+    import lenssample.model.manifest as manifest
+
+    monkeypatch.setattr(manifest, "HASHED_ON_LOAD", 0)  # the tiny files would all be hashed at every load
+    model_dir = Path(resolve_model_dir(fake_gguf)[0])
+    lens = _random_lens(make_tiny_model("llama")).save(tmp_path / "lens")
+    command = ["lens", "hello world", "--model", str(fake_gguf), "--lens", str(lens)]
+    weights = model_dir / "model.safetensors"
+    _overwrite(weights, weights.stat().st_size - 4, b"\x00" * 4)  # a finite value changed in place
+    assert main(command) == 0 and _conversions(fake_gguf) == 1  # the cheap checks cannot see it
+    assert main([*command, "--verify"]) == 0 and _conversions(fake_gguf) == 2  # rebuilt, then used
+    capsys.readouterr()
+
+    lens_weights = lens / "model.safetensors"
+    _overwrite(lens_weights, lens_weights.stat().st_size - 4, b"\x00" * 4)
+    assert main(command) == 0
+    capsys.readouterr()
+    assert main([*command, "--verify"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.safetensors was changed" in err[0] and "train-lens --out" in err[0]
+
+
+def test_verify_warns_that_a_lens_without_manifest_cannot_be_verified(tmp_path):
+    import pytest
+
+    from lenssample.lens.tuned import TunedLens
+
+    model = make_tiny_model("llama")
+    folder = _random_lens(model).save(tmp_path / "old", format="tuned-lens")
+    (folder / MANIFEST).unlink()
+    with pytest.warns(UserWarning, match="has no lenssample-manifest.json .* cannot be verified"):
+        TunedLens.load(folder, model, verify=True)
+    with pytest.raises(ValueError, match="verify='yes' must be true or false"):
+        TunedLens.load(folder, model, verify="yes")
