@@ -69,10 +69,10 @@ def _target_scores(
     full: torch.Tensor | None = None,
     window: int | None = None,
     stride: int | None = None,
-) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]]:
+) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
     """``(scores, greedy, info)`` of the targets at the selected positions under each strategy, in their row-major
     order. ``scores [n_selected]`` float32, ``greedy [n_selected]`` whether the target is the strategy's top token,
-    ``info`` the strategy's decisions (flattened chunks); ``full``, when given (one strategy), receives the scored
+    ``info`` the strategy's decisions (``[n_selected]`` each); ``full``, when given (one strategy), receives the scored
     distributions ``[n_selected, vocab]``. Tensors ``[batch, seq]`` on the model's device.
 
     Several strategies share the work: one lens pass reads the union of their layers (per final-norm setting) and
@@ -97,8 +97,10 @@ def _target_scores(
                 mine = chunk.logits if len(where[i]) == len(layers) else chunk.logits.index_select(1, where[i])
                 decision = strategy(mine, own_layers[i])
                 check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
-                for key, value in decision.info.items():
-                    info.setdefault(key, []).append(value.reshape(-1))
+                for key, value in decision.info.items():  # into one tensor per key: thousands of small kept
+                    if key not in info:  # tensors fragment the heap between the chunks' temporaries
+                        info[key] = value.new_zeros(targets.numel())
+                    info[key][rows] = value.reshape(-1)
                 logits = decision.logits.float()
                 logits = torch.log_softmax(logits, dim=-1) if post_softmax else logits
                 picked[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1)
@@ -198,7 +200,7 @@ def score(
             stacklevel=2,
         )
     full = spread(full) if full is not None else None
-    decisions = {key: spread(torch.cat(values)) for key, values in info.items()}
+    decisions = {key: spread(values) for key, values in info.items()}
     return ScoreOutput(token_lp, target_mask, excluded, full, decisions)
 
 
@@ -299,6 +301,6 @@ def targets_by_strategy(
         excluded_rows = torch.isneginf(picked)
         if excluded_value is not None:
             picked = picked.masked_fill(excluded_rows, float(excluded_value))
-        floats = {key: torch.cat(parts).float().cpu() for key, parts in info.items()}
+        floats = {key: values.float().cpu() for key, values in info.items()}
         scored.append(TargetScores(spread(picked, 0.0), spread(excluded_rows, False), spread(top, False), floats))
     return scored
