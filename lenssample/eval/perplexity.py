@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lenssample.lens.base import Lens
-from lenssample.lens.passes import DEFAULT_CHUNK_BYTES
+from lenssample.lens.passes import DEFAULT_CHUNK_BYTES, window_spans
 from lenssample.scoring import right_padded, targets_by_strategy
 from lenssample.strategies.base import Strategy
 from lenssample.validation import check_int, check_number, check_tokenizer
@@ -84,15 +84,13 @@ def rolling_windows(
     seq = ([prefix_token_id] if prefix_token_id is not None else []) + list(tokens)
     offset = 1 if prefix_token_id is not None else 0  # seq[i] is tokens[i - offset]
     windows = []
-    next_target = 1  # index in seq of the next token to score
-    while next_target < len(seq):
-        end = min(len(seq), next_target + (window if next_target == 1 else stride))
-        start = max(0, end - 1 - window)
-        chunk = seq[start:end]
+    # the positions predicting seq[1:], split as every lens pass splits them: seq[start:end] feeds the model and
+    # predicts seq[owned + 1 : end + 1] for the first time
+    for start, owned, end in window_spans(len(seq) - 1, window, stride):
+        chunk = seq[start : end + 1]
         if leading_token_id is not None and chunk[0] != leading_token_id:
             chunk = [leading_token_id, *chunk]
-        windows.append(Window(tuple(chunk[:-1]), tuple(chunk[1:]), end - next_target, next_target - offset))
-        next_target = end
+        windows.append(Window(tuple(chunk[:-1]), tuple(chunk[1:]), end - owned, owned + 1 - offset))
     return windows
 
 

@@ -189,9 +189,7 @@ class WindowedLensPass:
                 lead = int(isinstance(bos, int) and tokens.numel() > 1 and int(tokens[0]) == bos)  # in every window
                 for start, owned, end in window_spans(tokens.numel() - lead, self.window - lead,
                                                       min(self.stride, self.window - lead)):  # fmt: skip
-                    keep = chosen[lead + owned : lead + end]
-                    if owned == 0:
-                        keep = chosen[: lead + end]
+                    keep = chosen[lead + owned if owned else 0 : lead + end]  # the first window keeps the BOS too
                     if not bool(keep.any()):
                         continue
                     read = torch.cat([tokens[:lead], tokens[lead + start : lead + end]])[None]
