@@ -35,6 +35,8 @@ from lenssample.lens.passes import (
     check_output_bytes,
     check_window,
     lens_pass,
+    reused_heap,
+    row_parts,
 )
 from lenssample.lens.tuned import load_lens
 from lenssample.strategies.base import Strategy, as_strategy
@@ -85,28 +87,33 @@ def _target_scores(
     for final_norm in dict.fromkeys(s.apply_final_norm for s in strategies):
         group = [i for i, s in enumerate(strategies) if s.apply_final_norm == final_norm]
         group_lens = as_lens(model, lens).with_final_norm(final_norm)
+        vocab = group_lens.vocab_size
         own_layers = {i: strategies[i].check_model(group_lens.num_layers) for i in group}
         layers = tuple(sorted(set().union(*own_layers.values())))
         where = {i: torch.tensor([layers.index(layer) for layer in own_layers[i]]) for i in group}
         passed = lens_pass(model, input_ids, layers, attention_mask=attention_mask, select=select,
                            max_output_bytes=max_output_bytes, window=window, stride=stride)  # fmt: skip
         for chunk in passed.chunks(group_lens, max_chunk_bytes=max_chunk_bytes, copies=3 + (len(group) > 1)):
-            rows = slice(chunk.start, chunk.stop)
-            for i in group:
-                strategy, (picked, top, info) = strategies[i], results[i]
-                mine = chunk.logits if len(where[i]) == len(layers) else chunk.logits.index_select(1, where[i])
-                decision = strategy(mine, own_layers[i])
-                check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
-                for key, value in decision.info.items():  # into one tensor per key: thousands of small kept
-                    if key not in info:  # tensors fragment the heap between the chunks' temporaries
-                        info[key] = value.new_zeros(targets.numel())
-                    info[key][rows] = value.reshape(-1)
-                logits = decision.logits.float()
-                logits = torch.log_softmax(logits, dim=-1) if post_softmax else logits
-                picked[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1)
-                top[rows] = picked[rows] >= logits.max(dim=-1).values
-                if full is not None:
-                    full[rows] = logits.to(full.device)
+            with reused_heap():  # each strategy a few rows at a time, its temporaries reused (see there)
+                parts = [(i, part) for i in group for part in row_parts(chunk.stop - chunk.start,
+                                                                        len(where[i]) * vocab * 4)]
+                for i, part in parts:
+                    strategy, (picked, top, info) = strategies[i], results[i]
+                    rows = slice(chunk.start + part.start, chunk.start + part.stop)
+                    mine = chunk.logits[part]
+                    mine = mine if len(where[i]) == len(layers) else mine.index_select(1, where[i])
+                    decision = strategy(mine, own_layers[i])
+                    check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
+                    for key, value in decision.info.items():  # into one tensor per key, allocated once: many
+                        if key not in info:  # small kept tensors would fragment the heap (see reused_heap)
+                            info[key] = value.new_zeros(targets.numel())
+                        info[key][rows] = value.reshape(-1)
+                    logits = decision.logits.float()
+                    logits = torch.log_softmax(logits, dim=-1) if post_softmax else logits
+                    picked[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1)
+                    top[rows] = picked[rows] >= logits.max(dim=-1).values
+                    if full is not None:
+                        full[rows] = logits.to(full.device)
     return results
 
 
