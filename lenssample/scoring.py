@@ -4,7 +4,8 @@ at chosen positions (:func:`target_scores`, what the evaluation harness and lm-e
 The same strategy object that picks tokens in generation scores a given text here: position ``t``'s lens outputs
 (of the strategy's layers) are combined into a distribution over token ``t + 1``. One :func:`~lenssample.lens.passes
 .lens_pass` reads the residual stream of the strategy's layers at the positions asked for; the vocabulary projection
-and the strategy run over chunks of positions, so memory stays bounded by ``max_chunk_bytes`` whatever the length.
+runs over chunks of positions, so memory stays bounded by ``max_chunk_bytes`` whatever the length, and each strategy
+combines a chunk a few rows at a time (:func:`~lenssample.lens.passes.row_parts`, on a reused heap).
 The residual streams of the whole text stay until the end (``8192 positions x 31 layers x 576 floats`` = 585 MB
 for the all-layer ensemble on the default model); ``score(..., window=1024)`` reads the text in windows instead
 (:mod:`lenssample.lens.passes`), flat in memory and not limited by the model's maximum positions, each position
