@@ -96,25 +96,24 @@ def _target_scores(
                            max_output_bytes=max_output_bytes, window=window, stride=stride)  # fmt: skip
         for chunk in passed.chunks(group_lens, max_chunk_bytes=max_chunk_bytes, copies=3 + (len(group) > 1)):
             with reused_heap():  # each strategy a few rows at a time, its temporaries reused (see there)
-                parts = [(i, part) for i in group for part in row_parts(chunk.stop - chunk.start,
-                                                                        len(where[i]) * vocab * 4)]
-                for i, part in parts:
+                for i in group:
                     strategy, (picked, top, info) = strategies[i], results[i]
-                    rows = slice(chunk.start + part.start, chunk.start + part.stop)
-                    mine = chunk.logits[part]
-                    mine = mine if len(where[i]) == len(layers) else mine.index_select(1, where[i])
-                    decision = strategy(mine, own_layers[i])
-                    check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
-                    for key, value in decision.info.items():  # into one tensor per key, allocated once: many
-                        if key not in info:  # small kept tensors would fragment the heap (see reused_heap)
-                            info[key] = value.new_zeros(targets.numel())
-                        info[key][rows] = value.reshape(-1)
-                    logits = decision.logits.float()
-                    logits = torch.log_softmax(logits, dim=-1) if post_softmax else logits
-                    picked[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1)
-                    top[rows] = picked[rows] >= logits.max(dim=-1).values
-                    if full is not None:
-                        full[rows] = logits.to(full.device)
+                    for part in row_parts(chunk.stop - chunk.start, len(where[i]) * vocab * 4):
+                        rows = slice(chunk.start + part.start, chunk.start + part.stop)
+                        mine = chunk.logits[part]
+                        mine = mine if len(where[i]) == len(layers) else mine.index_select(1, where[i])
+                        decision = strategy(mine, own_layers[i])
+                        check_next_token_logits(decision.logits, source=f"strategy {strategy.to_spec()!r}")
+                        for key, value in decision.info.items():  # into one tensor per key, allocated once: many
+                            if key not in info:  # small kept tensors would fragment the heap (see reused_heap)
+                                info[key] = value.new_zeros(targets.numel())
+                            info[key][rows] = value.reshape(-1)
+                        logits = decision.logits.float()
+                        logits = torch.log_softmax(logits, dim=-1) if post_softmax else logits
+                        picked[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1)
+                        top[rows] = picked[rows] >= logits.max(dim=-1).values
+                        if full is not None:
+                            full[rows] = logits.to(full.device)
     return results
 
 

@@ -72,6 +72,32 @@ def test_several_strategies_scored_together_equal_each_scored_alone():
             torch.testing.assert_close(shared.info[key], alone.info[key], msg=f"{spec} {key}")
 
 
+def test_strategies_in_parts_of_a_row_score_as_whole_chunks(monkeypatch):
+    """Scoring hands each strategy a chunk a few rows at a time (lens.passes.row_parts, PART_BYTES of lens logits);
+    parts of one row each give the same scores, greedy flags and decisions as parts as large as the chunk."""
+    from lenssample.lens import passes
+    from lenssample.scoring import targets_by_strategy
+
+    model = make_tiny_model("llama")
+    gen = torch.Generator().manual_seed(4)
+    ids = torch.randint(3, VOCAB, (2, 9), generator=gen)
+    targets, select = ids.roll(-1, 1), torch.rand(2, 9, generator=gen) > 0.2
+    select[:, -1] = False
+    specs = ["final", "dola:layers=[1,2]", "ensemble:weights=entropy", "sled"]
+    whole = targets_by_strategy(model, ids, targets, select, specs)
+    monkeypatch.setattr(passes, "PART_BYTES", 1)  # one row per part
+    assert len(list(passes.row_parts(5, 4 * VOCAB))) == 5
+    # chunks of 3 rows (the ensemble reads all L + 1 layers; 4 copies for shared strategies): parts inside chunks
+    # that do not start at row 0
+    chunk_bytes = 3 * (model.config.num_hidden_layers + 1) * VOCAB * 4 * 4
+    rows = targets_by_strategy(model, ids, targets, select, specs, max_chunk_bytes=chunk_bytes)
+    for spec, a, b in zip(specs, whole, rows):
+        torch.testing.assert_close(a.values, b.values, msg=spec)
+        assert torch.equal(a.excluded, b.excluded) and torch.equal(a.greedy, b.greedy), spec
+        for key in a.info:
+            torch.testing.assert_close(a.info[key], b.info[key], msg=f"{spec} {key}")
+
+
 @pytest.mark.parametrize("spec", ["final", "dola:layers=[0,2]", "sled", "ensemble"])
 def test_left_padding_scores_like_no_padding(spec):
     """A left-padded row's first token has no context (it is predicted from padding): it is not a target, and the
