@@ -79,3 +79,38 @@ def test_command_line_errors_name_the_flag():
         run.main(["--books", "dublners"])
     with pytest.raises(ValueError, match="--steps -1"):
         run.main(["--steps", "-1"])
+
+
+def test_ceiling_scores_as_the_lens_comparison_and_fine_tunes_only_its_layers(tmp_path):
+    spec = importlib.util.spec_from_file_location("lens_quality_ceiling", RUNNER.with_name("ceiling.py"))
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    model, tokenizer = load_tiny()
+    books = {"long": [TEXT, TEXT.upper()], "other": [TEXT[::-1], TEXT.lower()]}
+    schedules = ((0, 8, 1e-3), (4, 8, 1e-2))
+    result = ceiling.ceiling(model, tokenizer, books, "long", [1, 2], RECIPE, tmp_path, positions=40,
+                             schedules=schedules, strengths=(1e-2,))  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ceiling_long.json", "ceiling_long.md"]
+    assert json.loads((tmp_path / "ceiling_long.json").read_text()) == result
+    rows = {row["fit"].split(" (")[0]: row for row in result["rows"]}
+    assert len(rows) == 4 and result["positions"] == 40
+
+    # the same fold's closed-form lens, scored by the lens comparison of the LOBO runner on the same positions
+    from lenssample.analysis.lens_eval import compare_lenses
+    from lenssample.data.windows import token_windows
+    from lenssample.lens.base import LogitLens
+    from lenssample.lens.train import train_tuned_lens
+
+    train = token_windows(books["other"], tokenizer, seq_len=RECIPE.seq_len)
+    start = train_tuned_lens(model, train, RECIPE, steps=0, progress=False)
+    held_out = token_windows(books["long"], tokenizer, seq_len=RECIPE.seq_len)
+    compared = compare_lenses(model, {"logit": LogitLens(model), "tuned": start}, held_out, max_positions=40)
+    np.testing.assert_allclose(result["logit_kl"]["book"], [compared.metrics["logit"]["kl"][i] for i in (1, 2)],
+                               rtol=1e-4)  # fmt: skip
+    ratio = compared.kl_ratio("tuned")
+    np.testing.assert_allclose(rows["closed-form start"]["book"], [ratio[1], ratio[2]], rtol=1e-4)
+    # no step leaves the start as it is; four steps move it
+    np.testing.assert_allclose(rows["0 steps x 8 positions, lr 0.001"]["book"], rows["closed-form start"]["book"])
+    assert rows["4 steps x 8 positions, lr 0.01"]["book"] != rows["closed-form start"]["book"]
+    table = (tmp_path / "ceiling_long.md").read_text()
+    assert "| closed-form start (the recipe's) |" in table and "book L1 | book L2" in table
