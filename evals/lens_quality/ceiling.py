@@ -36,13 +36,12 @@ from lenssample.analysis.lens_eval import spread_windows  # noqa: E402
 from lenssample.cli.common import add_dataclass_args, check_positive, dataclass_from_args  # noqa: E402
 from lenssample.data.windows import token_windows  # noqa: E402
 from lenssample.eval.runs import load_by_name  # noqa: E402
-from lenssample.lens.checkpoints import read_checkpoint  # noqa: E402
-from lenssample.lens.fit import regression_pairs  # noqa: E402
-from lenssample.lens.train import TrainConfig, _KLFromLogits, _lr_factor, train_tuned_lens  # noqa: E402
+from lenssample.lens.checkpoints import read_checkpoint, set_translators  # noqa: E402
+from lenssample.lens.fit import regression_pairs, ridge_solution  # noqa: E402
+from lenssample.lens.train import TrainConfig, _lr_factor, heldout_kl, kl_step, train_tuned_lens  # noqa: E402
 from lenssample.lens.tuned import TunedLens, default_lens_path  # noqa: E402
 from lenssample.model.adapters import model_parts  # noqa: E402
 from lenssample.model.capture import run_layers  # noqa: E402
-from lenssample.stats import kl_divergence  # noqa: E402
 from lenssample.validation import check_int  # noqa: E402
 
 # (steps, positions per step, peak lr): the default recipe's work on these layers is 250 x 32 at 1e-4
@@ -57,41 +56,17 @@ SCHEDULES = (
 RIDGE_STRENGTHS = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 
 
-@torch.no_grad()
-def kl_ratio(lens: TunedLens, hidden: torch.Tensor, layers: list[int], logit_kl: torch.Tensor | None = None,
-             chunk: int = 128) -> torch.Tensor:  # fmt: skip
-    """Mean KL(final || lens) per layer over ``hidden: [n, len(layers)+1, d]`` (last slice: the final layer),
-    divided by ``logit_kl`` when given: ``[len(layers)]``."""
-    total = torch.zeros(len(layers), dtype=torch.float64)
-    for start in range(0, hidden.shape[0], chunk):
-        part = hidden[start : start + chunk].float()
-        log_p = torch.log_softmax(lens(part[:, -1:], [lens.num_layers]), dim=-1)
-        log_q = torch.log_softmax(lens(part[:, :-1], layers), dim=-1)
-        total += kl_divergence(log_p, log_q).sum(0).double()
-    mean = total / hidden.shape[0]
-    return mean if logit_kl is None else mean / logit_kl
-
-
 def fine_tune(lens: TunedLens, start: tuple[torch.Tensor, torch.Tensor], train: torch.Tensor, layers: list[int],
               steps: int, batch: int, lr: float, config: TrainConfig) -> None:  # fmt: skip
-    """The recipe's KL fine-tuning (AdamW, warm-up, cosine decay, clipping) of ``layers`` only, from ``start``."""
-    with torch.no_grad():
-        lens.weight.copy_(start[0])
-        lens.bias.copy_(start[1])
-    params = [lens.weight, lens.bias]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    """The recipe's KL fine-tuning (AdamW, warm-up, cosine decay, clipping) of ``layers`` only, from ``start``;
+    ``train: [positions, len(layers)+1, d]`` (last slice: the final layer)."""
+    set_translators(lens, *start)
+    optimizer = torch.optim.AdamW([lens.weight, lens.bias], lr=lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed + 1)
     for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * _lr_factor(step, steps, max(1, steps // 10))
         hidden = train[torch.randint(train.shape[0], (batch,), generator=generator)].float()
-        with torch.no_grad():
-            log_p = torch.log_softmax(lens(hidden[:, -1:], [lens.num_layers])[:, 0], dim=-1)
-        loss = _KLFromLogits.apply(lens(hidden[:, :-1], layers), log_p).mean(0).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
+        kl_step(lens, optimizer, hidden, lr * _lr_factor(step, steps, max(1, steps // 10)), config.max_grad_norm,
+                layers)  # fmt: skip
 
 
 def ceiling(model: nn.Module, tokenizer: Any, books: dict[str, list], book: str, layers: list[int],
@@ -118,12 +93,13 @@ def ceiling(model: nn.Module, tokenizer: Any, books: dict[str, list], book: str,
         held_out = torch.cat([run_layers(model, w[None], keep, use_cache=False, keep=None).hidden[0, :-1]
                               for w in evaluation])[:positions]  # fmt: skip
     lens = TunedLens(model, placement=config.placement)  # all zero: the logit lens
-    base = {"book": kl_ratio(lens, held_out, layers), "in-distribution": kl_ratio(lens, inside, layers)}
+    scored = {"book": held_out, "in-distribution": inside}
+    base = {where: heldout_kl(lens, hidden, 128, layers) for where, hidden in scored.items()}
     rows = []
 
     def record(name: str) -> None:
-        ratios = {where: kl_ratio(lens, hidden, layers, base[where]).tolist()
-                  for where, hidden in (("book", held_out), ("in-distribution", inside))}  # fmt: skip
+        ratios = {where: (heldout_kl(lens, hidden, 128, layers) / base[where]).tolist()
+                  for where, hidden in scored.items()}  # fmt: skip
         rows.append({"fit": name, **ratios})
         print(name, {k: [round(x, 4) for x in v] for k, v in ratios.items()}, flush=True)
 
@@ -132,11 +108,8 @@ def ceiling(model: nn.Module, tokenizer: Any, books: dict[str, list], book: str,
     gram = torch.bmm(features.transpose(1, 2), features).double()
     cross = torch.bmm(features.transpose(1, 2), targets).double()
     d = gram.shape[-1] - 1
-    scale = torch.diagonal(gram[:, :d, :d], dim1=1, dim2=2).mean(-1)
-    penalty = torch.ones(d + 1, dtype=gram.dtype)
-    penalty[d] = 0.0
     for strength in strengths:
-        theta = torch.linalg.solve(gram + (strength * scale)[:, None, None] * torch.diag(penalty), cross)
+        theta = ridge_solution(gram, cross, strength)
         with torch.no_grad():
             lens.weight.zero_()
             lens.bias.zero_()
@@ -144,9 +117,7 @@ def ceiling(model: nn.Module, tokenizer: Any, books: dict[str, list], book: str,
             lens.bias[layers] = theta[:, d].float()
         record(f"ridge {strength:g} (cached positions only)")
     start = (data["start_weight"], data["start_bias"])
-    with torch.no_grad():
-        lens.weight.copy_(start[0])
-        lens.bias.copy_(start[1])
+    set_translators(lens, *start)
     record("closed-form start (the recipe's)")
     for steps, batch, lr in schedules:
         began = time.perf_counter()

@@ -141,12 +141,31 @@ def _batches(windows: Sequence[torch.Tensor], size: int) -> list[list[torch.Tens
     return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
+def ridge_solution(gram: torch.Tensor, cross: torch.Tensor, strength: float) -> torch.Tensor:
+    """``[L, d+1, d]`` ridge solutions ``theta`` (``weight = theta[:, :d].T``, ``bias = theta[:, d]``) of the normal
+    equations ``gram: [L, d+1, d+1]``, ``cross: [L, d+1, d]`` (float64) with the penalty
+    ``strength * mean(diag(gram_x)) * ||W||^2``, which scales with the data; the bias is not penalised."""
+    d = gram.shape[-1] - 1
+    # a layer whose residual stream never varies (e.g. text that tokenizes to one id whose embedding is 0) has
+    # scale 0: floored, so its system stays positive definite (the fit is then its bias alone)
+    scale = torch.diagonal(gram[:, :d, :d], dim1=1, dim2=2).mean(-1).clamp_min(1e-12)  # [L]
+    penalty = torch.ones(d + 1, dtype=gram.dtype)
+    penalty[d] = 0.0
+    system = gram + (strength * scale)[:, None, None] * torch.diag(penalty)  # symmetric positive definite
+    # Cholesky, not LU: half the work, and MKL's threaded batched LU returned zero pivots on an AMD EPYC.
+    factor, info = torch.linalg.cholesky_ex(system)
+    theta = torch.cholesky_solve(cross, factor)
+    if bool((info != 0).any()):  # not numerically positive definite: LU for those layers, one at a time
+        for layer in torch.nonzero(info).flatten().tolist():
+            theta[layer] = torch.linalg.solve(system[layer], cross[layer])
+    return theta
+
+
 def solve_ridge(
     collected: Collected, grid: Sequence[float] = RIDGE_GRID
 ) -> tuple[torch.Tensor, torch.Tensor, list]:
-    """The closed-form translators: per layer the ridge solution with the best held-out squared error.
-
-    The penalty ``lam * mean(diag(gram_x)) * ||W||^2`` scales with the data; the bias is not penalised.
+    """The closed-form translators: per layer the ridge solution (:func:`ridge_solution`) with the best held-out
+    squared error over the strengths of ``grid``.
 
     Returns:
         ``weight: [L, d, d]``, ``bias: [L, d]`` (float32) and the chosen relative ridge strength per layer.
@@ -154,23 +173,11 @@ def solve_ridge(
     gram, cross = collected.gram, collected.cross
     num_layers, d1, _ = gram.shape
     d = d1 - 1
-    # a layer whose residual stream never varies (e.g. text that tokenizes to one id whose embedding is 0) has
-    # scale 0: floored, so its system stays positive definite (the fit is then its bias alone)
-    scale = torch.diagonal(gram[:, :d, :d], dim1=1, dim2=2).mean(-1).clamp_min(1e-12)  # [L]
-    penalty = torch.ones(d1, dtype=gram.dtype)
-    penalty[d] = 0.0
     best_err = torch.full((num_layers,), float("inf"), dtype=gram.dtype)
     best = torch.zeros_like(cross)
     chosen = [None] * num_layers
-    eye = torch.diag(penalty)
     for lam in grid:
-        system = gram + (lam * scale)[:, None, None] * eye  # symmetric positive definite
-        # Cholesky, not LU: half the work, and MKL's threaded batched LU returned zero pivots on an AMD EPYC.
-        factor, info = torch.linalg.cholesky_ex(system)
-        theta = torch.cholesky_solve(cross, factor)  # [L, d+1, d]
-        if bool((info != 0).any()):  # not numerically positive definite: LU for those layers, one at a time
-            for layer in torch.nonzero(info).flatten().tolist():
-                theta[layer] = torch.linalg.solve(system[layer], cross[layer])
+        theta = ridge_solution(gram, cross, lam)  # [L, d+1, d]
         # held-out squared error: ||F theta - T||^2 = tr(theta' G theta) - 2 tr(theta' C) + ||T||^2
         err = (
             (theta * torch.bmm(collected.heldout_gram, theta)).sum((1, 2))

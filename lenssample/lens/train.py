@@ -92,31 +92,48 @@ class _KLFromLogits(torch.autograd.Function):
         return grad_logits, None
 
 
-def kl_per_layer(lens: TunedLens, hidden: torch.Tensor) -> torch.Tensor:
-    """Mean ``KL(final || lens_l)`` over positions, for every layer ``l < L``, in one batched unembedding.
+def kl_per_layer(lens: TunedLens, hidden: torch.Tensor, layers: Sequence[int] | None = None) -> torch.Tensor:
+    """Mean ``KL(final || lens_l)`` over positions, for every layer ``l`` of ``layers``, in one batched unembedding.
 
     Args:
-        hidden: ``[positions, L+1, d_model]`` residual streams of all layers.
+        hidden: ``[positions, k+1, d_model]`` residual streams of the ``k`` layers of ``layers`` (default every
+            layer ``0..L-1``), then of the final layer ``L``.
 
     Returns:
-        ``[L]`` float32 (differentiable with respect to the lens).
+        ``[k]`` float32 (differentiable with respect to the lens).
     """
     num_layers = lens.num_layers
     with torch.no_grad():
         log_p = torch.log_softmax(lens(hidden[:, -1:], [num_layers])[:, 0], dim=-1)  # [n, vocab]
-    logits = lens(hidden[:, :-1], range(num_layers))  # [n, L, vocab]
+    logits = lens(hidden[:, :-1], range(num_layers) if layers is None else layers)  # [n, k, vocab]
     return _KLFromLogits.apply(logits, log_p).mean(0)
 
 
 @torch.no_grad()
-def heldout_kl(lens: TunedLens, hidden: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """``[L]`` mean KL(final || lens) over the held-out positions ``hidden: [n, L+1, d]`` (chunked)."""
-    total = torch.zeros(lens.num_layers)
+def heldout_kl(lens: TunedLens, hidden: torch.Tensor, chunk: int = 16,
+               layers: Sequence[int] | None = None) -> torch.Tensor:  # fmt: skip
+    """``[k]`` mean KL(final || lens) over the held-out positions ``hidden: [n, k+1, d]`` (chunked; ``layers`` as
+    in :func:`kl_per_layer`)."""
+    total = torch.zeros(hidden.shape[1] - 1)
     device = lens.weight.device
     for start in range(0, hidden.shape[0], chunk):
         part = hidden[start : start + chunk].to(device, torch.float32)
-        total += kl_per_layer(lens, part).cpu() * part.shape[0]
+        total += kl_per_layer(lens, part, layers).cpu() * part.shape[0]
     return total / hidden.shape[0]
+
+
+def kl_step(lens: TunedLens, optimizer: torch.optim.Optimizer, hidden: torch.Tensor, lr: float,
+            max_grad_norm: float, layers: Sequence[int] | None = None) -> torch.Tensor:  # fmt: skip
+    """One step of the KL fine-tuning at learning rate ``lr`` on a batch ``hidden: [positions, k+1, d]`` (as in
+    :func:`kl_per_layer`), gradients clipped to ``max_grad_norm``; returns the loss (summed over the layers)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss = kl_per_layer(lens, hidden, layers).sum()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([lens.weight, lens.bias], max_grad_norm)
+    optimizer.step()
+    return loss
 
 
 def _lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -278,13 +295,8 @@ def train_tuned_lens(model: nn.Module, texts: Sequence[Any], config: TrainConfig
         bar = tqdm(total=steps, initial=step, desc="tuned lens (KL)", disable=not progress, leave=False)
         while step < steps:
             index = torch.randint(train_hidden.shape[0], (config.batch_positions,), generator=batch_gen)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * _lr_factor(step, steps, warmup)
-            optimizer.zero_grad(set_to_none=True)
-            loss = kl_per_layer(lens, train_hidden[index].to(device, torch.float32)).sum()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([lens.weight, lens.bias], config.max_grad_norm)
-            optimizer.step()
+            loss = kl_step(lens, optimizer, train_hidden[index].to(device, torch.float32),
+                           lr * _lr_factor(step, steps, warmup), config.max_grad_norm)  # fmt: skip
             step += 1
             bar.update(1)
             bar.set_postfix(kl_sum=f"{loss.item():.3f}")
