@@ -32,6 +32,11 @@ def load_tiny():
     return make_tiny_model("llama"), CharTokenizer()
 
 
+def load_tiny_gpt2():
+    """``(model, tokenizer)``: the tiny GPT-2 (another architecture) and the character tokenizer."""
+    return make_tiny_model("gpt2"), CharTokenizer()
+
+
 TEXT = (
     "The lighthouse stood on the rock for a hundred years. Ships passed it at night and the keeper kept the "
     "lamp burning. In winter the sea rose over the rocks and the wind shook the windows."

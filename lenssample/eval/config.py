@@ -194,6 +194,36 @@ class SweepConfig:
     threads: int | None = None
     #: how the lens named ``"tuned"`` is trained for a model that has none cached (see :func:`tuned_lens_recipe`)
     tuned_lens: dict[str, Any] = field(default_factory=dict)
+    #: the models and lenses this run evaluates (``None``: all); the summary always covers the whole sweep
+    stage_models: tuple[str, ...] | None = None
+    stage_lenses: tuple[str, ...] | None = None
+
+    def staged(self, models: Iterable[str] | None = None, lenses: Iterable[str] | None = None) -> SweepConfig:
+        """This sweep with only ``models`` and ``lenses`` (each a subset of the config's, ``None``: all of them)
+        evaluated by the next run: one stage of a long sweep, resumed into the same results folder."""
+        picks = {}
+        for key, given, allowed in (("models", models, self.models), ("lenses", lenses, self.lenses)):
+            if given is None:
+                continue
+            given = tuple(dict.fromkeys(given))
+            if not given:
+                raise ValueError(f"--{key} names nothing; name some of the config's {key}: {', '.join(allowed)}")
+            for name in given:
+                if name not in allowed:
+                    raise ValueError(f"--{key} {name!r} is not one of the config's {key} ({', '.join(allowed)})."
+                                     f"{did_you_mean(name, allowed)} Add it to the config's {key} list to run it.")  # fmt: skip
+            picks[f"stage_{key}"] = tuple(name for name in allowed if name in given)  # in the config's order
+        return replace(self, **picks)
+
+    @property
+    def run_models(self) -> tuple[str, ...]:
+        """The models this run evaluates (:meth:`staged`)."""
+        return self.models if self.stage_models is None else self.stage_models
+
+    @property
+    def run_lenses(self) -> tuple[str, ...]:
+        """The lenses this run evaluates (:meth:`staged`)."""
+        return self.lenses if self.stage_lenses is None else self.stage_lenses
 
 
 def tuned_lens_recipe(table: Any, model: str | None = None) -> tuple[str, Any]:

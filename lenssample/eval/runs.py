@@ -138,7 +138,8 @@ def run_sweep(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     barrier: Callable[[], None] | None = None,
 ) -> dict[str, Any] | None:
-    """Evaluate every missing item; then (on rank 0) write and return the summary.
+    """Evaluate every missing item (of the stage's models and lenses, :meth:`SweepConfig.staged`); then (on rank 0)
+    write and return the summary of every record of the sweep.
 
     ``rank, world_size``: this process's shard (items ``rank::world_size`` of each task; speed runs on rank 0);
     ``loader``: ``name -> (model, tokenizer)``; ``on_record``: called after each record is written (tests use it to
@@ -150,7 +151,7 @@ def run_sweep(
     out = check_output_folder(config.out, field="results folder (the config's out, or --out)")
     out.mkdir(parents=True, exist_ok=True)
     loaded = {}  # every variant is checked against every model before any work (one extra load per extra model)
-    for model_name in config.models:
+    for model_name in config.run_models:
         pair = loader(model_name)
         check_variants(config.variants, as_lens(pair[0], None).num_layers, model_name)
         if not loaded:
@@ -166,9 +167,9 @@ def run_sweep(
             if on_record is not None:
                 on_record(record)
 
-        for model_name in config.models:
+        for model_name in config.run_models:
             model, tokenizer = loaded.pop(model_name, None) or loader(model_name)
-            for lens_spec in config.lenses:
+            for lens_spec in config.run_lenses:
                 lens = sweep_lens(lens_spec, model, tokenizer, model_name, config.tuned_lens)
                 ctx = Context(model=model, tokenizer=tokenizer, lens=lens)
                 base = {"model": model_name, "lens": lens_spec, **lens_version(lens, model_name, lens_spec, existing)}

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from lenssample.cli import main
-from tests.eval.test_runs import config_text, write_inputs
+from lenssample.eval.records import read_records
+from tests.eval.test_runs import MODEL, config_text, write_inputs
 from tests.eval_helpers import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -23,6 +24,33 @@ def test_eval_command_runs_a_sweep_and_resumes(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert main(["eval", str(path), "--no-progress"]) == 0  # everything recorded: nothing recomputed
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
+
+
+def test_eval_stages_run_only_the_named_models_and_lenses_and_summarise_the_whole_sweep(tmp_path, capsys):
+    write_inputs(tmp_path)
+    llama, gpt2 = MODEL, "factory:tests.eval_helpers:load_tiny_gpt2"
+    path = tmp_path / "sweep.toml"
+    path.write_text(config_text(tmp_path, tmp_path / "out").replace(f'models = ["{llama}"]',
+                                                                   f'models = ["{llama}", "{gpt2}"]'))  # fmt: skip
+    assert main(["eval", str(path), "--no-progress", "--models", gpt2, "--lenses", "logit"]) == 0
+    records = read_records(tmp_path / "out")
+    assert records and {r["model"] for r in records} == {gpt2}
+    staged = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {row["model"] for row in staged["rows"]} == {gpt2}
+    capsys.readouterr()
+    assert main(["eval", str(path), "--no-progress"]) == 0  # the rest of the sweep; the first stage is kept
+    resumed = read_records(tmp_path / "out")
+    assert [r for r in resumed if r["model"] == gpt2] == records  # not recomputed
+    assert len(resumed) == 2 * len(records) and {r["model"] for r in resumed} == {llama, gpt2}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {row["model"] for row in summary["rows"]} == {llama, gpt2}
+    one = [row for row in summary["rows"] if row["model"] == gpt2]
+    assert one == [row for row in staged["rows"] if row["model"] == gpt2]
+    for argv, expected in ((["--models", "gpt3"], f"--models 'gpt3' is not one of the config's models ({llama}, {gpt2})"),
+                           (["--lenses", "tuned"], "--lenses 'tuned' is not one of the config's lenses (logit)")):  # fmt: skip
+        assert main(["eval", str(path), *argv]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1
 
 
 def test_eval_command_bad_input_exits_2(tmp_path, capsys):
