@@ -1,7 +1,7 @@
 """How good the tuned lens is on text unlike its training text: leave one book out, and held-out Wikipedia.
 
     python evals/lens_quality/run.py [--model smollm2-135m-instruct] [--steps 250 --max-tokens 32768 ...]
-        [--positions 512] [--books dubliners fairy-tales] [--only lobo|wikipedia] [--out DIR]
+        [--positions 2048] [--books dubliners fairy-tales] [--only lobo|wikipedia] [--out DIR]
 
 1. Leave one book out (LOBO): for each book of :mod:`lenssample.data.corpora` (a fold), a tuned lens is trained
    (the recipe from the flags, as ``lenssample train-lens``) on *all* passages of the other books (the recipe's
@@ -74,7 +74,7 @@ def goal_check(result: LensComparison) -> tuple[dict[str, Any], str]:
 
 
 def run_lobo(model: Any, tokenizer: Any, books: dict[str, Sequence[Any]], config: TrainConfig, out: Path, *,
-             positions: int = 512, folds: Sequence[str] | None = None,
+             positions: int = 2048, folds: Sequence[str] | None = None,
              model_name: str = "") -> dict[str, Any]:  # fmt: skip
     """Leave one book out over ``books`` (``{name: texts}``), holding out each of ``folds`` (default: every book)
     in turn; writes ``OUT/folds/BOOK.json`` per fold (a finished one is read back, not redone), then
@@ -175,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct",
                         help="a load_model name (also gemma3-270m), folder, or factory:module:function")  # fmt: skip
-    parser.add_argument("--positions", type=int, default=512, help="evaluation positions per held-out book")
+    parser.add_argument("--positions", type=int, default=2048, help="evaluation positions per held-out book (8 "
+                        "windows of 256 tokens: with 1-2 windows a fold's KL depends on which passages they fall "
+                        "in)")  # fmt: skip
     parser.add_argument("--wikipedia-positions", type=int, default=1024, help="held-out Wikipedia positions")
     parser.add_argument("--books", nargs="+", default=None, metavar="BOOK", help="the books to hold out (default "
                         f"all; each fold trains on all the others): {', '.join(BOOK_NAMES)}")  # fmt: skip
