@@ -199,13 +199,14 @@ class SweepConfig:
     stage_lenses: tuple[str, ...] | None = None
 
     def staged(self, models: Iterable[str] | None = None, lenses: Iterable[str] | None = None) -> SweepConfig:
-        """This sweep with only ``models`` and ``lenses`` (each a subset of the config's, ``None``: all of them)
-        evaluated by the next run: one stage of a long sweep, resumed into the same results folder."""
+        """This sweep with only ``models`` and ``lenses`` (each a subset of the config's, ``None``: all of them; a
+        string is one name) evaluated by the next run: one stage of a long sweep, resumed into the same results
+        folder."""
         picks = {}
         for key, given, allowed in (("models", models, self.models), ("lenses", lenses, self.lenses)):
             if given is None:
                 continue
-            given = tuple(dict.fromkeys(given))
+            given = tuple(dict.fromkeys([given] if isinstance(given, str) else given))
             if not given:
                 raise ValueError(f"--{key} names nothing; name some of the config's {key}: {', '.join(allowed)}")
             for name in given:

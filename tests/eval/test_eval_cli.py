@@ -53,6 +53,18 @@ def test_eval_stages_run_only_the_named_models_and_lenses_and_summarise_the_whol
         assert expected in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_stage_named_by_one_string_is_that_name_not_its_letters():
+    from lenssample.eval.config import parse_config
+
+    config = parse_config({"models": ["smollm2-135m-instruct", "gemma3-270m"], "variants": ["final"],
+                           "tasks": [{"kind": "perplexity"}]})  # fmt: skip
+    assert config.staged(models="gemma3-270m").run_models == ("gemma3-270m",)
+    assert config.staged(models=["gemma3-270m", "smollm2-135m-instruct"]).run_models == config.models  # config order
+    assert config.staged(lenses="logit").run_lenses == ("logit",) and config.staged().run_models == config.models
+    with pytest.raises(ValueError, match="--models names nothing"):
+        config.staged(models=[])
+
+
 def test_eval_command_bad_input_exits_2(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nope.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
